@@ -1,0 +1,101 @@
+"""The interface every model service implements.
+
+Lifecycle: `load()` (weights in, may take minutes) -> `warmup()` -> serving.
+Per batch the scheduler calls `predict(requests)` off the event loop; it answers
+each request with a Prediction, or with a ServiceError for that request alone.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Hashable, Iterator, Sequence
+from contextlib import contextmanager
+
+from services.runtime.errors import InvalidArgument, Unimplemented
+from services.runtime.types import (
+    CLASSIFY_TASKS,
+    DETECT_TASKS,
+    SEGMENT_TASKS,
+    Capabilities,
+    InferenceRequest,
+    Prediction,
+    Task,
+    Timing,
+)
+from services.runtime.errors import ServiceError
+
+# Which RPC serves which tasks; used to reject e.g. Detect with a segmentation task.
+RPC_TASKS = {"Detect": DETECT_TASKS, "Segment": SEGMENT_TASKS, "Classify": CLASSIFY_TASKS}
+
+
+class VisionModel(abc.ABC):
+    """A model behind the VisionModelService contract."""
+
+    #: Short, stable name used in logs, metrics and the gateway, e.g. "maskrcnn".
+    name: str = "model"
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Build the model and load its weights. Raise ConfigurationError on bad weights."""
+
+    @abc.abstractmethod
+    def warmup(self) -> None:
+        """Run one inference per served task, so that the first request is not slow."""
+
+    @abc.abstractmethod
+    def capabilities(self) -> Capabilities:
+        """The model card, served tasks and runtime; valid after load()."""
+
+    @abc.abstractmethod
+    def predict(self, requests: Sequence[InferenceRequest]) -> list[Prediction | ServiceError]:
+        """Run one batch; the i-th answer belongs to the i-th request."""
+
+    def validate(self, request: InferenceRequest) -> None:
+        """Reject a bad request before it is queued. Override to add task checks."""
+        served = self.served_tasks()
+        if request.task not in served:
+            names = ", ".join(t.name for t in sorted(served))
+            raise Unimplemented(
+                f"{self.name} does not serve {request.task.name}; it serves: {names}",
+                metadata={"served_tasks": names},
+            )
+
+    def batch_key(self, request: InferenceRequest) -> Hashable:
+        """Requests with equal keys may share a batch."""
+        return request.task
+
+    def served_tasks(self) -> frozenset[Task]:
+        return frozenset(t.task for t in self.capabilities().tasks)
+
+    def close(self) -> None:
+        """Release resources (called once at shutdown)."""
+
+
+def check_rpc_task(rpc: str, task: Task) -> None:
+    """Reject a task sent to the wrong RPC, naming the right one."""
+    if task not in RPC_TASKS[rpc]:
+        right = next(name for name, tasks in RPC_TASKS.items() if task in tasks)
+        raise InvalidArgument(
+            f"task {task.name} is not served by {rpc}; call {right} instead", field="task"
+        )
+
+
+class StageTimer:
+    """Times preprocess / inference / postprocess stages into a Timing.
+
+    >>> timer = StageTimer()
+    >>> with timer.stage("inference_ms"): ...
+    """
+
+    def __init__(self) -> None:
+        self.timing = Timing()
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = (time.perf_counter() - start) * 1000.0
+            setattr(self.timing, name, getattr(self.timing, name) + elapsed)

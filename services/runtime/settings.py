@@ -1,0 +1,60 @@
+"""Typed settings shared by every server, read from environment variables.
+
+Each service subclasses `ServerSettings` with its own prefix (MASKRCNN_, SAMCLIP_,
+GATEWAY_) and adds its model's fields. Settings are validated once, at start-up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class ServerSettings(BaseSettings):
+    """Transport, limits, scheduling and security of one gRPC server."""
+
+    model_config = SettingsConfigDict(env_prefix="VC_", extra="forbid", frozen=True)
+
+    host: str = "0.0.0.0"
+    port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one")
+    metrics_port: int | None = Field(
+        9090, ge=0, le=65535, description="Prometheus port; unset disables the exporter"
+    )
+    max_message_bytes: int = Field(64 * MiB, ge=1024, description="gRPC send/receive limit")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="decoded width*height limit")
+    max_batch_size: int = Field(4, ge=1, le=256)
+    max_queue_delay_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
+    max_queue_size: int = Field(64, ge=1, description="queued requests before RESOURCE_EXHAUSTED")
+    drain_grace_s: float = Field(10.0, ge=0, description="SIGTERM drain period")
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = Field(None, description="set to require client certs (mTLS)")
+    auth_token: SecretStr | None = Field(None, description="bearer token required on every RPC")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = True
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file")
+        for name in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{name}: no such file: {path}")
+        return self
+
+
+class ModelServerSettings(ServerSettings):
+    """Adds what every model service has: a device choice."""
+
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="fp16/bf16 use autocast on CUDA only"
+    )

@@ -1,0 +1,73 @@
+"""Generate the Python code for protos/ into protos/gen (or another directory).
+
+    python tools/gen_protos.py            # regenerate in place
+    python tools/gen_protos.py --check    # exit 1 if protos/gen is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_ROOT = ROOT / "protos"
+GEN_ROOT = PROTO_ROOT / "gen"
+PACKAGE = "visioncompare"
+
+
+def generate(out_dir: Path) -> None:
+    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE).rglob("*.proto"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bin_dir = Path(sys.executable).parent
+    cmd = [
+        sys.executable, "-m", "grpc_tools.protoc",
+        f"-I{PROTO_ROOT}",
+        f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
+        f"--mypy_grpc_out={out_dir}",
+        *protos,
+    ]
+    subprocess.run(cmd, check=True, cwd=PROTO_ROOT)
+    for package_dir in [out_dir / PACKAGE, *(p for p in (out_dir / PACKAGE).rglob("*") if p.is_dir())]:
+        (package_dir / "__init__.py").touch()
+    (out_dir / PACKAGE / "py.typed").touch()
+
+
+def differences(a: Path, b: Path) -> list[str]:
+    files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    diffs = [f"missing or extra: {p}" for p in sorted(files_a ^ files_b)]
+    diffs += [f"differs: {p}" for p in sorted(files_a & files_b) if not filecmp.cmp(a / p, b / p, shallow=False)]
+    return diffs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if protos/gen is stale")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp) / "gen"
+        generate(fresh)
+        if args.check:
+            diffs = differences(fresh, GEN_ROOT) if GEN_ROOT.exists() else ["protos/gen is missing"]
+            for line in diffs:
+                print(line, file=sys.stderr)
+            if diffs:
+                print("Generated code is stale: run `python tools/gen_protos.py`.", file=sys.stderr)
+                return 1
+            return 0
+        shutil.rmtree(GEN_ROOT, ignore_errors=True)
+        shutil.copytree(fresh, GEN_ROOT)
+    print(f"generated {GEN_ROOT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
