@@ -80,10 +80,9 @@ class Overloaded(ServiceError):
     reason = "QUEUE_FULL"
 
 
-class TooLarge(ServiceError):
-    """An input exceeds a configured size limit."""
+class TooLarge(InvalidArgument):
+    """An input exceeds a configured size limit (e.g. pixels); retrying won't help."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
     reason = "INPUT_TOO_LARGE"
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 
-from services.runtime.errors import InvalidArgument, Unimplemented
+from services.runtime.errors import InvalidArgument, ServiceError, Unimplemented
 from services.runtime.types import (
     CLASSIFY_TASKS,
     DETECT_TASKS,
@@ -23,7 +23,6 @@ from services.runtime.types import (
     Task,
     Timing,
 )
-from services.runtime.errors import ServiceError
 
 # Which RPC serves which tasks; used to reject e.g. Detect with a segmentation task.
 RPC_TASKS = {"Detect": DETECT_TASKS, "Segment": SEGMENT_TASKS, "Classify": CLASSIFY_TASKS}
@@ -68,7 +67,7 @@ class VisionModel(abc.ABC):
     def served_tasks(self) -> frozenset[Task]:
         return frozenset(t.task for t in self.capabilities().tasks)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook
         """Release resources (called once at shutdown)."""
 
 

@@ -1,0 +1,36 @@
+# The project's commands. README.md documents them; .ci/run calls `make setup` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test lint protos bench-runtime demo clean
+
+setup: $(STAMP) node_modules/.bin/buf
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,models,gateway]'
+	touch $(STAMP)
+
+node_modules/.bin/buf: package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
+	touch $@
+
+lint: setup
+	cd protos && ../node_modules/.bin/buf lint
+	$(BIN)/python tools/gen_protos.py --check
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+protos: setup
+	$(BIN)/python tools/gen_protos.py
+
+bench-runtime: setup
+	$(BIN)/python bench/runtime_overhead.py
+
+clean:
+	rm -rf $(VENV) node_modules

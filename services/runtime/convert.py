@@ -1,0 +1,271 @@
+"""Protobuf <-> domain types. The only module that knows both."""
+
+from __future__ import annotations
+
+import numpy as np
+from visioncompare.v1 import common_pb2 as pb
+from visioncompare.v1 import vision_model_service_pb2 as vms
+
+from services.runtime.errors import InvalidArgument
+from services.runtime.types import (
+    AutomaticOptions,
+    Box,
+    Capabilities,
+    ClassScore,
+    Instance,
+    Keypoint,
+    Label,
+    LabelMap,
+    Mask,
+    ModelCard,
+    ModelComponent,
+    Point,
+    Prediction,
+    PromptKind,
+    RleMask,
+    RuntimeInfo,
+    Task,
+    TaskCapability,
+    TaskOptions,
+    Timing,
+    Vocabulary,
+)
+
+BACKENDS = {"torch": vms.BACKEND_TORCH, "onnxruntime": vms.BACKEND_ONNXRUNTIME}
+
+
+# --- requests ----------------------------------------------------------------
+
+
+def task_from_proto(value: int, *, default: Task | None = None) -> Task:
+    if value == pb.TASK_UNSPECIFIED:
+        if default is None:
+            names = ", ".join(pb.Task.Name(t) for t in pb.Task.values() if t)
+            raise InvalidArgument(f"task is required; one of {names}", field="task")
+        return default
+    try:
+        return Task(value)
+    except ValueError:
+        raise InvalidArgument(f"unknown task value {value}", field="task") from None
+
+
+def _opt(msg: object, name: str) -> object | None:
+    return getattr(msg, name) if msg.HasField(name) else None  # type: ignore[attr-defined]
+
+
+def box_from_proto(b: pb.BoundingBox) -> Box:
+    return Box(b.x1, b.y1, b.x2, b.y2)
+
+
+def options_from_proto(o: pb.TaskOptions) -> TaskOptions:
+    a = o.automatic
+    return TaskOptions(
+        score_threshold=_opt(o, "score_threshold"),  # type: ignore[arg-type]
+        max_results=_opt(o, "max_results"),  # type: ignore[arg-type]
+        labels=tuple(o.labels),
+        prompt_templates=tuple(o.prompt_templates),
+        mask_threshold=_opt(o, "mask_threshold"),  # type: ignore[arg-type]
+        min_size=o.resize.min_size or None,
+        max_size=o.resize.max_size or None,
+        points=tuple(Point(p.x, p.y, p.positive) for p in o.prompts.points),
+        boxes=tuple(box_from_proto(b) for b in o.prompts.boxes),
+        multimask_output=o.prompts.multimask_output,
+        automatic=AutomaticOptions(
+            points_per_side=_opt(a, "points_per_side"),  # type: ignore[arg-type]
+            pred_iou_thresh=_opt(a, "pred_iou_thresh"),  # type: ignore[arg-type]
+            stability_score_thresh=_opt(a, "stability_score_thresh"),  # type: ignore[arg-type]
+            min_mask_region_area=_opt(a, "min_mask_region_area"),  # type: ignore[arg-type]
+        ),
+        nms_iou_threshold=_opt(o, "nms_iou_threshold"),  # type: ignore[arg-type]
+    )
+
+
+def box_to_proto(b: Box) -> pb.BoundingBox:
+    return pb.BoundingBox(x1=b.x1, y1=b.y1, x2=b.x2, y2=b.y2)
+
+
+def options_to_proto(o: TaskOptions) -> pb.TaskOptions:
+    msg = pb.TaskOptions(labels=o.labels, prompt_templates=o.prompt_templates)
+    for name in ("score_threshold", "max_results", "mask_threshold", "nms_iou_threshold"):
+        if (value := getattr(o, name)) is not None:
+            setattr(msg, name, value)
+    if o.min_size or o.max_size:
+        msg.resize.min_size = o.min_size or 0
+        msg.resize.max_size = o.max_size or 0
+    if o.points or o.boxes or o.multimask_output:
+        msg.prompts.points.extend(pb.PointPrompt(x=p.x, y=p.y, positive=p.positive) for p in o.points)
+        msg.prompts.boxes.extend(box_to_proto(b) for b in o.boxes)
+        msg.prompts.multimask_output = o.multimask_output
+    a = o.automatic
+    for name in ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "min_mask_region_area"):
+        if (value := getattr(a, name)) is not None:
+            setattr(msg.automatic, name, value)
+    return msg
+
+
+# --- predictions -------------------------------------------------------------
+
+
+def instance_to_proto(i: Instance) -> pb.Instance:
+    msg = pb.Instance(box=box_to_proto(i.box), score=i.score)
+    if i.label is not None:
+        msg.label.CopyFrom(pb.Label(id=i.label.id, name=i.label.name, score=i.label.score))
+    if i.mask is not None:
+        r = i.mask.rle
+        msg.mask.CopyFrom(
+            pb.Mask(
+                rle=pb.RleMask(height=r.height, width=r.width, counts=r.counts),
+                bbox=box_to_proto(i.mask.bbox),
+                area_pixels=i.mask.area,
+            )
+        )
+    msg.keypoints.extend(pb.Keypoint(name=k.name, x=k.x, y=k.y, score=k.score) for k in i.keypoints)
+    if i.predicted_iou is not None:
+        msg.predicted_iou = i.predicted_iou
+    if i.stability_score is not None:
+        msg.stability_score = i.stability_score
+    return msg
+
+
+def instance_from_proto(m: pb.Instance) -> Instance:
+    label = Label(m.label.id, m.label.name, m.label.score) if m.HasField("label") else None
+    mask = None
+    if m.HasField("mask"):
+        r = m.mask.rle
+        mask = Mask(RleMask(r.height, r.width, r.counts), box_from_proto(m.mask.bbox), m.mask.area_pixels)
+    return Instance(
+        box=box_from_proto(m.box),
+        score=m.score,
+        label=label,
+        mask=mask,
+        keypoints=[Keypoint(k.name, k.x, k.y, k.score) for k in m.keypoints],
+        predicted_iou=m.predicted_iou if m.HasField("predicted_iou") else None,
+        stability_score=m.stability_score if m.HasField("stability_score") else None,
+    )
+
+
+def label_map_to_proto(lm: LabelMap) -> pb.LabelMap:
+    h, w = lm.indices.shape
+    return pb.LabelMap(
+        width=w,
+        height=h,
+        class_names=lm.class_names,
+        class_indices_u16le=np.ascontiguousarray(lm.indices, dtype="<u2").tobytes(),
+    )
+
+
+def label_map_from_proto(m: pb.LabelMap) -> LabelMap:
+    indices = np.frombuffer(m.class_indices_u16le, dtype="<u2").reshape(m.height, m.width)
+    return LabelMap(class_names=list(m.class_names), indices=indices)
+
+
+def timing_to_proto(t: Timing) -> pb.Timing:
+    return pb.Timing(
+        queue_ms=t.queue_ms,
+        preprocess_ms=t.preprocess_ms,
+        inference_ms=t.inference_ms,
+        postprocess_ms=t.postprocess_ms,
+    )
+
+
+def class_score_to_proto(s: ClassScore) -> vms.ClassScore:
+    return vms.ClassScore(
+        label=pb.Label(id=s.label.id, name=s.label.name, score=s.label.score), similarity=s.similarity
+    )
+
+
+# --- capabilities --------------------------------------------------------------
+
+
+def capabilities_to_proto(c: Capabilities) -> vms.CapabilitiesResponse:
+    card, rt = c.card, c.runtime
+    return vms.CapabilitiesResponse(
+        card=vms.ModelCard(
+            name=card.name,
+            organization=card.organization,
+            category=card.category,
+            modality=card.modality,
+            release_date=card.release_date,
+            parameter_count=card.parameter_count,
+            license=card.license,
+            paper_url=card.paper_url,
+            description=card.description,
+            features=card.features,
+        ),
+        tasks=[
+            vms.TaskCapability(
+                task=int(t.task),
+                vocabulary=int(t.vocabulary),
+                label_names=t.label_names,
+                prompt_kinds=[int(k) for k in t.prompt_kinds],
+            )
+            for t in c.tasks
+        ],
+        runtime=vms.RuntimeInfo(
+            device=rt.device,
+            backend=BACKENDS.get(rt.backend, vms.BACKEND_UNSPECIFIED),
+            precision=rt.precision,
+            weights=rt.weights,
+            pretrained=rt.pretrained,
+            max_batch_size=rt.max_batch_size,
+            software_version=rt.software_version,
+            components=[
+                vms.ModelComponent(
+                    name=p.name, weights=p.weights, pretrained=p.pretrained, parameter_count=p.parameter_count
+                )
+                for p in rt.components
+            ],
+            warnings=rt.warnings,
+        ),
+    )
+
+
+def capabilities_from_proto(m: vms.CapabilitiesResponse) -> Capabilities:
+    c, r = m.card, m.runtime
+    backends = {v: k for k, v in BACKENDS.items()}
+    return Capabilities(
+        card=ModelCard(
+            name=c.name,
+            organization=c.organization,
+            category=c.category,
+            modality=c.modality,
+            release_date=c.release_date,
+            parameter_count=c.parameter_count,
+            license=c.license,
+            paper_url=c.paper_url,
+            description=c.description,
+            features=tuple(c.features),
+        ),
+        tasks=tuple(
+            TaskCapability(
+                task=Task(t.task),
+                vocabulary=Vocabulary(t.vocabulary),
+                label_names=tuple(t.label_names),
+                prompt_kinds=tuple(PromptKind(k) for k in t.prompt_kinds),
+            )
+            for t in m.tasks
+            if t.task in Task._value2member_map_
+        ),
+        runtime=RuntimeInfo(
+            device=r.device,
+            backend=backends.get(r.backend, "unknown"),
+            precision=r.precision,
+            weights=r.weights,
+            pretrained=r.pretrained,
+            max_batch_size=r.max_batch_size,
+            software_version=r.software_version,
+            components=tuple(
+                ModelComponent(p.name, p.weights, p.pretrained, p.parameter_count) for p in r.components
+            ),
+            warnings=tuple(r.warnings),
+        ),
+    )
+
+
+def prediction_fields(p: Prediction) -> dict[str, object]:
+    """Instances / label map / scores of a prediction as proto field values."""
+    out: dict[str, object] = {"instances": [instance_to_proto(i) for i in p.instances]}
+    if p.label_map is not None:
+        out["label_map"] = label_map_to_proto(p.label_map)
+    out["scores"] = [class_score_to_proto(s) for s in p.scores]
+    return out

@@ -1,0 +1,149 @@
+"""The one interceptor: request ids, bearer-token auth, error mapping and RPC metrics.
+
+Domain code raises `ServiceError`s; here they become canonical status codes with
+google.rpc rich details (ErrorInfo, BadRequest). Anything else is logged with
+its stack trace and the request id, and the client sees only a generic INTERNAL.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from services.runtime.errors import ERROR_DOMAIN, ServiceError, Unauthenticated
+from services.runtime.logs import request_id_var
+from services.runtime.metrics import ServerMetrics
+
+log = logging.getLogger(__name__)
+
+#: Set by servicers so that metrics can break requests down by task.
+task_var: contextvars.ContextVar[str] = contextvars.ContextVar("task", default="")
+
+REQUEST_ID_KEY = "x-request-id"
+UNAUTHENTICATED_METHODS = ("/grpc.health.v1.Health/",)
+
+
+def to_status(error: ServiceError) -> status_pb2.Status:
+    """A ServiceError as google.rpc.Status with ErrorInfo and BadRequest details."""
+    details = []
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))
+    details.append(info)
+    if error.field_violations:
+        bad = any_pb2.Any()
+        bad.Pack(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                    for f, d in error.field_violations
+                ]
+            )
+        )
+        details.append(bad)
+    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+
+
+def internal_status(request_id: str) -> status_pb2.Status:
+    return status_pb2.Status(
+        code=code_pb2.INTERNAL, message=f"internal error; request id {request_id} is in the server log"
+    )
+
+
+class RuntimeInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, metrics: ServerMetrics | None, auth_token: str | None = None) -> None:
+        self.metrics = metrics
+        self.auth_token = auth_token
+
+    def _authorized(self, context: grpc.aio.ServicerContext[Any, Any]) -> bool:
+        if self.auth_token is None:
+            return True
+        metadata = dict(context.invocation_metadata() or ())
+        header = metadata.get("authorization", "")
+        scheme, _, token = str(header).partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.encode(), self.auth_token.encode())
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method: str = details.method
+        needs_auth = self.auth_token is not None and not method.startswith(UNAUTHENTICATED_METHODS)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method, needs_auth),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if needs_auth and handler.stream_stream is not None:  # server reflection
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_stream(handler.stream_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _wrap_stream(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def wrapper(request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if not self._authorized(context):
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+            async for response in behavior(request_iterator, context):
+                yield response
+
+        return wrapper
+
+    def _wrap_unary(self, behavior: Callable[..., Any], method: str, needs_auth: bool) -> Callable[..., Any]:
+        rpc = method.rsplit("/", 1)[-1]
+
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            metadata = dict(context.invocation_metadata() or ())
+            request_id = str(metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:16])
+            request_id_var.set(request_id)
+            task_var.set("")
+            context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            status: status_pb2.Status | None = None
+            try:
+                if needs_auth and not self._authorized(context):
+                    raise Unauthenticated(
+                        "missing or wrong bearer token: send metadata 'authorization: Bearer <token>'"
+                    )
+                return await behavior(request, context)
+            except ServiceError as exc:
+                code = exc.code
+                status = to_status(exc)
+                log.info("%s failed: %s %s", rpc, exc.code.name, exc.message)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN  # type: ignore[assignment]
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                status = internal_status(request_id)
+                log.exception("%s failed with an unexpected error", rpc)
+            finally:
+                if self.metrics is not None:
+                    self.metrics.requests.labels(rpc=rpc, task=task_var.get(), code=code.name).inc()
+                    self.metrics.request_latency.labels(rpc=rpc).observe(time.perf_counter() - start)
+            assert status is not None  # only reached from an except branch above
+            grpc_status = rpc_status.to_status(status)
+            await context.abort(
+                grpc_status.code,
+                grpc_status.details,
+                trailing_metadata=(*grpc_status.trailing_metadata, (REQUEST_ID_KEY, request_id)),
+            )
+
+        return wrapper

@@ -1,0 +1,213 @@
+"""The gRPC server every service stands on.
+
+`create_server(settings, model)` builds a grpc.aio server with health checking,
+reflection, the runtime interceptor, message limits and TLS/mTLS from settings,
+and returns it with its bound port. `serve(settings, model)` runs one until
+SIGTERM/SIGINT and drains it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from visioncompare.v1 import vision_model_service_pb2 as vms
+from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc
+
+from services.runtime.errors import ConfigurationError
+from services.runtime.interceptors import RuntimeInterceptor
+from services.runtime.logs import configure_logging
+from services.runtime.metrics import ServerMetrics
+from services.runtime.model import VisionModel
+from services.runtime.scheduler import BatchScheduler
+from services.runtime.servicer import VisionModelServicer
+from services.runtime.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+VISION_SERVICE = vms.DESCRIPTOR.services_by_name["VisionModelService"].full_name
+
+
+def software_version() -> str:
+    try:
+        return version("visioncompare")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+
+
+def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    key = settings.tls_key_file.read_bytes()
+    cert = settings.tls_cert_file.read_bytes()
+    ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+class GrpcServer:
+    """A grpc.aio server with health, reflection, metrics and the runtime interceptor."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        service_names: Sequence[str],
+        register: Callable[[grpc.aio.Server], None],
+        metrics: ServerMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or ServerMetrics()
+        token = settings.auth_token.get_secret_value() if settings.auth_token else None
+        self.server = grpc.aio.server(
+            interceptors=[RuntimeInterceptor(self.metrics, token)],
+            options=channel_options(settings.max_message_bytes),
+        )
+        register(self.server)
+        self.health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.service_names = list(service_names)
+        reflection.enable_server_reflection(
+            [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self.server,
+        )
+        address = f"{settings.host}:{settings.port}"
+        credentials = server_credentials(settings)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, credentials)
+        if self.port == 0:
+            raise ConfigurationError(f"could not bind gRPC on {address}")
+        self.metrics_port: int | None = None
+        self._metrics_server: Any = None
+
+    async def set_serving(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *self.service_names):
+            await self.health.set(name, status)
+
+    async def start(self) -> None:
+        await self.set_serving(False)
+        await self.server.start()
+        if self.settings.metrics_port is not None:
+            self._metrics_server, self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
+        log.info("listening on %s:%d (metrics %s)", self.settings.host, self.port, self.metrics_port)
+
+    async def stop(self, grace: float | None) -> None:
+        """Report NOT_SERVING, refuse new RPCs and let in-flight ones finish within `grace`."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+
+    async def wait_for_termination(self) -> None:
+        await self.server.wait_for_termination()
+
+
+class ModelServer(GrpcServer):
+    """Serves one VisionModel: loads and warms it up in the background, then reports SERVING."""
+
+    def __init__(self, settings: ServerSettings, model: VisionModel) -> None:
+        metrics = ServerMetrics()
+        self.model = model
+        self.scheduler = BatchScheduler(
+            model,
+            metrics,
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay_ms=settings.max_queue_delay_ms,
+            max_queue_size=settings.max_queue_size,
+        )
+        self.servicer = VisionModelServicer(model, self.scheduler, max_image_pixels=settings.max_image_pixels)
+        super().__init__(
+            settings,
+            [VISION_SERVICE],
+            lambda server: vms_grpc.add_VisionModelServiceServicer_to_server(self.servicer, server),
+            metrics,
+        )
+        self._loading: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await super().start()
+        self._loading = asyncio.get_running_loop().create_task(self._load(), name="model-load")
+
+    async def _load(self) -> None:
+        loop = asyncio.get_running_loop()
+        log.info("loading model %s", self.model.name)
+        await loop.run_in_executor(None, self.model.load)
+        await loop.run_in_executor(None, self.model.warmup)
+        self.scheduler.start()
+        self.servicer.ready = True
+        self.metrics.model_loaded.set(1)
+        await self.set_serving(True)
+        log.info("model %s loaded and warm: SERVING", self.model.name)
+
+    async def wait_ready(self, timeout: float | None = None) -> None:
+        """Wait for load and warm-up; re-raises a load failure."""
+        assert self._loading is not None, "start() first"
+        await asyncio.wait_for(asyncio.shield(self._loading), timeout)
+
+    async def stop(self, grace: float | None) -> None:
+        self.servicer.ready = False
+        await super().stop(grace)
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+        elif self._loading is not None and self._loading.exception() is None:
+            await self.scheduler.stop()
+        self.metrics.model_loaded.set(0)
+        self.servicer.close()
+        self.model.close()
+
+
+def create_server(settings: ServerSettings, model: VisionModel) -> tuple[ModelServer, int]:
+    """Build (not start) a model server; returns it and its bound port."""
+    server = ModelServer(settings, model)
+    return server, server.port
+
+
+async def run_until_signalled(server: GrpcServer, grace: float, started: Callable[[], Any] | None = None) -> None:
+    """Start `server`, wait for SIGTERM/SIGINT, then drain it within `grace` seconds."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if started is not None:
+        waiters.append(asyncio.ensure_future(started()))
+    try:
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()  # re-raise a start-up failure
+        await stop.wait()
+        log.info("signal received: draining for up to %.1fs", grace)
+    finally:
+        for task in waiters:
+            task.cancel()
+        await server.stop(grace)
+
+
+def serve(settings: ServerSettings, model: VisionModel) -> None:
+    """Run a model server in this process until signalled (console-script entry)."""
+    configure_logging(model.name, settings.log_level, settings.log_json)
+    server, _ = create_server(settings, model)
+    try:
+        asyncio.run(run_until_signalled(server, settings.drain_grace_s, server.wait_ready))
+    except ConfigurationError as exc:
+        log.error("cannot start %s: %s", model.name, exc)
+        sys.exit(2)

@@ -1,0 +1,91 @@
+"""VisionModelService over any VisionModel: protobuf in, domain types, protobuf out.
+
+The servicer holds no model logic: it decodes the image, converts options,
+lets the model validate, queues the request and converts the prediction back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from visioncompare.v1 import common_pb2 as pb
+from visioncompare.v1 import vision_model_service_pb2 as vms
+from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc
+
+from services.runtime import convert
+from services.runtime.errors import ModelNotReady
+from services.runtime.images import decode_image
+from services.runtime.interceptors import task_var
+from services.runtime.logs import request_id_var
+from services.runtime.model import VisionModel, check_rpc_task
+from services.runtime.scheduler import BatchScheduler
+from services.runtime.types import InferenceRequest, Prediction, Task
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class VisionModelServicer(vms_grpc.VisionModelServiceServicer):
+    def __init__(self, model: VisionModel, scheduler: BatchScheduler, *, max_image_pixels: int) -> None:
+        self.model = model
+        self.scheduler = scheduler
+        self.max_image_pixels = max_image_pixels
+        self.ready = False
+        # Decoding is CPU work: keep it off the event loop.
+        self._decoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
+
+    def _check_ready(self) -> None:
+        if not self.ready:
+            raise ModelNotReady(f"{self.model.name} is not serving yet (loading or warming up); retry shortly")
+
+    async def Capabilities(self, request: vms.CapabilitiesRequest, context: Context) -> vms.CapabilitiesResponse:
+        self._check_ready()
+        return convert.capabilities_to_proto(self.model.capabilities())
+
+    async def Detect(self, request: vms.DetectRequest, context: Context) -> vms.DetectResponse:
+        prediction, info = await self._predict("Detect", request, context, default_task=Task.OBJECT_DETECTION)
+        return vms.DetectResponse(instances=convert.prediction_fields(prediction)["instances"], info=info)
+
+    async def Segment(self, request: vms.SegmentRequest, context: Context) -> vms.SegmentResponse:
+        prediction, info = await self._predict("Segment", request, context, default_task=None)
+        fields = convert.prediction_fields(prediction)
+        return vms.SegmentResponse(instances=fields["instances"], label_map=fields.get("label_map"), info=info)
+
+    async def Classify(self, request: vms.ClassifyRequest, context: Context) -> vms.ClassifyResponse:
+        prediction, info = await self._predict(
+            "Classify", request, context, default_task=Task.ZERO_SHOT_CLASSIFICATION
+        )
+        return vms.ClassifyResponse(scores=convert.prediction_fields(prediction)["scores"], info=info)
+
+    async def _predict(
+        self, rpc: str, request: Any, context: Context, *, default_task: Task | None
+    ) -> tuple[Prediction, pb.InferenceInfo]:
+        task = convert.task_from_proto(getattr(request, "task", 0), default=default_task)
+        task_var.set(task.name)
+        check_rpc_task(rpc, task)
+        self._check_ready()
+        options = convert.options_from_proto(request.options)
+        loop = asyncio.get_running_loop()
+        image = await loop.run_in_executor(
+            self._decoder, lambda: decode_image(request.image, max_pixels=self.max_image_pixels)
+        )
+        inference = InferenceRequest(task=task, image=image, options=options, request_id=request_id_var.get())
+        self.model.validate(inference)
+        prediction = await self.scheduler.submit(inference, context.time_remaining())
+        caps = self.model.capabilities()
+        info = pb.InferenceInfo(
+            model_name=self.model.name,
+            request_id=inference.request_id,
+            image_size=pb.ImageSize(width=inference.width, height=inference.height),
+            timing=convert.timing_to_proto(prediction.timing),
+            pretrained=caps.runtime.pretrained,
+            weights=caps.runtime.weights,
+            warnings=list(dict.fromkeys([*caps.runtime.warnings, *prediction.warnings])),
+            batch_size=prediction.batch_size,
+        )
+        return prediction, info
+
+    def close(self) -> None:
+        self._decoder.shutdown(wait=False)
