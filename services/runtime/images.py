@@ -15,7 +15,7 @@ from services.runtime.errors import InvalidArgument, TooLarge
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 
 
-def decode_image(image: pb.Image, *, max_pixels: int) -> np.ndarray:
+def decode_image(image: pb.Image, max_pixels: int) -> np.ndarray:
     """Decode an Image message to an H x W x 3 uint8 RGB array, orientation applied."""
     source = image.WhichOneof("source")
     if source == "encoded":

@@ -152,7 +152,7 @@ class ModelServer(GrpcServer):
         await loop.run_in_executor(None, self.model.load)
         await loop.run_in_executor(None, self.model.warmup)
         self.scheduler.start()
-        self.servicer.ready = True
+        self.servicer.mark_ready()
         self.metrics.model_loaded.set(1)
         await self.set_serving(True)
         log.info("model %s loaded and warm: SERVING", self.model.name)
@@ -205,9 +205,13 @@ async def run_until_signalled(server: GrpcServer, grace: float, started: Callabl
 def serve(settings: ServerSettings, model: VisionModel) -> None:
     """Run a model server in this process until signalled (console-script entry)."""
     configure_logging(model.name, settings.log_level, settings.log_json)
-    server, _ = create_server(settings, model)
+
+    async def main() -> None:
+        server, _ = create_server(settings, model)  # grpc.aio binds to the running loop
+        await run_until_signalled(server, settings.drain_grace_s, server.wait_ready)
+
     try:
-        asyncio.run(run_until_signalled(server, settings.drain_grace_s, server.wait_ready))
+        asyncio.run(main())
     except ConfigurationError as exc:
         log.error("cannot start %s: %s", model.name, exc)
         sys.exit(2)

@@ -22,7 +22,7 @@ from services.runtime.interceptors import task_var
 from services.runtime.logs import request_id_var
 from services.runtime.model import VisionModel, check_rpc_task
 from services.runtime.scheduler import BatchScheduler
-from services.runtime.types import InferenceRequest, Prediction, Task
+from services.runtime.types import Capabilities, InferenceRequest, Prediction, Task
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -33,8 +33,13 @@ class VisionModelServicer(vms_grpc.VisionModelServiceServicer):
         self.scheduler = scheduler
         self.max_image_pixels = max_image_pixels
         self.ready = False
+        self.capabilities: Capabilities  # set by mark_ready(), fixed after load
         # Decoding is CPU work: keep it off the event loop.
         self._decoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="decode")
+
+    def mark_ready(self) -> None:
+        self.capabilities = self.model.capabilities()
+        self.ready = True
 
     def _check_ready(self) -> None:
         if not self.ready:
@@ -42,7 +47,7 @@ class VisionModelServicer(vms_grpc.VisionModelServiceServicer):
 
     async def Capabilities(self, request: vms.CapabilitiesRequest, context: Context) -> vms.CapabilitiesResponse:
         self._check_ready()
-        return convert.capabilities_to_proto(self.model.capabilities())
+        return convert.capabilities_to_proto(self.capabilities)
 
     async def Detect(self, request: vms.DetectRequest, context: Context) -> vms.DetectResponse:
         prediction, info = await self._predict("Detect", request, context, default_task=Task.OBJECT_DETECTION)
@@ -67,14 +72,16 @@ class VisionModelServicer(vms_grpc.VisionModelServiceServicer):
         check_rpc_task(rpc, task)
         self._check_ready()
         options = convert.options_from_proto(request.options)
-        loop = asyncio.get_running_loop()
-        image = await loop.run_in_executor(
-            self._decoder, lambda: decode_image(request.image, max_pixels=self.max_image_pixels)
-        )
+        if request.image.WhichOneof("source") == "raw":  # a reshape: no thread hop needed
+            image = decode_image(request.image, max_pixels=self.max_image_pixels)
+        else:
+            image = await asyncio.get_running_loop().run_in_executor(
+                self._decoder, decode_image, request.image, self.max_image_pixels
+            )
         inference = InferenceRequest(task=task, image=image, options=options, request_id=request_id_var.get())
         self.model.validate(inference)
         prediction = await self.scheduler.submit(inference, context.time_remaining())
-        caps = self.model.capabilities()
+        caps = self.capabilities
         info = pb.InferenceInfo(
             model_name=self.model.name,
             request_id=inference.request_id,

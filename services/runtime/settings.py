@@ -28,7 +28,9 @@ class ServerSettings(BaseSettings):
     max_message_bytes: int = Field(64 * MiB, ge=1024, description="gRPC send/receive limit")
     max_image_pixels: int = Field(40_000_000, ge=1, description="decoded width*height limit")
     max_batch_size: int = Field(4, ge=1, le=256)
-    max_queue_delay_ms: float = Field(5.0, ge=0, description="how long a batch waits to fill")
+    max_queue_delay_ms: float = Field(
+        0.0, ge=0, description="how long a batch waits to fill; 0 batches what is already queued"
+    )
     max_queue_size: int = Field(64, ge=1, description="queued requests before RESOURCE_EXHAUSTED")
     drain_grace_s: float = Field(10.0, ge=0, description="SIGTERM drain period")
     tls_cert_file: Path | None = None
