@@ -72,7 +72,7 @@ def test_detect_and_segment_round_trip_through_the_client() -> None:
     assert masks.shape == (1, 48, 64) and masks[0].sum() == 20 * 12 and masks[0, 8:20, 10:30].all()
     assert result.pretrained is False and "random weights" in result.warnings
     assert raw.instances[0].box == instance.box and raw.instances[0].mask is None
-    assert caps.card.name == "Bright spot" and caps.runtime.weights == "random"
+    assert caps.card.name == "Bright spot (bright)" and caps.runtime.weights == "random"
 
 
 def test_errors_carry_rich_details_the_client_can_read() -> None:

@@ -34,7 +34,16 @@ from services.runtime.types import (
 class BrightSpotModel(VisionModel):
     name = "bright"
 
-    def __init__(self, *, delay_s: float = 0.0, load_gate: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        delay_s: float = 0.0,
+        load_gate: threading.Event | None = None,
+        name: str = "bright",
+        tasks: tuple[Task, ...] = (Task.OBJECT_DETECTION, Task.INSTANCE_SEGMENTATION),
+    ) -> None:
+        self.name = name
+        self.tasks = tasks
         self.delay_s = delay_s
         self.load_gate = load_gate
         self.batches: list[int] = []  # sizes of the batches predict() saw
@@ -55,11 +64,10 @@ class BrightSpotModel(VisionModel):
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            card=ModelCard("Bright spot", "tests", "open", "vision", "2026-11", 0, "MIT", "", "test model"),
-            tasks=(
-                TaskCapability(Task.OBJECT_DETECTION, Vocabulary.FIXED, ("bright",)),
-                TaskCapability(Task.INSTANCE_SEGMENTATION, Vocabulary.FIXED, ("bright",)),
+            card=ModelCard(
+                f"Bright spot ({self.name})", "tests", "open", "vision", "2026-11", 0, "MIT", "", "test model"
             ),
+            tasks=tuple(TaskCapability(t, Vocabulary.FIXED, ("bright",)) for t in self.tasks),
             runtime=RuntimeInfo("cpu", "torch", "fp32", "random", False, 8, "test", warnings=("random weights",)),
         )
 

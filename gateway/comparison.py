@@ -1,0 +1,171 @@
+"""The fan-out: one request to every model serving its task, side by side.
+
+Shared by the gRPC ComparisonService and the HTTP API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import grpc
+from google.rpc import status_pb2
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from visioncompare.v1 import common_pb2 as pb
+from visioncompare.v1 import comparison_service_pb2 as cs
+from visioncompare.v1 import vision_model_service_pb2 as vms
+
+from gateway.agreement import pairwise
+from gateway.settings import GatewaySettings
+from gateway.targets import Target, TargetRegistry
+from services.runtime.convert import task_from_proto
+from services.runtime.errors import FailedPrecondition, InvalidArgument
+from services.runtime.metrics import LATENCY_BUCKETS
+from services.runtime.model import RPC_TASKS
+
+log = logging.getLogger(__name__)
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.calls = Counter(
+            "model_calls", "Model calls by model and status", ["model", "code"],
+            namespace="visioncompare_gateway", registry=registry,
+        )
+        self.latency = Histogram(
+            "model_latency_seconds", "Model call latency seen by the gateway", ["model"],
+            namespace="visioncompare_gateway", registry=registry, buckets=LATENCY_BUCKETS,
+        )
+
+
+def rpc_for(task: int) -> str:
+    return next(rpc for rpc, tasks in RPC_TASKS.items() if task in tasks)
+
+
+def status_from_error(error: grpc.aio.AioRpcError) -> cs.ModelStatus:
+    """The backend's status with its google.rpc rich details, passed through."""
+    status = cs.ModelStatus(code=error.code().value[0], message=error.details() or "")
+    for key, value in error.trailing_metadata() or ():
+        if key == STATUS_DETAILS_KEY:
+            rich = status_pb2.Status.FromString(value)
+            status.details.extend(rich.details)
+    return status
+
+
+class Comparator:
+    def __init__(self, settings: GatewaySettings, registry: TargetRegistry, metrics: GatewayMetrics) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics
+
+    def available_tasks(self) -> list[str]:
+        tasks = {t.task for target in self.registry.targets.values() if target.capabilities and target.serving
+                 for t in target.capabilities.tasks}
+        return [pb.Task.Name(t) for t in sorted(tasks)]
+
+    def select(self, request: cs.CompareRequest) -> list[Target]:
+        """The targets to call: named ones, or every one that advertises the task."""
+        targets = self.registry.targets
+        unknown = [n for n in request.model_names if n not in targets]
+        if unknown:
+            raise InvalidArgument(
+                f"unknown model(s) {unknown}; configured: {sorted(targets)}", field="model_names"
+            )
+        candidates = [targets[n] for n in request.model_names] if request.model_names else list(targets.values())
+        chosen = [t for t in candidates if t.serves(request.task)]
+        if not chosen:
+            available = ", ".join(self.available_tasks()) or "none (no model is serving)"
+            raise FailedPrecondition(
+                f"no model serves {pb.Task.Name(request.task)}; tasks available now: {available}",
+                reason="TASK_NOT_AVAILABLE",
+                metadata={"available_tasks": available},
+            )
+        return chosen
+
+    @staticmethod
+    def shared_vocabulary(task: int, options: pb.TaskOptions, targets: list[Target]) -> list[str]:
+        """Labels of the fixed-vocabulary model taking part, for open-vocabulary models."""
+        if options.labels:
+            return []
+        for target in targets:
+            cap = target.task_capability(task)
+            if cap is not None and cap.vocabulary == vms.VOCABULARY_FIXED and cap.label_names:
+                return list(cap.label_names)
+        return []
+
+    async def compare(self, request: cs.CompareRequest, timeout_s: float | None) -> cs.CompareResponse:
+        task = task_from_proto(request.task)  # validates
+        if not request.HasField("image") or request.image.WhichOneof("source") is None:
+            raise InvalidArgument("image is empty: set image.encoded or image.raw", field="image")
+        targets = self.select(request)
+        labels_used = self.shared_vocabulary(request.task, request.options, targets)
+        budget = timeout_s if timeout_s is not None else self.settings.default_timeout_s
+        deadline = time.monotonic() + budget - self.settings.deadline_margin_ms / 1000.0
+        results = await asyncio.gather(
+            *(self._call(t, request, int(task), labels_used, deadline) for t in targets)
+        )
+        return cs.CompareResponse(
+            task=request.task,
+            results=results,
+            labels_used=labels_used,
+            agreements=pairwise(results, self.settings.iou_threshold),
+        )
+
+    def _model_request(self, target: Target, request: cs.CompareRequest, task: int, labels: list[str]) -> Any:
+        options = pb.TaskOptions()
+        options.CopyFrom(request.options)
+        cap = target.task_capability(task)
+        if labels and cap is not None and cap.vocabulary == vms.VOCABULARY_OPEN:
+            options.labels.extend(labels)
+        rpc = rpc_for(task)
+        if rpc == "Detect":
+            return rpc, vms.DetectRequest(image=request.image, task=task, options=options)
+        if rpc == "Segment":
+            return rpc, vms.SegmentRequest(image=request.image, task=task, options=options)
+        return rpc, vms.ClassifyRequest(image=request.image, options=options)
+
+    async def _call(
+        self, target: Target, request: cs.CompareRequest, task: int, labels: list[str], deadline: float
+    ) -> cs.ModelResult:
+        result = cs.ModelResult(model_name=target.name, endpoint=target.address)
+        if not target.serving:
+            result.status.CopyFrom(
+                cs.ModelStatus(code=grpc.StatusCode.UNAVAILABLE.value[0], message=f"model unavailable: {target.error}")
+            )
+            self.metrics.calls.labels(model=target.name, code="UNAVAILABLE").inc()
+            return result
+        rpc, model_request = self._model_request(target, request, task, labels)
+        start = time.monotonic()
+        timeout = max(deadline - start, 0.001)
+        code = grpc.StatusCode.OK
+        try:
+            response = await getattr(target.stub, rpc)(model_request, timeout=timeout, metadata=target.metadata)
+            field = {"Detect": "detect", "Segment": "segment", "Classify": "classify"}[rpc]
+            getattr(result, field).CopyFrom(response)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            result.status.CopyFrom(status_from_error(exc))
+        finally:
+            elapsed = time.monotonic() - start
+            result.latency_ms = elapsed * 1000.0
+            self.metrics.calls.labels(model=target.name, code=code.name).inc()
+            self.metrics.latency.labels(model=target.name).observe(elapsed)
+        return result
+
+    def list_models(self) -> cs.ListModelsResponse:
+        rows = []
+        for target in self.registry.targets.values():
+            row = cs.ModelRow(
+                model_name=target.name,
+                endpoint=target.address,
+                state=cs.MODEL_STATE_SERVING if target.serving else cs.MODEL_STATE_UNAVAILABLE,
+                error="" if target.serving else target.error,
+            )
+            if target.capabilities is not None:
+                row.capabilities.CopyFrom(target.capabilities)
+            rows.append(row)
+        return cs.ListModelsResponse(models=rows)

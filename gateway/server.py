@@ -1,0 +1,77 @@
+"""The gateway process: ComparisonService over gRPC on the shared runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Any
+
+import grpc
+from pydantic import ValidationError
+from visioncompare.v1 import comparison_service_pb2 as cs
+from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
+
+from gateway.comparison import Comparator, GatewayMetrics
+from gateway.settings import GatewaySettings
+from gateway.targets import TargetRegistry
+from services.runtime.logs import configure_logging
+from services.runtime.metrics import ServerMetrics
+from services.runtime.server import GrpcServer, run_until_signalled
+
+log = logging.getLogger(__name__)
+
+COMPARISON_SERVICE = cs.DESCRIPTOR.services_by_name["ComparisonService"].full_name
+
+
+class ComparisonServicer(cs_grpc.ComparisonServiceServicer):
+    def __init__(self, comparator: Comparator) -> None:
+        self.comparator = comparator
+
+    async def Compare(
+        self, request: cs.CompareRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> cs.CompareResponse:
+        return await self.comparator.compare(request, context.time_remaining())
+
+    async def ListModels(
+        self, request: cs.ListModelsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> cs.ListModelsResponse:
+        return self.comparator.list_models()
+
+
+class GatewayServer(GrpcServer):
+    def __init__(self, settings: GatewaySettings) -> None:
+        metrics = ServerMetrics()
+        self.registry = TargetRegistry(settings)
+        self.comparator = Comparator(settings, self.registry, GatewayMetrics(metrics.registry))
+        servicer = ComparisonServicer(self.comparator)
+        super().__init__(
+            settings,
+            [COMPARISON_SERVICE],
+            lambda server: cs_grpc.add_ComparisonServiceServicer_to_server(servicer, server),
+            metrics,
+        )
+
+    async def start(self) -> None:
+        await super().start()
+        self.registry.start()
+        await self.set_serving(True)
+
+    async def stop(self, grace: float | None) -> None:
+        await super().stop(grace)
+        await self.registry.stop()
+
+
+def main() -> None:
+    try:
+        settings = GatewaySettings()
+    except ValidationError as exc:
+        print(f"gateway: invalid settings: {exc}", file=sys.stderr)
+        sys.exit(2)
+    configure_logging("gateway", settings.log_level, settings.log_json)
+
+    async def run() -> None:
+        server = GatewayServer(settings)
+        await run_until_signalled(server, settings.drain_grace_s)
+
+    asyncio.run(run())

@@ -1,0 +1,75 @@
+"""Agreement metrics on hand-built outputs whose IoUs are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from visioncompare.v1 import common_pb2 as pb
+from visioncompare.v1 import comparison_service_pb2 as cs
+from visioncompare.v1 import vision_model_service_pb2 as vms
+
+from gateway.agreement import box_iou, classification_agreement, greedy_match, instance_agreement, pairwise
+from services.runtime.masks import encode_mask
+
+
+def inst(box: tuple[float, float, float, float], label: str, mask: np.ndarray | None = None) -> pb.Instance:
+    i = pb.Instance(box=pb.BoundingBox(x1=box[0], y1=box[1], x2=box[2], y2=box[3]), label=pb.Label(name=label))
+    if mask is not None:
+        m = encode_mask(mask)
+        i.mask.CopyFrom(pb.Mask(rle=pb.RleMask(height=m.rle.height, width=m.rle.width, counts=m.rle.counts)))
+    return i
+
+
+def test_box_iou_known_values() -> None:
+    a = [pb.BoundingBox(x1=0, y1=0, x2=10, y2=10)]
+    b = [pb.BoundingBox(x1=5, y1=0, x2=15, y2=10), pb.BoundingBox(x1=20, y1=20, x2=30, y2=30)]
+    iou = box_iou(a, b)
+    assert iou[0, 0] == pytest.approx(50 / 150) and iou[0, 1] == 0
+
+
+def test_greedy_matching_is_one_to_one_and_best_first() -> None:
+    iou = np.array([[0.9, 0.8], [0.85, 0.1]])
+    assert greedy_match(iou, 0.5) == [(0, 0, 0.9)]  # row 1's only good match was taken
+    assert greedy_match(np.array([[0.6, 0.0], [0.0, 0.7]]), 0.5) == [(1, 1, 0.7), (0, 0, 0.6)]
+
+
+def test_box_agreement_counts_matches_labels_and_leftovers() -> None:
+    a = [inst((0, 0, 10, 10), "cat"), inst((20, 20, 30, 30), "dog"), inst((50, 50, 60, 60), "cup")]
+    b = [inst((0, 0, 10, 8), "cat"), inst((20, 20, 30, 30), "person")]  # IoUs 0.8 and 1.0
+    agreement = instance_agreement(a, b, 0.5)
+    assert agreement.iou_kind == cs.IOU_KIND_BOX
+    assert [(m.index_a, m.index_b) for m in agreement.matches] == [(1, 1), (0, 0)]
+    assert agreement.mean_iou == pytest.approx(0.9)
+    assert agreement.label_agreement_rate == pytest.approx(0.5)
+    assert (agreement.only_a_count, agreement.only_b_count) == (1, 0)
+
+
+def test_mask_iou_is_used_when_both_sides_have_masks() -> None:
+    m1 = np.zeros((20, 20), bool)
+    m1[0:10, 0:10] = True  # 100 px
+    m2 = np.zeros((20, 20), bool)
+    m2[0:10, 0:5] = True  # 50 px inside m1: IoU 0.5, but boxes given as identical
+    a = [inst((0, 0, 10, 10), "cat", m1)]
+    b = [inst((0, 0, 10, 10), "cat", m2)]
+    agreement = instance_agreement(a, b, 0.5)
+    assert agreement.iou_kind == cs.IOU_KIND_MASK
+    assert agreement.matches[0].iou == pytest.approx(0.5)
+    assert instance_agreement(a, b, 0.51).only_a_count == 1
+
+
+def test_classification_agreement() -> None:
+    def scores(*names: str) -> list[vms.ClassScore]:
+        return [vms.ClassScore(label=pb.Label(name=n)) for n in names]
+
+    agreement = classification_agreement(scores("cat", "dog", "cup"), scores("cat", "cup", "car"))
+    assert agreement.top1_agree and agreement.k == 3
+    assert agreement.topk_overlap == pytest.approx(2 / 4)
+
+
+def test_pairwise_skips_failed_models() -> None:
+    ok = cs.ModelResult(model_name="a", detect=vms.DetectResponse(instances=[inst((0, 0, 1, 1), "x")]))
+    ok2 = cs.ModelResult(model_name="b", detect=vms.DetectResponse(instances=[inst((0, 0, 1, 1), "x")]))
+    failed = cs.ModelResult(model_name="c", status=cs.ModelStatus(code=14, message="down"))
+    pairs = pairwise([ok, failed, ok2], 0.5)
+    assert [(p.model_a, p.model_b) for p in pairs] == [("a", "b")]
+    assert pairs[0].instances.mean_iou == pytest.approx(1.0)
