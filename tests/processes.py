@@ -42,7 +42,8 @@ def wait_serving(address: str, timeout: float = 120.0, process: subprocess.Popen
 class ServiceProcess:
     """A service subprocess; `stop()` sends SIGTERM and waits, `kill()` sends SIGKILL."""
 
-    def __init__(self, args: Sequence[str], port: int, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, name: str, args: Sequence[str], port: int, env: Mapping[str, str] | None = None) -> None:
+        self.name = name
         self.args = [sys.executable, *args]
         self.port = port
         self.env = {**os.environ, **(env or {})}
@@ -75,8 +76,9 @@ class ServiceProcess:
         return self.process.returncode
 
 
-def tiny_service(name: str, port: int | None = None, delay: float = 0.0, tasks: str | None = None) -> ServiceProcess:
-    args = ["-m", "tests.tiny_service", "--port", str(port or free_port()), "--name", name, "--delay", str(delay)]
+def tiny_service(name: str, delay: float = 0.0, tasks: str | None = None) -> ServiceProcess:
+    port = free_port()
+    args = ["-m", "tests.tiny_service", "--port", str(port), "--name", name, "--delay", str(delay)]
     if tasks:
         args += ["--tasks", tasks]
-    return ServiceProcess(args, int(args[3]))
+    return ServiceProcess(name, args, port)

@@ -1,0 +1,147 @@
+"""`vcompare`: the command line for the comparison gateway.
+
+    vcompare models
+    vcompare compare photo.jpg --task instance-segmentation --out side_by_side.png
+    vcompare compare photo.jpg --task prompted-segmentation --point 120,80 --point 40,40,neg
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import grpc
+import typer
+from google.protobuf import json_format
+from visioncompare.v1 import common_pb2 as pb
+from visioncompare.v1 import comparison_service_pb2 as cs
+from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
+
+from gateway.render import capability_table, side_by_side, summary, task_name
+from services.runtime.server import channel_options
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare vision models side by side.")
+
+TASKS = {task_name(v): v for v in pb.Task.values() if v}
+GatewayOpt = Annotated[str, typer.Option("--gateway", "-g", envvar="VCOMPARE_GATEWAY", help="gateway address")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="VCOMPARE_TOKEN", help="bearer token")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"vcompare: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def stub(address: str) -> tuple[grpc.Channel, cs_grpc.ComparisonServiceStub]:
+    channel = grpc.insecure_channel(address, options=channel_options(64 * 1024 * 1024))
+    return channel, cs_grpc.ComparisonServiceStub(channel)
+
+
+def rpc_error(exc: grpc.RpcError, address: str) -> NoReturn:
+    code = exc.code()  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.UNAVAILABLE:
+        fail(f"cannot reach the gateway at {address}: {exc.details()}")  # type: ignore[attr-defined]
+    fail(f"{code.name}: {exc.details()}")  # type: ignore[attr-defined]
+
+
+def floats(text: str, n: int, what: str) -> list[float]:
+    parts = text.split(",")
+    try:
+        values = [float(p) for p in parts[:n]]
+    except ValueError:
+        fail(f"{what} {text!r}: expected {n} comma-separated numbers")
+    if len(values) != n:
+        fail(f"{what} {text!r}: expected {n} comma-separated numbers")
+    return values
+
+
+def build_options(
+    labels: str | None, points: list[str], boxes: list[str], score_threshold: float | None, max_results: int | None
+) -> pb.TaskOptions:
+    options = pb.TaskOptions()
+    if labels:
+        options.labels.extend(label.strip() for label in labels.split(",") if label.strip())
+    for p in points:
+        x, y = floats(p, 2, "--point")
+        negative = p.count(",") == 2 and p.rsplit(",", 1)[1].strip().lower() in {"neg", "negative", "0"}
+        options.prompts.points.append(pb.PointPrompt(x=x, y=y, positive=not negative))
+    for b in boxes:
+        x1, y1, x2, y2 = floats(b, 4, "--box")
+        options.prompts.boxes.append(pb.BoundingBox(x1=x1, y1=y1, x2=x2, y2=y2))
+    if score_threshold is not None:
+        options.score_threshold = score_threshold
+    if max_results is not None:
+        options.max_results = max_results
+    return options
+
+
+@app.command()
+def models(
+    gateway: GatewayOpt = "localhost:50050",
+    token: TokenOpt = None,
+    json: Annotated[bool, typer.Option("--json", help="print the raw response as JSON")] = False,
+) -> None:
+    """Print the capability table of every configured model."""
+    channel, client = stub(gateway)
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    try:
+        response = client.ListModels(cs.ListModelsRequest(), timeout=10, metadata=metadata)
+    except grpc.RpcError as exc:
+        rpc_error(exc, gateway)
+    finally:
+        channel.close()
+    typer.echo(json_format.MessageToJson(response) if json else capability_table(response))
+
+
+@app.command()
+def compare(
+    image: Annotated[Path, typer.Argument(help="image file (JPEG, PNG, WebP, BMP)")],
+    task: Annotated[str, typer.Option("--task", "-t", help=f"one of: {', '.join(TASKS)}")] = "instance-segmentation",
+    labels: Annotated[str | None, typer.Option(help="comma-separated labels")] = None,
+    point: Annotated[list[str], typer.Option("--point", help="x,y or x,y,neg; repeatable")] = [],  # noqa: B006
+    box: Annotated[list[str], typer.Option("--box", help="x1,y1,x2,y2; repeatable")] = [],  # noqa: B006
+    models_: Annotated[str | None, typer.Option("--models", help="comma-separated model names")] = None,
+    score_threshold: Annotated[float | None, typer.Option(help="drop results below this score")] = None,
+    max_results: Annotated[int | None, typer.Option(help="keep at most this many results")] = None,
+    json: Annotated[bool, typer.Option("--json", help="print the full response as JSON")] = False,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="write a side-by-side PNG here")] = None,
+    timeout: Annotated[float, typer.Option(help="deadline in seconds")] = 120.0,
+    gateway: GatewayOpt = "localhost:50050",
+    token: TokenOpt = None,
+) -> None:
+    """Run IMAGE through every model serving TASK and compare the outputs."""
+    if task not in TASKS:
+        fail(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}", 2)
+    try:
+        data = image.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {image}: {exc.strerror or exc}", 2)
+    request = cs.CompareRequest(
+        image=pb.Image(encoded=data),
+        task=TASKS[task],
+        options=build_options(labels, point, box, score_threshold, max_results),
+        model_names=[m.strip() for m in models_.split(",")] if models_ else [],
+    )
+    channel, client = stub(gateway)
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    try:
+        response = client.Compare(request, timeout=timeout, metadata=metadata)
+    except grpc.RpcError as exc:
+        rpc_error(exc, gateway)
+    finally:
+        channel.close()
+    typer.echo(json_format.MessageToJson(response) if json else summary(response))
+    if out is not None:
+        try:
+            side_by_side(data, response).save(out)
+        except (OSError, ValueError) as exc:
+            fail(f"cannot write {out}: {exc}")
+        if not json:
+            typer.echo(f"wrote {out}")
+    if not any(r.status.code == 0 for r in response.results):
+        sys.exit(1)
+
+
+def main() -> None:
+    app()

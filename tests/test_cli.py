@@ -1,0 +1,102 @@
+"""`vcompare` end to end against a gateway and two tiny model services."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.gateway_support import GatewayThread
+from tests.images import encode, scene
+from tests.processes import ROOT, tiny_service
+
+VCOMPARE = [sys.executable, "-c", "from gateway.cli import main; main()"]
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[GatewayThread]:
+    procs = [tiny_service("left"), tiny_service("right")]
+    for p in procs:
+        p.start()
+    try:
+        with GatewayThread({p.name: f"dns:///{p.address}" for p in procs}) as gw:
+            gw.wait_serving()
+            yield gw
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def vcompare(*args: str, gateway: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*VCOMPARE, *args, "--gateway", gateway], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+
+
+def test_models_prints_the_capability_table(gateway: GatewayThread) -> None:
+    result = vcompare("models", gateway=gateway.address)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split("|")[0].strip(): line for line in result.stdout.splitlines()}
+    assert "Bright spot (left)" in lines["Name"] and "Bright spot (right)" in lines["Name"]
+    assert "object-detection (fixed labels)" in lines["Tasks"]
+    assert lines["Pretrained"].count("false") == 2
+
+
+def test_compare_prints_results_and_writes_one_panel_per_model(gateway: GatewayThread, tmp_path: Path) -> None:
+    image = tmp_path / "scene.png"
+    image.write_bytes(encode(scene(64, 48, (10, 8, 30, 20))))
+    out = tmp_path / "sbs.png"
+    result = vcompare("compare", str(image), "--task", "instance-segmentation", "--out", str(out),
+                      gateway=gateway.address)
+    assert result.returncode == 0, result.stderr
+    assert "- left: OK" in result.stdout and "- right: OK" in result.stdout
+    assert "agreement left vs right: 1 matched (mask IoU" in result.stdout and "mean IoU 1.000" in result.stdout
+    assert "random weights" in result.stdout
+    picture = np.asarray(Image.open(out).convert("RGB"))
+    assert picture.shape == (48 + 44, 64 * 2 + 8, 3)  # header + two 64 px panels and a gap
+    gap = picture[44:, 64:72]
+    assert (gap == 24).all()  # the separator between the two panels
+    for x0 in (0, 72):
+        panel = picture[44:, x0:x0 + 64].astype(int)
+        assert (panel[8:20, 10:30] != 230).any()  # the mask tint changed the bright region
+
+
+def test_compare_json_is_the_full_response(gateway: GatewayThread, tmp_path: Path) -> None:
+    image = tmp_path / "scene.png"
+    image.write_bytes(encode(scene()))
+    result = vcompare("compare", str(image), "--task", "object-detection", "--json", gateway=gateway.address)
+    assert result.returncode == 0, result.stderr
+    response = json.loads(result.stdout)
+    assert {r["modelName"] for r in response["results"]} == {"left", "right"}
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["compare", "/nonexistent.png"], "cannot read /nonexistent.png"),
+        (["compare", "IMAGE", "--task", "dance"], "unknown task 'dance'"),
+        (["compare", "IMAGE", "--point", "1,x"], "--point '1,x'"),
+    ],
+)
+def test_user_errors_print_one_line_without_a_traceback(
+    gateway: GatewayThread, tmp_path: Path, args: list[str], needle: str
+) -> None:
+    image = tmp_path / "scene.png"
+    image.write_bytes(encode(scene()))
+    result = vcompare(*[str(image) if a == "IMAGE" else a for a in args], gateway=gateway.address)
+    assert result.returncode != 0
+    assert needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unreachable_gateway_is_one_clear_line(tmp_path: Path) -> None:
+    image = tmp_path / "scene.png"
+    image.write_bytes(encode(scene()))
+    result = vcompare("compare", str(image), "--timeout", "3", gateway="127.0.0.1:9")
+    assert result.returncode == 1
+    assert "cannot reach the gateway at 127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
