@@ -12,7 +12,7 @@ from services.runtime.settings import ServerSettings
 
 
 class GatewaySettings(ServerSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_")
 
     port: int = Field(50050, ge=0, le=65535)
     metrics_port: int | None = Field(9092, ge=0, le=65535)

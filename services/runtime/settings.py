@@ -18,7 +18,8 @@ MiB = 1024 * 1024
 class ServerSettings(BaseSettings):
     """Transport, limits, scheduling and security of one gRPC server."""
 
-    model_config = SettingsConfigDict(env_prefix="VC_", extra="forbid", frozen=True)
+    # Subclasses set their own env_prefix; the rest is inherited. "none" unsets an optional field.
+    model_config = SettingsConfigDict(env_prefix="VC_", extra="forbid", frozen=True, env_parse_none_str="none")
 
     host: str = "0.0.0.0"
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one")
