@@ -21,7 +21,7 @@ from gateway.agreement import pairwise
 from gateway.settings import GatewaySettings
 from gateway.targets import Target, TargetRegistry
 from services.runtime.convert import task_from_proto
-from services.runtime.errors import FailedPrecondition, InvalidArgument
+from services.runtime.errors import FailedPrecondition, InvalidArgument, ModelNotReady
 from services.runtime.metrics import LATENCY_BUCKETS
 from services.runtime.model import RPC_TASKS
 
@@ -40,6 +40,21 @@ class GatewayMetrics:
             "model_latency_seconds", "Model call latency seen by the gateway", ["model"],
             namespace="visioncompare_gateway", registry=registry, buckets=LATENCY_BUCKETS,
         )
+
+
+# Leading bytes of the formats the models accept; the gateway sniffs, never decodes.
+SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM")
+
+
+def check_image(image: pb.Image) -> None:
+    source = image.WhichOneof("source")
+    if source is None or (source == "encoded" and not image.encoded):
+        raise InvalidArgument("image is empty: send a JPEG, PNG, WebP or BMP file", field="image")
+    if source == "encoded":
+        data = image.encoded
+        webp = data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+        if not (webp or data.startswith(SIGNATURES)):
+            raise InvalidArgument("image is not a JPEG, PNG, WebP or BMP file", field="image.encoded")
 
 
 def rpc_for(task: int) -> str:
@@ -76,9 +91,12 @@ class Comparator:
                 f"unknown model(s) {unknown}; configured: {sorted(targets)}", field="model_names"
             )
         candidates = [targets[n] for n in request.model_names] if request.model_names else list(targets.values())
+        if not any(t.serving for t in candidates):
+            down = "; ".join(f"{t.name}: {t.error}" for t in candidates)
+            raise ModelNotReady(f"no model service is reachable ({down}); retry when they are up")
         chosen = [t for t in candidates if t.serves(request.task)]
         if not chosen:
-            available = ", ".join(self.available_tasks()) or "none (no model is serving)"
+            available = ", ".join(self.available_tasks()) or "none"
             raise FailedPrecondition(
                 f"no model serves {pb.Task.Name(request.task)}; tasks available now: {available}",
                 reason="TASK_NOT_AVAILABLE",
@@ -99,8 +117,7 @@ class Comparator:
 
     async def compare(self, request: cs.CompareRequest, timeout_s: float | None) -> cs.CompareResponse:
         task = task_from_proto(request.task)  # validates
-        if not request.HasField("image") or request.image.WhichOneof("source") is None:
-            raise InvalidArgument("image is empty: set image.encoded or image.raw", field="image")
+        check_image(request.image)
         targets = self.select(request)
         labels_used = self.shared_vocabulary(request.task, request.options, targets)
         budget = timeout_s if timeout_s is not None else self.settings.default_timeout_s

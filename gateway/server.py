@@ -42,6 +42,9 @@ class ComparisonServicer(cs_grpc.ComparisonServiceServicer):
 class GatewayServer(GrpcServer):
     def __init__(self, settings: GatewaySettings) -> None:
         metrics = ServerMetrics()
+        self.settings: GatewaySettings = settings
+        self.http: Any = None
+        self.http_port: int | None = None
         self.registry = TargetRegistry(settings)
         self.comparator = Comparator(settings, self.registry, GatewayMetrics(metrics.registry))
         servicer = ComparisonServicer(self.comparator)
@@ -55,10 +58,38 @@ class GatewayServer(GrpcServer):
     async def start(self) -> None:
         await super().start()
         self.registry.start()
+        if self.settings.http_port is not None:
+            await self._start_http()
         await self.set_serving(True)
+
+    async def _start_http(self) -> None:
+        import uvicorn
+
+        from gateway.http import create_app
+
+        config = uvicorn.Config(
+            create_app(self.comparator, self.settings),  # type: ignore[arg-type]
+            host=self.settings.host,
+            port=self.settings.http_port,  # type: ignore[arg-type]
+            log_config=None,
+            lifespan="off",
+            access_log=False,
+        )
+        self.http = uvicorn.Server(config)
+        self._http_task = asyncio.create_task(self.http.serve(), name="http")
+        while not self.http.started:
+            if self._http_task.done():
+                self._http_task.result()  # raises the bind error
+                raise RuntimeError(f"HTTP server stopped during start-up on port {self.settings.http_port}")
+            await asyncio.sleep(0.02)
+        self.http_port = self.http.servers[0].sockets[0].getsockname()[1]
+        log.info("HTTP on %s:%d", self.settings.host, self.http_port)
 
     async def stop(self, grace: float | None) -> None:
         await super().stop(grace)
+        if self.http is not None:
+            self.http.should_exit = True
+            await self._http_task
         await self.registry.stop()
 
 
