@@ -106,8 +106,12 @@ class Comparator:
 
     @staticmethod
     def shared_vocabulary(task: int, options: pb.TaskOptions, targets: list[Target]) -> list[str]:
-        """Labels of the fixed-vocabulary model taking part, for open-vocabulary models."""
-        if options.labels:
+        """Labels of the fixed-vocabulary model taking part, for the open-vocabulary ones.
+
+        Empty when the caller gave labels or no open-vocabulary model takes part.
+        """
+        caps = [t.task_capability(task) for t in targets]
+        if options.labels or not any(c is not None and c.vocabulary == vms.VOCABULARY_OPEN for c in caps):
             return []
         for target in targets:
             cap = target.task_capability(task)

@@ -24,6 +24,7 @@ from services.runtime.types import (
     Label,
     ModelCard,
     Prediction,
+    PromptKind,
     RuntimeInfo,
     Task,
     TaskCapability,
@@ -67,15 +68,32 @@ class BrightSpotModel(VisionModel):
             card=ModelCard(
                 f"Bright spot ({self.name})", "tests", "open", "vision", "2026-11", 0, "MIT", "", "test model"
             ),
-            tasks=tuple(TaskCapability(t, Vocabulary.FIXED, ("bright",)) for t in self.tasks),
+            tasks=tuple(
+                TaskCapability(t, Vocabulary.NONE, prompt_kinds=(PromptKind.POINT,))
+                if t == Task.PROMPTED_SEGMENTATION
+                else TaskCapability(t, Vocabulary.FIXED, ("bright",))
+                for t in self.tasks
+            ),
             runtime=RuntimeInfo("cpu", "torch", "fp32", "random", False, 8, "test", warnings=("random weights",)),
         )
 
     def validate(self, request: InferenceRequest) -> None:
         super().validate(request)
+        if request.task == Task.PROMPTED_SEGMENTATION and not request.options.points:
+            raise InvalidArgument("prompted segmentation needs a point prompt", field="options.prompts.points")
         for label in request.options.labels:
             if label != "bright":
                 raise InvalidArgument(f"unknown label {label!r}; valid labels: bright", field="options.labels")
+
+    @staticmethod
+    def _square_at_prompt(request: InferenceRequest) -> Instance:
+        """A 9x9 mask centred on the first point prompt: lets tests check coordinates."""
+        point = request.options.points[0]
+        mask = np.zeros((request.height, request.width), bool)
+        x, y = int(point.x), int(point.y)
+        mask[max(y - 4, 0) : y + 5, max(x - 4, 0) : x + 5] = True
+        encoded = encode_mask(mask)
+        return Instance(box=encoded.bbox, score=0.9, mask=encoded, predicted_iou=0.9)
 
     def predict(self, requests: Sequence[InferenceRequest]) -> list[Prediction | ServiceError]:
         self.batches.append(len(requests))
@@ -88,7 +106,9 @@ class BrightSpotModel(VisionModel):
             with timer.stage("inference_ms"):
                 bright = request.image.mean(axis=2) > 127
             instances = []
-            if bright.any():
+            if request.task == Task.PROMPTED_SEGMENTATION:
+                instances = [self._square_at_prompt(request)]
+            elif bright.any():
                 ys, xs = np.nonzero(bright)
                 instance = Instance(
                     box=Box(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)),
