@@ -1,0 +1,1 @@
+"""The synthetic "shapes" world: a scene generator and the reference models trained on it."""
