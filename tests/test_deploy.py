@@ -1,0 +1,281 @@
+"""Deployment files: schemas, consistency with the code, the local stack and scale-out.
+
+There is no cluster and no Docker engine here: the kustomize overlays are built
+with `kubectl kustomize` and validated offline against the Kubernetes schemas
+(kubernetes-validate, strict); the compose files against the compose-spec schema.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from kubernetes_validate.utils import latest_version
+from visioncompare.v1 import common_pb2 as pb
+from visioncompare.v1 import comparison_service_pb2 as cs
+
+from gateway.compose import ROOT, compose_services, load_yaml, read_env_file
+from gateway.settings import GatewaySettings
+from gateway.stack import localize
+from services.maskrcnn.settings import MaskRCNNSettings
+from services.samclip.settings import SamClipSettings
+from tests.gateway_support import GatewayThread
+from tests.images import encode, scene
+from tests.processes import free_port, tiny_service
+
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = ("gpu", "cpu")
+SETTINGS = {"MASKRCNN_": MaskRCNNSettings, "SAMCLIP_": SamClipSettings, "GATEWAY_": GatewaySettings}
+SERVICE_PREFIX = {"maskrcnn": "MASKRCNN_", "samclip": "SAMCLIP_", "gateway": "GATEWAY_"}
+SCRIPTS = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
+
+
+def kustomize(overlay: str) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is needed to build the kustomize overlays (make setup installs it)"
+    out = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)], check=True,
+                         capture_output=True, text=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def manifests(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    return kustomize(request.param)
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def settings_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    [config] = by_kind(docs, "ConfigMap").values()
+    return config["data"]
+
+
+# --- schemas ------------------------------------------------------------------------
+
+
+def test_overlays_validate_strictly_against_the_kubernetes_schemas(manifests: list[dict[str, Any]]) -> None:
+    version = latest_version()
+    kinds = Counter(d["kind"] for d in manifests)
+    assert kinds == {"Deployment": 3, "Service": 3, "HorizontalPodAutoscaler": 2, "PodDisruptionBudget": 2,
+                     "ConfigMap": 1, "PersistentVolumeClaim": 1, "NetworkPolicy": 1}
+    for doc in manifests:
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_the_validator_rejects_a_misspelt_field(manifests: list[dict[str, Any]]) -> None:
+    doc = json.loads(json.dumps(by_kind(manifests, "Deployment")["gateway"]))
+    doc["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(doc, latest_version(), strict=True)
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose.cpu.yml"])
+def test_compose_files_validate_against_the_compose_spec(name: str) -> None:
+    schema_file = importlib.resources.files("check_jsonschema") / "builtin_schemas/vendor/compose-spec.json"
+    validator = jsonschema.Draft202012Validator(json.loads(schema_file.read_text()))
+    assert list(validator.iter_errors(load_yaml(ROOT / name))) == []
+    broken = load_yaml(ROOT / name)
+    broken["services"]["maskrcnn"]["healthchek"] = {}
+    assert list(validator.iter_errors(broken))
+
+
+# --- what the manifests promise --------------------------------------------------------
+
+
+def test_model_deployments_have_probes_security_and_gpus(manifests: list[dict[str, Any]]) -> None:
+    deployments = by_kind(manifests, "Deployment")
+    gpu = any("nvidia.com/gpu" in str(d) for d in deployments.values())
+    for name in ("maskrcnn", "samclip"):
+        pod = deployments[name]["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        port = container["ports"][0]["containerPort"]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"]["port"] == port
+        startup = container["startupProbe"]
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 300  # room for weight loading
+        drain = float(settings_env(manifests)[f"{SERVICE_PREFIX[name]}DRAIN_GRACE_S"])
+        assert pod["terminationGracePeriodSeconds"] > drain
+        assert pod["enableServiceLinks"] is False and pod["securityContext"]["runAsNonRoot"] is True
+        for c in [container, *pod["initContainers"]]:
+            assert c["securityContext"]["readOnlyRootFilesystem"] is True
+            assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        assert pod["initContainers"][0]["command"][0] == "fetch-weights"
+        if gpu:
+            assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+            assert pod["nodeSelector"] and pod["tolerations"]
+        service = by_kind(manifests, "Service")[name]
+        assert service["spec"]["clusterIP"] == "None"  # headless: the gateway sees every replica
+
+
+# --- consistency: compose, manifests and settings ------------------------------------------
+
+
+def env_sources(manifests: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    compose = {k: v for s in compose_services({}).values() for k, v in s.environment.items()}
+    return {"docker-compose.yml": compose, "kustomize": settings_env(manifests)}
+
+
+def test_every_variable_set_is_a_settings_field(manifests: list[dict[str, Any]]) -> None:
+    for source, env in env_sources(manifests).items():
+        for key in env:
+            prefix = next((p for p in SETTINGS if key.startswith(p)), None)
+            assert prefix, f"{source}: {key} belongs to no settings class"
+            field = key.removeprefix(prefix).lower()
+            cls = SETTINGS[prefix]
+            assert field in cls.model_fields, f"{source}: {key} is not a field of {cls.__name__}"
+
+
+def test_the_values_set_are_valid_settings(manifests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
+    for env in env_sources(manifests).values():
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        for cls in SETTINGS.values():
+            cls()  # raises on any invalid value
+
+
+def test_commands_name_console_scripts_that_exist(manifests: list[dict[str, Any]]) -> None:
+    commands = [s.command for s in compose_services({}).values()]
+    commands += [s.healthcheck[1:2] for s in compose_services({}).values() if s.healthcheck]
+    for d in by_kind(manifests, "Deployment").values():
+        pod = d["spec"]["template"]["spec"]
+        commands += [c["command"] for c in [*pod["containers"], *pod.get("initContainers", [])]]
+    for dockerfile in (ROOT / "deploy" / "docker").glob("*.Dockerfile"):
+        for line in dockerfile.read_text().splitlines():
+            if line.startswith(("CMD [", "HEALTHCHECK")):
+                commands.append(json.loads(line[line.index("["):]))
+    for command in commands:
+        assert command and command[0] in SCRIPTS, f"{command} names no console script of pyproject.toml"
+
+
+def test_ports_agree_across_compose_manifests_and_settings(manifests: list[dict[str, Any]]) -> None:
+    compose = compose_services({})
+    configmap = settings_env(manifests)
+    deployments = by_kind(manifests, "Deployment")
+    defaults = {p: cls.model_fields for p, cls in SETTINGS.items()}
+    for name, prefix in SERVICE_PREFIX.items():
+        for field in ("port", "metrics_port", *(("http_port",) if name == "gateway" else ())):
+            key = f"{prefix}{field.upper()}"
+            value = int(compose[name].environment[key])
+            assert value == int(configmap[key]) == defaults[prefix][field].default, key
+            assert f"{value}:{value}" in compose[name].ports, f"compose publishes {key}"
+            container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
+            container_ports = {p["containerPort"] for p in container["ports"]}
+            assert value in container_ports, f"{name} Deployment exposes {key}"
+        grpc_port = compose[name].environment[f"{prefix}PORT"]
+        assert compose[name].healthcheck[-1] == grpc_port
+    targets = json.loads(compose["gateway"].environment["GATEWAY_TARGETS"])
+    assert targets == json.loads(configmap["GATEWAY_TARGETS"])
+    for model in ("maskrcnn", "samclip"):
+        assert targets[model] == f"dns:///{model}:{compose[model].environment[SERVICE_PREFIX[model] + 'PORT']}"
+
+
+def test_local_stack_uses_the_compose_commands_with_local_addresses() -> None:
+    services = compose_services(read_env_file(ROOT / "deploy" / "local.env"))
+    env = localize(services["gateway"].environment, port_offset=1000)
+    assert env["GATEWAY_HOST"] == "127.0.0.1" and env["GATEWAY_PORT"] == "51050"
+    assert json.loads(env["GATEWAY_TARGETS"]) == {"maskrcnn": "dns:///127.0.0.1:51051",
+                                                  "samclip": "dns:///127.0.0.1:51052"}
+    assert localize(services["maskrcnn"].environment)["MASKRCNN_CACHE_DIR"] == str(ROOT / "models")
+
+
+# --- the local stack end to end -----------------------------------------------------------
+
+
+def processes_with(marker: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker.encode() in (proc / "environ").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.fixture
+def stack_env() -> dict[str, str]:
+    marker = uuid.uuid4().hex
+    return {**os.environ, "VC_TEST_MARKER": marker, "MASKRCNN_MIN_SIZE": "128", "MASKRCNN_MAX_SIZE": "160",
+            "SAMCLIP_POINTS_PER_SIDE": "4", "SAMCLIP_PROPOSAL_POINTS_PER_SIDE": "4"}
+
+
+def test_stack_up_runs_the_main_job_and_stops_cleanly(stack_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "sbs.png"
+    offset = free_port() % 1000 + 10_000
+    result = subprocess.run(
+        [sys.executable, "-c", "from gateway.cli import main; main()", "stack", "up", "--stop",
+         "--port-offset", str(offset), "--out", str(out), "--timeout", "300"],
+        env=stack_env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout
+    assert re.search(r"^- maskrcnn: OK", text, re.M) and re.search(r"^- samclip: OK", text, re.M)
+    assert "agreement maskrcnn vs samclip" in text
+    assert "Pretrained   | false" in text and "random weights" in text  # says which weights ran
+    assert out.stat().st_size > 0
+    assert processes_with(stack_env["VC_TEST_MARKER"]) == []
+
+
+def test_stack_stops_every_process_on_sigint(stack_env: dict[str, str], tmp_path: Path) -> None:
+    offset = free_port() % 1000 + 12_000
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from gateway.cli import main; main()", "stack", "up",
+         "--port-offset", str(offset), "--out", str(tmp_path / "sbs.png"), "--timeout", "300"],
+        env=stack_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "stack is up" in line:
+            break
+    assert "stack is up" in lines[-1], "".join(lines)
+    assert len(processes_with(stack_env["VC_TEST_MARKER"])) >= 4  # the stack and its three services
+    proc.send_signal(signal.SIGINT)
+    proc.wait(60)
+    deadline = time.monotonic() + 10
+    while processes_with(stack_env["VC_TEST_MARKER"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_with(stack_env["VC_TEST_MARKER"]) == []
+
+
+# --- scale-out ---------------------------------------------------------------------------
+
+
+def test_gateway_spreads_calls_over_replicas_behind_one_address_list() -> None:
+    replicas = [tiny_service("replica-a"), tiny_service("replica-b")]
+    for r in replicas:
+        r.start()
+    try:
+        address = "ipv4:" + ",".join(r.address for r in replicas)
+        with GatewayThread({"bright": address}) as gw:
+            gw.wait_serving()
+            image = pb.Image(encoded=encode(scene()))
+            served = Counter(
+                gw.stub.Compare(cs.CompareRequest(image=image, task=pb.TASK_OBJECT_DETECTION), timeout=10)
+                .results[0].detect.info.model_name
+                for _ in range(20)
+            )
+    finally:
+        for r in replicas:
+            r.stop()
+    assert set(served) == {"replica-a", "replica-b"} and min(served.values()) >= 5
