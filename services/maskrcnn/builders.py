@@ -1,0 +1,100 @@
+"""One builder per architecture, as torchvision builds it when it loads trained weights.
+
+torchvision's public builders switch to plain BatchNorm when called without weights;
+the trained checkpoints of v1 and Keypoint R-CNN belong to a FrozenBatchNorm backbone.
+These builders always build the trained structure, so a checkpoint in torchvision's
+layout loads strictly, and "random" weights run the very network that trained ones do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+from torchvision.models import WeightsEnum
+from torchvision.models.detection import (
+    KeypointRCNN,
+    KeypointRCNN_ResNet50_FPN_Weights,
+    MaskRCNN,
+    MaskRCNN_ResNet50_FPN_V2_Weights,
+    MaskRCNN_ResNet50_FPN_Weights,
+    maskrcnn_resnet50_fpn_v2,
+)
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from services.maskrcnn.categories import COCO_KEYPOINT_NAMES
+
+TRAINABLE_LAYERS = 3  # torchvision's default when it builds with trained weights
+
+
+def _frozen_resnet50_fpn() -> nn.Module:
+    return resnet_fpn_backbone(
+        backbone_name="resnet50",
+        weights=None,
+        norm_layer=FrozenBatchNorm2d,
+        trainable_layers=TRAINABLE_LAYERS,
+    )
+
+
+def build_maskrcnn_v1(*, num_classes: int, **kwargs: Any) -> MaskRCNN:
+    """`maskrcnn_resnet50_fpn` (He et al. 2017; box AP 37.9, mask AP 34.6)."""
+    return MaskRCNN(_frozen_resnet50_fpn(), num_classes=num_classes, **kwargs)
+
+
+def build_maskrcnn_v2(*, num_classes: int, **kwargs: Any) -> MaskRCNN:
+    """`maskrcnn_resnet50_fpn_v2` (Li et al. 2021; box AP 47.4, mask AP 41.8).
+
+    torchvision's builder gives v2 the same (BatchNorm) structure with or without weights.
+    """
+    return maskrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=num_classes, **kwargs)
+
+
+def build_keypointrcnn(*, num_classes: int, **kwargs: Any) -> KeypointRCNN:
+    """`keypointrcnn_resnet50_fpn` with the 17 COCO keypoints."""
+    return KeypointRCNN(
+        _frozen_resnet50_fpn(),
+        num_classes=num_classes,
+        num_keypoints=len(COCO_KEYPOINT_NAMES),
+        **kwargs,
+    )
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """An architecture: its builder, torchvision weights enum and quirks."""
+
+    name: str  # torchvision's builder name, e.g. "maskrcnn_resnet50_fpn"
+    build: Callable[..., nn.Module]
+    weights_enum: type[WeightsEnum]
+    # torchvision sets FrozenBatchNorm eps to 0 for these weights (pytorch/vision#2933).
+    eps_zero_weights: frozenset[str] = frozenset()
+
+
+ARCHS: dict[str, ArchSpec] = {
+    "v1": ArchSpec(
+        "maskrcnn_resnet50_fpn",
+        build_maskrcnn_v1,
+        MaskRCNN_ResNet50_FPN_Weights,
+        frozenset({"COCO_V1"}),
+    ),
+    "v2": ArchSpec("maskrcnn_resnet50_fpn_v2", build_maskrcnn_v2, MaskRCNN_ResNet50_FPN_V2_Weights),
+    "keypoints": ArchSpec(
+        "keypointrcnn_resnet50_fpn",
+        build_keypointrcnn,
+        KeypointRCNN_ResNet50_FPN_Weights,
+        frozenset({"COCO_V1"}),
+    ),
+}
+
+
+def set_frozen_bn_eps(model: nn.Module, eps: float) -> None:
+    for module in model.modules():
+        if isinstance(module, FrozenBatchNorm2d):
+            module.eps = eps
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,382 @@
+"""Mask R-CNN as a VisionModel: detection, instance segmentation and keypoints.
+
+A batch runs as one forward pass per network, in three timed stages that follow
+torchvision's GeneralizedRCNN.forward: preprocess (to tensors, resize, normalize,
+pad), inference (backbone, RPN, RoI heads) and postprocess. Each request's filters
+(score, labels, max results) are applied to the RoI heads' output *before* masks
+are pasted at full image size, so a batch pastes only the masks it returns.
+torchvision's postprocess maps boxes, masks and keypoints back to the pixels of
+the original image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, cast
+
+import numpy as np
+import torch
+import torchvision
+from torch import Tensor
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+
+from services.maskrcnn.builders import ARCHS, ArchSpec, parameter_count
+from services.maskrcnn.categories import COCO, COCO_KEYPOINT_NAMES, PERSON, LabelSet, label_set_from_file
+from services.maskrcnn.heads import use_filtered_heads
+from services.maskrcnn.options import ResolvedOptions, padded_shape, resolve_options
+from services.maskrcnn.settings import MaskRCNNSettings
+from services.maskrcnn.weights import ResolvedWeights, WeightsSource, load_weights, resolve
+from services.runtime.device import DevicePlan, plan_device
+from services.runtime.errors import ServiceError
+from services.runtime.masks import encode_mask
+from services.runtime.model import StageTimer, VisionModel
+from services.runtime.types import (
+    Box,
+    Capabilities,
+    InferenceRequest,
+    Instance,
+    Keypoint,
+    Label,
+    ModelCard,
+    ModelComponent,
+    Prediction,
+    RuntimeInfo,
+    Task,
+    TaskCapability,
+    TaskOptions,
+    Vocabulary,
+)
+
+log = logging.getLogger(__name__)
+
+PAPER_URL = "https://arxiv.org/abs/1703.06870"
+DETECTOR, KEYPOINTS = "detector", "keypoints"
+TASK_NETWORK = {
+    Task.OBJECT_DETECTION: DETECTOR,
+    Task.INSTANCE_SEGMENTATION: DETECTOR,
+    Task.KEYPOINT_DETECTION: KEYPOINTS,
+}
+RANDOM_WARNING = {DETECTOR: "random weights", KEYPOINTS: "random keypoint weights"}
+
+
+@dataclass
+class Network:
+    """One loaded torchvision detector with its label set and provenance."""
+
+    role: str  # DETECTOR or KEYPOINTS
+    arch: ArchSpec
+    net: GeneralizedRCNN
+    labels: LabelSet
+    weights: ResolvedWeights
+    parameter_count: int
+    warnings: tuple[str, ...]
+
+
+def _software_version() -> str:
+    try:
+        own = version("visioncompare")
+    except PackageNotFoundError:
+        own = "0+unknown"
+    return f"visioncompare {own} (torch {torch.__version__}, torchvision {torchvision.__version__})"
+
+
+class MaskRCNNModel(VisionModel):
+    name = "maskrcnn"
+
+    def __init__(self, settings: MaskRCNNSettings, *, detector_kwargs: Mapping[str, Any] | None = None) -> None:
+        """`detector_kwargs` go to torchvision's MaskRCNN/KeypointRCNN (e.g. RPN sizes in tests)."""
+        self.settings = settings
+        self.detector_kwargs = dict(detector_kwargs or {})
+        self.networks: dict[str, Network] = {}
+        self.plan: DevicePlan | None = None
+        self._capabilities: Capabilities | None = None
+        self._lock = threading.Lock()  # predict() reconfigures the shared networks per batch
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def load(self) -> None:
+        s = self.settings
+        self.plan = plan_device(s.device, s.precision)
+        labels = label_set_from_file(s.categories_file, s.num_classes) if s.categories_file is not None else COCO
+        networks = {DETECTOR: self._load_network(DETECTOR, ARCHS[s.variant], s.weights_source, labels)}
+        if s.keypoints_enabled:
+            networks[KEYPOINTS] = self._load_network(KEYPOINTS, ARCHS["keypoints"], s.keypoint_weights_source, PERSON)
+        self.networks = networks
+        self._capabilities = self._make_capabilities()
+        for w in self._capabilities.runtime.warnings:
+            log.warning("%s: %s", self.name, w)
+
+    def _load_network(self, role: str, arch: ArchSpec, source: WeightsSource, labels: LabelSet) -> Network:
+        assert self.plan is not None
+        s = self.settings
+        weights = resolve(source, arch, s.cache_dir)  # fails on a missing file before building
+        kwargs = {
+            "min_size": s.min_size,
+            "max_size": s.max_size,
+            "box_score_thresh": s.score_threshold,
+            "box_nms_thresh": s.nms_iou_threshold,
+            "box_detections_per_img": s.max_detections,
+            **self.detector_kwargs,
+        }
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s.seed)  # "random" weights are the same in every process
+            net = arch.build(num_classes=labels.num_classes, **kwargs)
+        use_filtered_heads(net)
+        load_weights(net, weights, f"{arch.name} with num_classes={labels.num_classes}")
+        weights = replace(weights, state_dict=None)  # the loaded copy lives in the network now
+        net.eval().requires_grad_(False).to(self.plan.device)
+        warnings = self.plan.warnings + (() if weights.pretrained else (RANDOM_WARNING[role],))
+        count = parameter_count(net)
+        log.info(
+            "loaded %s (%s weights=%s, %d parameters) on %s, %s",
+            arch.name, role, weights.source, count, self.plan.device, self.plan.precision,
+        )  # fmt: skip
+        return Network(role, arch, net, labels, weights, count, warnings)
+
+    def warmup(self) -> None:
+        """One forward pass per network at the default input size, masks included."""
+        s = self.settings
+        h, w = s.min_size, min(s.max_size, math.ceil(s.min_size * 4 / 3))
+        image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        # A zero score floor sends detections through the mask and keypoint heads too.
+        options = TaskOptions(score_threshold=0.0, max_results=1)
+        requests = [InferenceRequest(task, image, options, request_id="warmup") for task in sorted(self.served_tasks())]
+        for answer in self.predict(requests):
+            if isinstance(answer, BaseException):
+                raise answer
+
+    def close(self) -> None:
+        self.networks = {}
+        if self.plan is not None and self.plan.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # --- contract -----------------------------------------------------------------
+
+    def capabilities(self) -> Capabilities:
+        if self._capabilities is None:
+            raise RuntimeError("capabilities() before load()")
+        return self._capabilities
+
+    def _make_capabilities(self) -> Capabilities:
+        assert self.plan is not None
+        detector = self.networks[DETECTOR]
+        nets = list(self.networks.values())
+        tasks = [
+            TaskCapability(Task.OBJECT_DETECTION, Vocabulary.FIXED, detector.labels.vocabulary),
+            TaskCapability(Task.INSTANCE_SEGMENTATION, Vocabulary.FIXED, detector.labels.vocabulary),
+        ]
+        features = ["Object Detection", "Instance Segmentation"]
+        if KEYPOINTS in self.networks:
+            tasks.append(
+                TaskCapability(Task.KEYPOINT_DETECTION, Vocabulary.FIXED, self.networks[KEYPOINTS].labels.vocabulary)
+            )
+            features.append("Keypoint Detection")
+        described = ", ".join(f"{n.arch.name} ({n.weights.source})" for n in nets)
+        card = ModelCard(
+            name="Mask R-CNN",
+            organization="Meta",
+            category="open",
+            modality="vision",
+            release_date="2017-10",
+            parameter_count=sum(n.parameter_count for n in nets),
+            license="MIT",
+            paper_url=PAPER_URL,
+            description=(
+                f"Mask R-CNN {self.settings.variant} (ResNet-50-FPN), torchvision's implementation: {described}"
+            ),
+            features=tuple(features),
+        )
+        runtime = RuntimeInfo(
+            device=str(self.plan.device),
+            backend="torch",
+            precision=self.plan.precision,
+            weights=str(detector.weights.source),
+            pretrained=all(n.weights.pretrained for n in nets),
+            max_batch_size=self.settings.max_batch_size,
+            software_version=_software_version(),
+            components=tuple(
+                ModelComponent(n.arch.name, str(n.weights.source), n.weights.pretrained, n.parameter_count)
+                for n in nets
+            )
+            if len(nets) > 1
+            else (),
+            warnings=tuple(dict.fromkeys(w for n in nets for w in n.warnings)),
+        )
+        return Capabilities(card=card, tasks=tuple(tasks), runtime=runtime)
+
+    def _options(self, request: InferenceRequest) -> ResolvedOptions:
+        super().validate(request)  # UNIMPLEMENTED for tasks not served
+        labels = self.networks[TASK_NETWORK[request.task]].labels
+        return resolve_options(request, self.settings, labels, self.name)
+
+    def validate(self, request: InferenceRequest) -> None:
+        self._options(request)
+
+    def batch_key(self, request: InferenceRequest) -> Hashable:
+        """Detection and segmentation share batches; resize bounds and NMS are per batch.
+
+        Unless `batch_mixed_sizes`, only images with the same padded input shape share
+        a batch: zero padding to a larger shape shifts the features near the border,
+        so results would depend on what else is in the batch.
+        """
+        s, o = self.settings, request.options
+        min_size, max_size = o.min_size or s.min_size, o.max_size or s.max_size
+        key: tuple[Hashable, ...] = (
+            TASK_NETWORK.get(request.task, request.task),
+            min_size,
+            max_size,
+            o.nms_iou_threshold or s.nms_iou_threshold,
+        )
+        if not s.batch_mixed_sizes:
+            key += (padded_shape(request.height, request.width, min_size, max_size),)
+        return key
+
+    # --- inference ----------------------------------------------------------------
+
+    def predict(self, requests: Sequence[InferenceRequest]) -> list[Prediction | ServiceError]:
+        answers: list[Prediction | ServiceError | None] = [None] * len(requests)
+        groups: dict[tuple[str, int, int, float], list[tuple[int, ResolvedOptions]]] = {}
+        for i, request in enumerate(requests):
+            try:
+                options = self._options(request)
+            except ServiceError as exc:
+                answers[i] = exc
+                continue
+            key = (
+                TASK_NETWORK[request.task],
+                options.min_size,
+                options.max_size,
+                options.nms_iou_threshold,
+            )
+            groups.setdefault(key, []).append((i, options))
+        for (role, *_), members in groups.items():
+            batch = [requests[i] for i, _ in members]
+            predictions = self._run(self.networks[role], batch, [o for _, o in members])
+            for (i, _), prediction in zip(members, predictions, strict=True):
+                answers[i] = prediction
+        return cast(list[Prediction | ServiceError], answers)  # every slot is answered
+
+    def _run(
+        self, network: Network, requests: list[InferenceRequest], options: list[ResolvedOptions]
+    ) -> list[Prediction]:
+        assert self.plan is not None
+        net, device = network.net, self.plan.device
+        timer = StageTimer()
+        masks = any(r.task == Task.INSTANCE_SEGMENTATION for r in requests)
+        with self._lock, torch.inference_mode(), _configured(net, options, network.labels, masks):
+            with timer.stage("preprocess_ms"):
+                images = [_to_tensor(r.image, device) for r in requests]
+                original_sizes = [(r.height, r.width) for r in requests]
+                image_list, _ = net.transform(images)
+            with timer.stage("inference_ms"):
+                with self.plan.autocast()():
+                    features = net.backbone(image_list.tensors)
+                    if isinstance(features, Tensor):
+                        features = OrderedDict([("0", features)])
+                    proposals, _ = net.rpn(image_list, features)
+                    detections, _ = net.roi_heads(features, proposals, image_list.image_sizes)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+            with timer.stage("postprocess_ms"):
+                kept = [_select(d, r, o, network.labels) for d, r, o in zip(detections, requests, options, strict=True)]
+                kept = net.transform.postprocess(kept, image_list.image_sizes, original_sizes)
+                instances = [
+                    _instances(d, r, o, network.labels) for d, r, o in zip(kept, requests, options, strict=True)
+                ]
+        log.debug("%s: batch of %d in %s", self.name, len(requests), timer.timing)
+        return [
+            Prediction(
+                instances=found,
+                timing=replace(timer.timing),
+                warnings=list(network.warnings),
+                batch_size=len(requests),
+            )
+            for found in instances
+        ]
+
+
+@contextlib.contextmanager
+def _configured(net: GeneralizedRCNN, options: list[ResolvedOptions], labels: LabelSet, masks: bool) -> Iterator[None]:
+    """Set the batch's resize bounds, NMS, score floor and class filters; skip unused masks.
+
+    The score floor is the lowest threshold in the batch. Detections above a
+    request's own threshold are the same either way: greedy NMS never lets a
+    lower-scoring box suppress a higher one, and the top-k cut keeps an order.
+    """
+    transform, heads, first = net.transform, net.roi_heads, options[0]
+    saved = (transform.min_size, transform.max_size, heads.nms_thresh, heads.score_thresh)
+    mask_pool = getattr(heads, "mask_roi_pool", None)
+    transform.min_size = (first.min_size,)
+    transform.max_size = first.max_size
+    heads.nms_thresh = first.nms_iou_threshold
+    # roi_heads keeps float32 scores strictly above its threshold; requests keep >= theirs.
+    floor = np.float32(min(o.score_threshold for o in options))
+    heads.score_thresh = float(np.nextafter(floor, np.float32(-np.inf)))
+    heads.label_filters = [
+        torch.tensor(sorted(labels.valid_ids if o.label_ids is None else o.label_ids)) for o in options
+    ]
+    if not masks and mask_pool is not None:
+        heads.mask_roi_pool = None  # RoIHeads.has_mask() is then False
+    try:
+        yield
+    finally:
+        transform.min_size, transform.max_size, heads.nms_thresh, heads.score_thresh = saved
+        heads.label_filters = None
+        if mask_pool is not None:
+            heads.mask_roi_pool = mask_pool
+
+
+def _to_tensor(image: np.ndarray, device: torch.device) -> Tensor:
+    """H x W x 3 uint8 -> 3 x H x W float in [0, 1], converted on the device."""
+    array = image if image.flags.writeable else image.copy()
+    return torch.from_numpy(array).to(device).permute(2, 0, 1).float().div_(255.0)
+
+
+def _select(
+    detections: dict[str, Tensor], request: InferenceRequest, o: ResolvedOptions, labels: LabelSet
+) -> dict[str, Tensor]:
+    """Apply one request's filters to the RoI heads' output (sorted by score, best first).
+
+    Masks are dropped for detection requests that shared a batch with segmentation ones,
+    so that postprocess pastes only the masks that are returned.
+    """
+    keep = detections["scores"] >= o.score_threshold
+    ids = labels.valid_ids if o.label_ids is None else o.label_ids
+    allowed = torch.tensor(sorted(ids), device=keep.device)
+    keep &= torch.isin(detections["labels"], allowed)
+    index = torch.nonzero(keep).flatten()[: o.max_results]
+    # Keep the full-precision path in postprocess even if autocast produced halves.
+    wanted = {k: v for k, v in detections.items() if k != "masks" or request.task == Task.INSTANCE_SEGMENTATION}
+    return {k: (v[index].float() if v.is_floating_point() else v[index]) for k, v in wanted.items()}
+
+
+def _instances(d: dict[str, Tensor], request: InferenceRequest, o: ResolvedOptions, labels: LabelSet) -> list[Instance]:
+    boxes = d["boxes"].cpu().tolist()
+    scores = d["scores"].cpu().tolist()
+    label_ids = d["labels"].cpu().tolist()
+    masks = None
+    if "masks" in d:
+        masks = (d["masks"][:, 0] > o.mask_threshold).cpu().numpy()
+    keypoints = scores_kp = None
+    if "keypoints" in d:
+        keypoints = d["keypoints"].cpu().tolist()
+        scores_kp = d["keypoints_scores"].cpu().tolist()
+    found = []
+    for i, (box, score, label) in enumerate(zip(boxes, scores, label_ids, strict=True)):
+        instance = Instance(box=Box(*box), score=score, label=Label(label, labels.names[label], score))
+        if masks is not None:
+            instance.mask = encode_mask(masks[i])
+        if keypoints is not None and scores_kp is not None:
+            instance.keypoints = [
+                Keypoint(name, x, y, s)
+                for name, (x, y, _), s in zip(COCO_KEYPOINT_NAMES, keypoints[i], scores_kp[i], strict=True)
+            ]
+        found.append(instance)
+    return found

@@ -1,0 +1,125 @@
+"""Per-request options of Mask R-CNN: checked once, resolved against the settings."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from services.maskrcnn.categories import LabelSet
+from services.maskrcnn.settings import MaskRCNNSettings
+from services.runtime.errors import InvalidArgument
+from services.runtime.types import AutomaticOptions, InferenceRequest, Task
+
+SIZE_DIVISIBLE = 32  # GeneralizedRCNNTransform pads batches to multiples of this
+MIN_RESIZE = 32
+
+
+@dataclass(frozen=True)
+class ResolvedOptions:
+    score_threshold: float
+    max_results: int
+    label_ids: frozenset[int] | None  # None: every label
+    mask_threshold: float
+    min_size: int
+    max_size: int
+    nms_iou_threshold: float
+
+
+def _unused(request: InferenceRequest) -> list[str]:
+    o = request.options
+    unused = []
+    if o.prompt_templates:
+        unused.append("prompt_templates")
+    if o.points or o.boxes or o.multimask_output:
+        unused.append("prompts")
+    if o.automatic != AutomaticOptions():
+        unused.append("automatic")
+    if o.mask_threshold is not None and request.task != Task.INSTANCE_SEGMENTATION:
+        unused.append("mask_threshold")
+    return unused
+
+
+def _bounded(
+    name: str, value: float, low: float, high: float, *, open_low: bool = False, open_high: bool = False
+) -> None:
+    above = low < value if open_low else low <= value
+    below = value < high if open_high else value <= high
+    if not (above and below):  # also for NaN
+        interval = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+        raise InvalidArgument(f"options.{name}={value} is outside {interval}", field=f"options.{name}")
+
+
+def check_image(request: InferenceRequest) -> None:
+    image = request.image
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InvalidArgument(f"image must be H x W x 3 uint8 RGB, got {image.shape} {image.dtype}", field="image")
+    if min(image.shape[:2]) < 1:
+        raise InvalidArgument(f"image has no pixels ({image.shape[1]}x{image.shape[0]})", field="image")
+
+
+def resolve_options(
+    request: InferenceRequest, settings: MaskRCNNSettings, labels: LabelSet, model_name: str
+) -> ResolvedOptions:
+    """Check a request's options (raising InvalidArgument) and fill in the defaults."""
+    check_image(request)
+    unused = _unused(request)
+    if unused:
+        raise InvalidArgument(
+            f"{model_name} does not use options.{', options.'.join(unused)} for {request.task.name}; leave them unset",
+            field_violations=[(f"options.{u}", f"not used by {request.task.name}") for u in unused],
+        )
+    o = request.options
+    score = settings.score_threshold if o.score_threshold is None else float(o.score_threshold)
+    _bounded("score_threshold", score, 0.0, 1.0)
+    max_results = settings.max_detections if o.max_results is None else int(o.max_results)
+    _bounded("max_results", max_results, 1, settings.max_detections)
+    mask = settings.mask_threshold if o.mask_threshold is None else float(o.mask_threshold)
+    _bounded("mask_threshold", mask, 0.0, 1.0, open_low=True, open_high=True)
+    nms = settings.nms_iou_threshold if o.nms_iou_threshold is None else float(o.nms_iou_threshold)
+    _bounded("nms_iou_threshold", nms, 0.0, 1.0, open_low=True)
+    min_size = o.min_size or settings.min_size
+    max_size = o.max_size or settings.max_size
+    _bounded("resize.min_size", min_size, MIN_RESIZE, settings.max_request_size)
+    _bounded("resize.max_size", max_size, MIN_RESIZE, settings.max_request_size)
+    return ResolvedOptions(
+        score_threshold=score,
+        max_results=max_results,
+        label_ids=_label_ids(o.labels, labels, settings.max_labels, request.task),
+        mask_threshold=mask,
+        min_size=int(min_size),
+        max_size=int(max_size),
+        nms_iou_threshold=nms,
+    )
+
+
+def _label_ids(names: tuple[str, ...], labels: LabelSet, max_labels: int, task: Task) -> frozenset[int] | None:
+    if not names:
+        return None
+    if len(names) > max_labels:
+        raise InvalidArgument(
+            f"options.labels has {len(names)} names, more than the limit of {max_labels}",
+            field="options.labels",
+        )
+    vocabulary = set(labels.vocabulary)
+    unknown = [n for n in dict.fromkeys(names) if n not in vocabulary]
+    if unknown:
+        raise InvalidArgument(
+            f"unknown label(s) {', '.join(map(repr, unknown))} for {task.name}; "
+            f"valid labels: {', '.join(labels.vocabulary)}",
+            field="options.labels",
+            metadata={"valid_labels": ",".join(labels.vocabulary)},
+        )
+    return labels.ids_of(set(names))
+
+
+def input_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """The resized (not yet padded) size GeneralizedRCNNTransform gives an image."""
+    scale = min(min_size / min(height, width), max_size / max(height, width))
+    return math.floor(float(height * scale)), math.floor(float(width * scale))
+
+
+def padded_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+    h, w = input_shape(height, width, min_size, max_size)
+    return (-(-h // SIZE_DIVISIBLE) * SIZE_DIVISIBLE, -(-w // SIZE_DIVISIBLE) * SIZE_DIVISIBLE)

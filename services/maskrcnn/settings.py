@@ -1,0 +1,93 @@
+"""Settings of the Mask R-CNN service, read from MASKRCNN_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.maskrcnn.weights import WeightsSource, parse_weights_source
+from services.runtime.settings import ModelServerSettings
+
+
+def _default_cache_dir() -> Path:
+    """torch.hub's root: TORCH_HOME, else ./models (as `fetch-weights` defaults)."""
+    return Path(os.environ.get("TORCH_HOME", "models"))
+
+
+class MaskRCNNSettings(ModelServerSettings):
+    """Everything the Mask R-CNN service can be told; validated once at start-up.
+
+    Weights: "torchvision:COCO_V1" (the variant's torchvision checkpoint in
+    `cache_dir/hub/checkpoints`, put there by `fetch-weights maskrcnn`),
+    "file:/path/to/state_dict.pth", or "random". A fine-tuned checkpoint also needs
+    `num_classes` (with background) and/or a `categories_file` of class names.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MASKRCNN_", extra="forbid", frozen=True)
+
+    # --- model and weights -------------------------------------------------------------
+    variant: Literal["v1", "v2"] = Field("v1", description="maskrcnn_resnet50_fpn or _v2")
+    weights: str = Field("torchvision:COCO_V1", description="torchvision:NAME | file:/path | random")
+    num_classes: int | None = Field(None, ge=2, le=10_000, description="with background")
+    categories_file: Path | None = Field(None, description="JSON list or one name a line")
+    cache_dir: Path = Field(default_factory=_default_cache_dir, description="torch.hub root")
+    seed: int = Field(0, description="seed of the random init (random weights are reproducible)")
+    keypoints_enabled: bool = Field(False, description="also load Keypoint R-CNN")
+    keypoint_weights: str = Field("torchvision:COCO_V1", description="as for weights")
+
+    # --- defaults of per-request options ------------------------------------------------
+    score_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    mask_threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    nms_iou_threshold: float = Field(0.5, gt=0.0, le=1.0, description="per-class box NMS")
+    max_detections: int = Field(100, ge=1, le=1000, description="also the per-request ceiling")
+    min_size: int = Field(800, ge=32, le=8192, description="resize: shorter side target")
+    max_size: int = Field(1333, ge=32, le=8192, description="resize: longer side cap")
+
+    # --- request limits -------------------------------------------------------------------
+    max_request_size: int = Field(2048, ge=32, le=8192, description="largest per-request resize")
+    max_labels: int = Field(256, ge=1, le=10_000, description="most names in a class filter")
+    batch_mixed_sizes: bool = Field(
+        False,
+        description="batch images whose padded input shapes differ (more throughput, but "
+        "zero padding then shifts results slightly with what else is in the batch)",
+    )
+
+    @field_validator("weights", "keypoint_weights")
+    @classmethod
+    def _check_source(cls, value: str) -> str:
+        parse_weights_source(value)
+        return value.strip()
+
+    @property
+    def weights_source(self) -> WeightsSource:
+        return parse_weights_source(self.weights)
+
+    @property
+    def keypoint_weights_source(self) -> WeightsSource:
+        return parse_weights_source(self.keypoint_weights)
+
+    @model_validator(mode="after")
+    def _check_model(self) -> Self:
+        scheme = self.weights_source.scheme
+        if scheme == "torchvision":
+            if self.num_classes not in (None, 91):
+                raise ValueError(
+                    f"num_classes={self.num_classes} does not fit weights={self.weights} "
+                    "(torchvision's COCO checkpoints have 91); use file:/path for a fine-tuned one"
+                )
+            if self.categories_file is not None:
+                raise ValueError(
+                    f"categories_file is for fine-tuned checkpoints; weights={self.weights} "
+                    "come with torchvision's COCO names"
+                )
+        if self.categories_file is not None and not self.categories_file.is_file():
+            raise ValueError(f"categories_file: no such file: {self.categories_file}")
+        if self.num_classes not in (None, 91) and self.categories_file is None:
+            raise ValueError(f"num_classes={self.num_classes} needs categories_file naming the classes")
+        if self.min_size > self.max_request_size or self.max_size > self.max_request_size:
+            raise ValueError("min_size and max_size must not exceed max_request_size")
+        return self

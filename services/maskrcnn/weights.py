@@ -1,0 +1,214 @@
+"""Where Mask R-CNN weights come from, and loading them without surprises.
+
+A weights source is a string, parsed once by the settings:
+
+- `torchvision:COCO_V1`: a member of the architecture's torchvision weights enum,
+  read from `cache_dir/hub/checkpoints/` (TORCH_HOME's layout); `fetch-weights maskrcnn`
+  puts the files there. Nothing is downloaded at run time.
+- `file:/path/to/checkpoint.pth`: a state dict (or {"model": state dict}, as torchvision's
+  reference training scripts save), loaded with `weights_only=True`.
+- `random`: untrained weights, seeded; the service then reports pretrained=false.
+
+Each scheme is one entry in `RESOLVERS`, so a named preset is one more entry. A
+missing or mismatched checkpoint raises ConfigurationError; nothing falls back to random.
+
+This module imports torch only when it loads: `fetch-weights` reads `WEIGHT_FILES`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from services.runtime.errors import ConfigurationError
+from services.runtime.weights import WeightFile
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from services.maskrcnn.builders import ArchSpec
+
+TORCHVISION_URL = "https://download.pytorch.org/models/"
+HUB_SUBDIR = "hub/checkpoints"  # torch.hub's layout under TORCH_HOME
+
+
+def torchvision_file(filename: str) -> WeightFile:
+    """A torchvision checkpoint: its name ends in the first hex digits of its SHA-256."""
+    stem = filename.removesuffix(".pth")
+    name, _, prefix = stem.rpartition("-")
+    return WeightFile(
+        name=name,
+        url=TORCHVISION_URL + filename,
+        sha256=None,
+        filename=filename,
+        subdir=HUB_SUBDIR,
+        sha256_prefix=prefix,
+    )
+
+
+# The `.url`s of MaskRCNN_ResNet50_FPN_Weights, MaskRCNN_ResNet50_FPN_V2_Weights and
+# KeypointRCNN_ResNet50_FPN_Weights .COCO_V1 (a test checks they agree with torchvision).
+WEIGHT_FILES: list[WeightFile] = [
+    torchvision_file("maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"),
+    torchvision_file("maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth"),
+    torchvision_file("keypointrcnn_resnet50_fpn_coco-fc266e95.pth"),
+]
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """A parsed weights string: `scheme:value`, or a bare preset name like `random`."""
+
+    scheme: str
+    value: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.value}" if self.value else self.scheme
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """What to load into a freshly built model."""
+
+    source: WeightsSource
+    state_dict: Mapping[str, Tensor] | None  # None: keep the (seeded) random init
+    pretrained: bool
+    frozen_bn_eps: float | None = None  # override of FrozenBatchNorm2d.eps, as torchvision does
+    path: Path | None = None
+
+
+Resolver = Callable[[WeightsSource, "ArchSpec", Path], ResolvedWeights]
+
+
+def read_state_dict(path: Path) -> dict[str, Tensor]:
+    """torch.load with weights_only=True, unwrapping {"model": ...} training checkpoints."""
+    import torch
+
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure here is a bad file
+        raise ConfigurationError(f"{path} is not a weights-only torch checkpoint (a state dict): {exc}") from exc
+    if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
+        loaded = loaded["model"]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise ConfigurationError(
+            f"{path} does not hold a state dict (a mapping of names to tensors); "
+            f"save one with torch.save(model.state_dict(), path)"
+        )
+    return loaded
+
+
+def _torchvision(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
+    enum = arch.weights_enum
+    members = [m.name for m in enum]
+    if source.value not in members:
+        raise ConfigurationError(
+            f"weights={source}: {enum.__name__} has no {source.value!r}; choose from {', '.join(members)}"
+        )
+    member = enum[source.value]
+    filename = member.url.rsplit("/", 1)[-1]
+    known = next((f for f in WEIGHT_FILES if f.filename == filename), None)
+    file = known or torchvision_file(filename)
+    path = file.path(cache_dir)
+    if not path.is_file():
+        how = (
+            f"run `fetch-weights maskrcnn --cache-dir {cache_dir} --only {file.name}`"
+            if known
+            else f"download {member.url} into {path.parent}"
+        )
+        raise ConfigurationError(
+            f"weights={source} for {arch.name} needs {path}, which does not exist: {how}, "
+            "or point MASKRCNN_CACHE_DIR (default: TORCH_HOME) at a cache that has it"
+        )
+    eps = 0.0 if member.name in arch.eps_zero_weights else None
+    return ResolvedWeights(source, read_state_dict(path), True, eps, path)
+
+
+def _file(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
+    path = Path(source.value).expanduser()
+    if not path.is_file():
+        raise ConfigurationError(f"weights={source}: no such file {path}")
+    return ResolvedWeights(source, read_state_dict(path), True, None, path)
+
+
+def _random(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
+    return ResolvedWeights(source, None, pretrained=False)
+
+
+# scheme -> (takes a value after the colon, resolver). A preset is a scheme without a value.
+RESOLVERS: dict[str, tuple[bool, Resolver]] = {
+    "torchvision": (True, _torchvision),
+    "file": (True, _file),
+    "random": (False, _random),
+}
+
+
+def parse_weights_source(text: str) -> WeightsSource:
+    """Parse and check the syntax of a weights string (the files are checked at load)."""
+    scheme, sep, value = text.strip().partition(":")
+    forms = ", ".join(f"{s}:..." if v else s for s, (v, _) in RESOLVERS.items())
+    if scheme not in RESOLVERS:
+        raise ValueError(f"unknown weights source {text!r}; use one of: {forms}")
+    takes_value = RESOLVERS[scheme][0]
+    if takes_value and not value:
+        example = "file:/models/checkpoint.pth" if scheme == "file" else "torchvision:COCO_V1"
+        raise ValueError(f"{scheme}: needs a value after the colon, e.g. {example}")
+    if not takes_value and sep:
+        raise ValueError(f"{scheme} takes no value; write just {scheme!r}")
+    return WeightsSource(scheme, value)
+
+
+def resolve(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
+    return RESOLVERS[source.scheme][1](source, arch, cache_dir)
+
+
+def load_weights(model: nn.Module, weights: ResolvedWeights, what: str) -> None:
+    """Load strictly; explain any mismatch with expected vs got, then never fall back."""
+    from services.maskrcnn.builders import set_frozen_bn_eps
+
+    if weights.state_dict is not None:
+        problem = describe_mismatch(model.state_dict(), weights.state_dict)
+        if problem:
+            raise ConfigurationError(f"weights={weights.source} do not fit {what}: {problem}")
+        try:
+            model.load_state_dict(weights.state_dict, strict=True)
+        except RuntimeError as exc:
+            raise ConfigurationError(f"weights={weights.source} do not fit {what}: {exc}") from exc
+    if weights.frozen_bn_eps is not None:
+        set_frozen_bn_eps(model, weights.frozen_bn_eps)
+
+
+def describe_mismatch(expected: Mapping[str, Any], got: Mapping[str, Any], limit: int = 5) -> str:
+    """A readable account of missing, unexpected and wrongly shaped tensors; "" when none."""
+    # FrozenBatchNorm2d drops num_batches_tracked while loading; it is no mismatch.
+    unexpected = [k for k in got if k not in expected and not k.endswith("num_batches_tracked")]
+    missing = [k for k in expected if k not in got]
+    shapes = [
+        (k, tuple(expected[k].shape), tuple(got[k].shape))
+        for k in expected
+        if k in got and tuple(expected[k].shape) != tuple(got[k].shape)
+    ]
+    parts = []
+    if shapes:
+        shown = "; ".join(f"{k}: expected {e}, got {g}" for k, e, g in shapes[:limit])
+        parts.append(f"{len(shapes)} tensor(s) with the wrong shape ({shown})")
+    if missing:
+        parts.append(f"{len(missing)} missing ({', '.join(missing[:limit])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:limit])})")
+    if not parts:
+        return ""
+    hint = ""
+    cls = got.get("roi_heads.box_predictor.cls_score.weight")
+    if cls is not None and "roi_heads.box_predictor.cls_score.weight" in expected:
+        n = int(cls.shape[0])
+        if n != int(expected["roi_heads.box_predictor.cls_score.weight"].shape[0]):
+            hint = (
+                f"; the checkpoint has {n} classes: for a fine-tuned model set "
+                f"MASKRCNN_NUM_CLASSES={n} and MASKRCNN_CATEGORIES_FILE"
+            )
+    if missing or unexpected:
+        hint += "; is it a checkpoint of this architecture? (v1 and v2 differ in their layers)"
+    return "; ".join(parts) + hint

@@ -1,0 +1,150 @@
+"""`fetch` / `fetch-weights` against an HTTP server on loopback serving files the test makes."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.runtime import weights
+from services.runtime.weights import ChecksumError, WeightFile, fetch, fetch_main
+
+GOOD = b"pretend checkpoint " * 5000  # ~95 kB, several reads
+GOOD_SHA = hashlib.sha256(GOOD).hexdigest()
+
+
+class FileServer:
+    """Serves `files` (URL path -> bytes) on 127.0.0.1 and counts GET requests by path."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.requests: Counter[str] = Counter()
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                outer.requests[self.path] += 1
+                body = outer.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+
+@pytest.fixture
+def server() -> Iterator[FileServer]:
+    srv = FileServer()
+    srv.thread.start()
+    yield srv
+    srv.httpd.shutdown()
+    srv.httpd.server_close()
+
+
+def torchvision_style(server: FileServer, body: bytes, served: bytes | None = None) -> WeightFile:
+    """A file named like torchvision's, `<name>-<first 8 hex of its SHA-256>.pth`."""
+    prefix = hashlib.sha256(body).hexdigest()[:8]
+    filename = f"toy_{prefix}-{prefix}.pth"
+    server.files[f"/models/{filename}"] = body if served is None else served
+    return WeightFile(
+        name=f"toy_{prefix}",
+        url=server.url(f"/models/{filename}"),
+        sha256=None,
+        filename=filename,
+        subdir="hub/checkpoints",
+        sha256_prefix=prefix,
+    )
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def test_fetch_downloads_verifies_and_then_uses_the_cache(server: FileServer, tmp_path: Path) -> None:
+    file = torchvision_style(server, GOOD)
+    path = fetch(file, tmp_path)
+    assert path == tmp_path / "hub" / "checkpoints" / file.filename
+    assert path.read_bytes() == GOOD
+    assert fetch(file, tmp_path) == path  # verified copy in the cache: no second download
+    assert server.requests == {f"/models/{file.filename}": 1}
+
+
+def test_full_sha256_is_checked_too(server: FileServer, tmp_path: Path) -> None:
+    server.files["/full.bin"] = GOOD
+    file = WeightFile("full", server.url("/full.bin"), GOOD_SHA, "full.bin")
+    assert fetch(file, tmp_path).read_bytes() == GOOD
+    wrong = WeightFile("full", server.url("/full.bin"), "0" * 64, "other.bin")
+    with pytest.raises(ChecksumError):
+        fetch(wrong, tmp_path)
+    assert leftovers(tmp_path) == ["full.bin"]
+
+
+def test_corrupt_download_is_rejected_and_not_cached(server: FileServer, tmp_path: Path) -> None:
+    file = torchvision_style(server, GOOD, served=GOOD[:-10] + b"corrupted!")
+    with pytest.raises(ChecksumError, match=f"expected {file.sha256_prefix}.*discarded"):
+        fetch(file, tmp_path)
+    assert leftovers(tmp_path / "hub" / "checkpoints") == []  # neither the file nor a temporary
+    with pytest.raises(ChecksumError):  # nothing cached: it downloads (and rejects) again
+        fetch(file, tmp_path)
+    assert server.requests[f"/models/{file.filename}"] == 2
+
+
+def test_a_corrupt_cached_file_is_replaced(server: FileServer, tmp_path: Path) -> None:
+    file = torchvision_style(server, GOOD)
+    dest = file.path(tmp_path)
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(b"truncated")
+    assert fetch(file, tmp_path).read_bytes() == GOOD
+    assert server.requests[f"/models/{file.filename}"] == 1
+
+
+def test_fetch_weights_command(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = torchvision_style(server, GOOD)
+    bad = torchvision_style(server, b"other bytes", served=b"tampered bytes")
+    missing = WeightFile("missing", server.url("/missing.pth"), GOOD_SHA, "missing.pth")
+    monkeypatch.setattr(weights, "registry", lambda: {"maskrcnn": [good, bad], "other": [missing]})
+
+    assert fetch_main(["maskrcnn", "--cache-dir", str(tmp_path)]) == 1  # one file failed
+    err = capsys.readouterr().err
+    assert f"fetch-weights: {bad.name}:" in err and "SHA-256" in err
+    assert good.path(tmp_path).read_bytes() == GOOD and not bad.path(tmp_path).exists()
+
+    assert fetch_main(["maskrcnn", "--cache-dir", str(tmp_path), "--only", good.name]) == 0
+    assert server.requests[f"/models/{good.filename}"] == 1  # cached, verified, not fetched again
+
+    assert fetch_main(["other", "--cache-dir", str(tmp_path)]) == 1  # HTTP 404
+    assert "fetch-weights: missing:" in capsys.readouterr().err
+    assert not (tmp_path / "missing.pth").exists()
+
+    with pytest.raises(SystemExit):
+        fetch_main(["nosuchservice"])
+
+
+def test_fetch_weights_lists_the_torchvision_checkpoints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert fetch_main(["maskrcnn", "--list", "--cache-dir", str(tmp_path)]) == 0
+    lines = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [(name, Path(path).name) for name, path, _ in lines] == [
+        ("maskrcnn_resnet50_fpn_coco", "maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth"),
+        ("maskrcnn_resnet50_fpn_v2_coco", "maskrcnn_resnet50_fpn_v2_coco-73cbd019.pth"),
+        ("keypointrcnn_resnet50_fpn_coco", "keypointrcnn_resnet50_fpn_coco-fc266e95.pth"),
+    ]
+    assert all(Path(path).parent == tmp_path / "hub" / "checkpoints" for _, path, _ in lines)
+    assert all(url.startswith("https://download.pytorch.org/models/") for *_, url in lines)
