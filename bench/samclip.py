@@ -1,0 +1,162 @@
+"""SAM-CLIP latency and memory, in process through SamClipModel.predict (the service path minus gRPC).
+
+    python bench/samclip.py                      # vit_b + ViT-B-32, random weights, defaults
+    python bench/samclip.py --points-per-side 8  # cheaper automatic segmentation (said so in the output)
+
+Prints:
+  - prompted segmentation latency on a new image (image encoder + decoder) against a cached
+    image (decoder only), and their ratio;
+  - classification latency for 1, 10 and 100 labels with the text-embedding cache cold and warm;
+  - automatic segmentation latency (SamAutomaticMaskGenerator, default settings unless reduced);
+  - the process's peak resident memory.
+Random weights are fine for timing: the work is the same as with trained weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from services.runtime.types import (  # noqa: E402
+    AutomaticOptions,
+    Box,
+    InferenceRequest,
+    Point,
+    Prediction,
+    Task,
+    TaskOptions,
+)
+from services.samclip.model import SamClipModel  # noqa: E402
+from services.samclip.settings import SamClipSettings  # noqa: E402
+
+WORDS = (
+    "person bicycle car motorcycle airplane bus train truck boat light hydrant sign meter bench bird cat dog horse "
+    "sheep cow elephant bear zebra giraffe backpack umbrella handbag tie suitcase frisbee skis snowboard ball kite "
+    "bat glove skateboard surfboard racket bottle glass cup fork knife spoon bowl banana apple sandwich orange "
+    "broccoli carrot hotdog pizza donut cake chair couch plant bed table toilet tv laptop mouse remote keyboard "
+    "phone microwave oven toaster sink refrigerator book clock vase scissors bear drier toothbrush tree house road "
+    "river mountain cloud sky grass flower rock sand snow water window door wall floor roof fence bridge tower lamp"
+).split()
+WORDS = list(dict.fromkeys(WORDS))
+
+
+def scene(seed: int, width: int, height: int) -> np.ndarray:
+    """A synthetic photo-like image: a gradient with a few filled shapes."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:] = np.linspace(40, 200, width, dtype=np.uint8)[None, :, None]
+    for _ in range(6):
+        x, y = rng.integers(0, width - 40), rng.integers(0, height - 40)
+        w, h = rng.integers(30, width // 3), rng.integers(30, height // 3)
+        image[y : y + h, x : x + w] = rng.integers(0, 256, 3)
+    return image
+
+
+def timed(fn: Callable[[], Prediction | Exception]) -> float:
+    start = time.perf_counter()
+    answer = fn()
+    if not isinstance(answer, Prediction):
+        raise SystemExit(f"bench request failed: {answer}")
+    return (time.perf_counter() - start) * 1000.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sam-variant", default="vit_b")
+    parser.add_argument("--clip-model", default="ViT-B-32")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--iterations", type=int, default=2, help="repeats per measurement; median reported")
+    parser.add_argument("--labels", type=int, nargs="+", default=[1, 10, 100])
+    parser.add_argument("--points-per-side", type=int, default=None, help="automatic grid; default: the service's")
+    args = parser.parse_args()
+
+    settings = SamClipSettings(
+        sam_variant=args.sam_variant,
+        clip_model=args.clip_model,
+        sam_weights="random",
+        clip_pretrained="random",
+        device=args.device,
+        metrics_port=None,
+    )
+    model = SamClipModel(settings)
+    start = time.perf_counter()
+    model.load()
+    loaded_s = time.perf_counter() - start
+    caps = model.capabilities()
+    print(f"model: {caps.card.name}; {caps.card.parameter_count / 1e6:.1f} M parameters")
+    for part in caps.runtime.components:
+        print(f"  {part.name}: {part.parameter_count / 1e6:.1f} M, weights={part.weights}")
+    runtime = caps.runtime
+    print(f"device={runtime.device} precision={runtime.precision}; load {loaded_s:.1f} s (no warm-up)")
+    print(f"image {args.width}x{args.height}, median of {args.iterations} runs\n")
+
+    def ask(task: Task, image: np.ndarray, options: TaskOptions) -> Prediction | Exception:
+        return model.predict([InferenceRequest(task, image, options)])[0]
+
+    # prompted segmentation: new image vs cached embedding
+    prompt = TaskOptions(
+        points=(Point(args.width / 2, args.height / 2),),
+        boxes=(Box(args.width / 4, args.height / 4, 3 * args.width / 4, 3 * args.height / 4),),
+        multimask_output=True,
+    )
+    new, cached = [], []
+    for i in range(args.iterations):
+        image = scene(100 + i, args.width, args.height)
+        new.append(timed(lambda image=image: ask(Task.PROMPTED_SEGMENTATION, image, prompt)))  # type: ignore[misc]
+        cached.append(timed(lambda image=image: ask(Task.PROMPTED_SEGMENTATION, image, prompt)))  # type: ignore[misc]
+    new_ms, cached_ms = statistics.median(new), statistics.median(cached)
+    print("prompted segmentation (1 point + 1 box, multimask):")
+    print(f"  new image    {new_ms:9.1f} ms  (SAM image encoder + mask decoder)")
+    print(f"  cached image {cached_ms:9.1f} ms  (mask decoder only)")
+    print(f"  ratio        {new_ms / cached_ms:9.1f}x\n")
+
+    # classification vs number of labels, text cache cold and warm
+    backend = model.backend
+    image = scene(7, args.width, args.height)
+    templates = len(settings.prompt_templates)
+    print(f"zero-shot classification ({templates} templates per label; cold once, warm median):")
+    print(f"  {'labels':>6} {'cold ms':>10} {'warm ms':>10}")
+    timed(
+        lambda: ask(Task.ZERO_SHOT_CLASSIFICATION, scene(6, args.width, args.height), TaskOptions(labels=("warm-up",)))
+    )
+    for n in args.labels:
+        labels = tuple(f"{WORDS[i % len(WORDS)]} {i // len(WORDS) or ''}".strip() for i in range(n))
+        classify = TaskOptions(labels=labels)
+        backend.clear_caches()
+        cold = timed(lambda o=classify: ask(Task.ZERO_SHOT_CLASSIFICATION, image, o))  # type: ignore[misc]
+        warm = [
+            timed(lambda o=classify: ask(Task.ZERO_SHOT_CLASSIFICATION, image, o))  # type: ignore[misc]
+            for _ in range(args.iterations)
+        ]
+        print(f"  {n:>6} {cold:10.1f} {statistics.median(warm):10.1f}")
+    print()
+
+    # automatic segmentation
+    pps = args.points_per_side or settings.points_per_side
+    note = "service default" if args.points_per_side is None else f"REDUCED from default {settings.points_per_side}"
+    automatic = TaskOptions(automatic=AutomaticOptions(points_per_side=pps))
+    backend.clear_caches()
+    image = scene(8, args.width, args.height)
+    auto_new = timed(lambda: ask(Task.AUTOMATIC_SEGMENTATION, image, automatic))
+    auto_cached = timed(lambda: ask(Task.AUTOMATIC_SEGMENTATION, image, automatic))
+    print(f"automatic segmentation (points_per_side={pps}, {note}; other thresholds default):")
+    print(f"  new image    {auto_new:9.1f} ms")
+    print(f"  cached image {auto_cached:9.1f} ms\n")
+
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory: {peak_mib:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

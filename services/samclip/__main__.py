@@ -1,0 +1,48 @@
+"""`samclip-service`: run the SAM-CLIP model server until SIGTERM.
+
+Settings come from SAMCLIP_* environment variables. Invalid settings or missing
+weights end the process at once with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from pydantic import ValidationError
+
+from services.runtime.errors import ConfigurationError
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "settings"
+        parts.append(f"SAMCLIP_{where.upper()}: {error['msg']}" if error["loc"] else error["msg"])
+    return "; ".join(parts)
+
+
+def main() -> None:
+    from services.samclip.settings import SamClipSettings
+
+    try:
+        settings = SamClipSettings()
+    except ValidationError as exc:
+        print(f"samclip-service: invalid settings: {_one_line(exc)}", file=sys.stderr)
+        sys.exit(2)
+
+    from services.samclip.composed import resolve_weights
+
+    try:
+        resolve_weights(settings)  # fail now, not after the server is up, if a file is missing
+    except ConfigurationError as exc:
+        print(f"samclip-service: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+    from services.runtime.server import serve
+    from services.samclip.model import SamClipModel
+
+    serve(settings, SamClipModel(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""SamClipBackend by composition: Meta's Segment Anything + OpenCLIP, two backbones."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from services.runtime.device import DevicePlan
+from services.runtime.types import ModelComponent
+from services.samclip import automatic
+from services.samclip.architectures import build_clip, build_sam
+from services.samclip.backend import (
+    AutomaticParams,
+    BackendDescription,
+    ImageEmbedding,
+    MaskPrediction,
+    MaskPrompts,
+    ProposedMask,
+)
+from services.samclip.cache import ByteLru
+from services.samclip.settings import SamClipSettings
+from services.samclip.weights import (
+    WeightSource,
+    load_clip_state,
+    load_sam_state,
+    resolve_clip_weights,
+    resolve_sam_weights,
+)
+
+log = logging.getLogger(__name__)
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+POSTPROCESS_CHUNK = 8  # prompt queries upsampled to full size at a time
+
+
+@dataclass(frozen=True)
+class ClipPreprocess:
+    """open_clip's eval transform, as tensor ops that batch."""
+
+    size: tuple[int, int]
+    mean: tuple[float, ...] = OPENAI_MEAN
+    std: tuple[float, ...] = OPENAI_STD
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"  # shortest side + centre crop; "squash"; "longest" + pad
+
+    @classmethod
+    def from_cfg(cls, cfg: dict[str, Any]) -> ClipPreprocess:
+        size = cfg.get("size", 224)
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        known = {k: cfg[k] for k in ("interpolation", "resize_mode") if k in cfg}
+        return cls(
+            size=size,  # type: ignore[arg-type]
+            mean=tuple(cfg.get("mean", OPENAI_MEAN)),
+            std=tuple(cfg.get("std", OPENAI_STD)),
+            **known,
+        )
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        x = torch.tensor(image, dtype=torch.float32).permute(2, 0, 1)[None] / 255.0
+        th, tw = self.size
+        h, w = x.shape[-2:]
+        mode = "bilinear" if self.interpolation == "bilinear" else "bicubic"
+        if self.resize_mode == "squash":
+            x = F.interpolate(x, size=(th, tw), mode=mode, antialias=True, align_corners=False)
+        else:
+            fit = max if self.resize_mode == "shortest" else min
+            scale = fit(th / h, tw / w)
+            nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+            x = F.interpolate(x, size=(nh, nw), mode=mode, antialias=True, align_corners=False)
+            top, left = (nh - th) // 2, (nw - tw) // 2
+            if self.resize_mode == "shortest":
+                x = x[..., top : top + th, left : left + tw]
+            else:
+                x = F.pad(x, (-left, tw - nw + left, -top, th - nh + top), value=0.0)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return ((x.clamp(0.0, 1.0) - mean) / std)[0]
+
+
+class ComposedSamOpenClip:
+    """segment-anything for masks and image embeddings, OpenCLIP for text and crops.
+
+    Shared state is read-only networks and two thread-safe caches: SAM image
+    embeddings by image digest (LRU, bytes-bounded) and CLIP text embeddings by
+    (label, template).
+    """
+
+    def __init__(
+        self,
+        *,
+        sam: Any,
+        clip: Any,
+        tokenizer: Callable[[Sequence[str]], torch.Tensor],
+        plan: DevicePlan,
+        preprocess: ClipPreprocess,
+        description: BackendDescription,
+        embedding_cache_bytes: int,
+        text_cache_bytes: int,
+        image_batch_size: int = 4,
+        crop_batch_size: int = 32,
+        text_batch_size: int = 256,
+    ) -> None:
+        self.device = plan.device
+        self.sam = sam.to(self.device).eval()
+        self.clip = clip.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.preprocess = preprocess
+        self._autocast = plan.autocast()
+        self._description = description
+        self._resize = ResizeLongestSide(self.sam.image_encoder.img_size)
+        self.image_cache: ByteLru[ImageEmbedding] = ByteLru(embedding_cache_bytes, lambda e: e.nbytes)
+        self.text_cache: ByteLru[np.ndarray] = ByteLru(text_cache_bytes, lambda v: int(v.nbytes))
+        self.image_batch_size = image_batch_size
+        self.crop_batch_size = crop_batch_size
+        self.text_batch_size = text_batch_size
+        with torch.no_grad():
+            self._logit_scale = float(self.clip.logit_scale.exp().clamp(max=100.0).item())
+
+    @property
+    def logit_scale(self) -> float:
+        return self._logit_scale
+
+    def describe(self) -> BackendDescription:
+        return self._description
+
+    def clear_caches(self) -> None:
+        self.image_cache.clear()
+        self.text_cache.clear()
+
+    # --- SAM -------------------------------------------------------------------------
+
+    def embed_images(self, images: Sequence[np.ndarray], keys: Sequence[str]) -> list[ImageEmbedding]:
+        found: dict[str, ImageEmbedding] = {}
+        missing: dict[str, np.ndarray] = {}
+        for image, key in zip(images, keys, strict=True):
+            if key in found or key in missing:
+                continue
+            hit = self.image_cache.get(key)
+            if hit is None:
+                missing[key] = image
+            else:
+                found[key] = hit
+        pending = list(missing.items())
+        for start in range(0, len(pending), self.image_batch_size):
+            chunk = pending[start : start + self.image_batch_size]
+            for (key, _), embedding in zip(chunk, self._encode_images([im for _, im in chunk]), strict=True):
+                self.image_cache.put(key, embedding)
+                found[key] = embedding
+        return [found[key] for key in keys]
+
+    @torch.no_grad()
+    def _encode_images(self, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
+        batch, input_sizes = [], []
+        for image in images:
+            resized = self._resize.apply_image(image)
+            x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).float()
+            batch.append(self.sam.preprocess(x[None]))
+            input_sizes.append((int(resized.shape[0]), int(resized.shape[1])))
+        with self._autocast():
+            features = self.sam.image_encoder(torch.cat(batch))
+        return [
+            ImageEmbedding(
+                features=features[i : i + 1].float().clone(),
+                original_size=(int(image.shape[0]), int(image.shape[1])),
+                input_size=input_sizes[i],
+            )
+            for i, image in enumerate(images)
+        ]
+
+    @torch.no_grad()
+    def predict_masks(self, embedding: ImageEmbedding, prompts: MaskPrompts) -> MaskPrediction:
+        queries = max(1, len(prompts.boxes))
+        points = boxes = None
+        if len(prompts.points):
+            coords = self._resize.apply_coords(prompts.points.astype(np.float64), embedding.original_size)
+            coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
+            labels_t = torch.as_tensor(prompts.point_labels, dtype=torch.int, device=self.device)[None]
+            points = (coords_t.repeat(queries, 1, 1), labels_t.repeat(queries, 1))
+        if len(prompts.boxes):
+            scaled = self._resize.apply_boxes(prompts.boxes.astype(np.float64), embedding.original_size)
+            boxes = torch.as_tensor(scaled, dtype=torch.float, device=self.device)
+        with self._autocast():
+            sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=None)
+            low_res, iou = self.sam.mask_decoder(
+                image_embeddings=embedding.features,
+                image_pe=self.sam.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=prompts.multimask_output,
+            )
+        masks = [
+            (
+                self.sam.postprocess_masks(
+                    low_res[i : i + POSTPROCESS_CHUNK].float(), embedding.input_size, embedding.original_size
+                )
+                > prompts.mask_threshold
+            ).cpu()
+            for i in range(0, low_res.shape[0], POSTPROCESS_CHUNK)
+        ]
+        return MaskPrediction(masks=torch.cat(masks).numpy(), iou_predictions=iou.float().cpu().numpy())
+
+    def generate_masks(
+        self, image: np.ndarray, embedding: ImageEmbedding, params: AutomaticParams
+    ) -> list[ProposedMask]:
+        with self._autocast():
+            return automatic.generate(self.sam, image, embedding, params)
+
+    # --- CLIP ---------------------------------------------------------------------------
+
+    def embed_texts(self, labels: Sequence[str], templates: Sequence[str]) -> np.ndarray:
+        keys = [(label, template) for label in labels for template in templates]
+        vectors: dict[tuple[str, str], np.ndarray | None] = {k: self.text_cache.get(k) for k in dict.fromkeys(keys)}
+        missing = [k for k, v in vectors.items() if v is None]
+        for start in range(0, len(missing), self.text_batch_size):
+            chunk = missing[start : start + self.text_batch_size]
+            encoded = self._encode_texts([template.replace("{}", label) for label, template in chunk])
+            for key, vector in zip(chunk, encoded, strict=True):
+                self.text_cache.put(key, vector)
+                vectors[key] = vector
+        stacked = np.stack([vectors[k] for k in keys]).reshape(len(labels), len(templates), -1)
+        mean = stacked.mean(axis=1)
+        return mean / np.linalg.norm(mean, axis=1, keepdims=True).clip(min=1e-12)
+
+    @torch.no_grad()
+    def _encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with self._autocast():
+            features = self.clip.encode_text(tokens, normalize=True)
+        return features.float().cpu().numpy()
+
+    @torch.no_grad()
+    def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        out = []
+        for start in range(0, len(crops), self.crop_batch_size):
+            batch = torch.stack([self.preprocess(c) for c in crops[start : start + self.crop_batch_size]])
+            with self._autocast():
+                features = self.clip.encode_image(batch.to(self.device), normalize=True)
+            out.append(features.float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def _count(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _component(name: str, source: WeightSource, module: Any) -> ModelComponent:
+    return ModelComponent(name=name, weights=source.label, pretrained=source.pretrained, parameter_count=_count(module))
+
+
+def resolve_weights(settings: SamClipSettings) -> tuple[WeightSource, WeightSource]:
+    """Resolve both weight specs and fail, saying what to fetch, if a file is missing."""
+    sam = resolve_sam_weights(settings.sam_weights, settings.sam_variant, settings.cache_dir)
+    clip = resolve_clip_weights(settings.clip_pretrained, settings.clip_model, settings.cache_dir)
+    sam.check("SAM")
+    clip.check("CLIP")
+    return sam, clip
+
+
+def build_composed(
+    settings: SamClipSettings,
+    plan: DevicePlan,
+    *,
+    sam_builder: Callable[[str], Any] = build_sam,
+    clip_builder: Callable[..., tuple[Any, Any]] = build_clip,
+) -> ComposedSamOpenClip:
+    """Build both networks, load their weights and wrap them as a backend."""
+    import open_clip
+
+    sam_source, clip_source = resolve_weights(settings)
+    sam = sam_builder(settings.sam_variant)
+    if sam_source.path is not None:
+        load_sam_state(sam, sam_source.path)
+    clip, tokenizer = clip_builder(settings.clip_model, quick_gelu=clip_source.quick_gelu)
+    if clip_source.path is not None:
+        load_clip_state(clip, clip_source.path)
+    preprocess = ClipPreprocess.from_cfg({**open_clip.get_model_preprocess_cfg(clip), **(clip_source.preprocess or {})})
+    sam_part = _component(f"segment-anything {settings.sam_variant}", sam_source, sam)
+    clip_part = _component(f"open_clip {settings.clip_model}", clip_source, clip)
+    warnings = [
+        f"random weights: {part.name} ({effect})"
+        for part, effect in (
+            (sam_part, "masks are not meaningful"),
+            (clip_part, "labels and scores are not meaningful"),
+        )
+        if not part.pretrained
+    ]
+    description = BackendDescription(
+        card_name="SAM-CLIP (composed: Segment Anything + OpenCLIP)",
+        organization="Apple (SAM-CLIP method); Meta (Segment Anything) and OpenCLIP/LAION (CLIP) weights",
+        license="Apache-2.0 (segment-anything), MIT (OpenCLIP)",
+        description=(
+            f"SAM-CLIP's tasks served by composing Segment Anything {settings.sam_variant} with "
+            f"OpenCLIP {settings.clip_model} ({settings.clip_pretrained}); Apple's merged "
+            "single-backbone SAM-CLIP weights are not released, so this is not that model."
+        ),
+        components=(sam_part, clip_part),
+        warnings=tuple(warnings),
+    )
+    log.info("built %s: %s", description.card_name, description.weights)
+    return ComposedSamOpenClip(
+        sam=sam,
+        clip=clip,
+        tokenizer=tokenizer,
+        plan=plan,
+        preprocess=preprocess,
+        description=description,
+        embedding_cache_bytes=settings.embedding_cache_bytes,
+        text_cache_bytes=settings.text_cache_bytes,
+        image_batch_size=settings.image_batch_size,
+        crop_batch_size=settings.crop_batch_size,
+        text_batch_size=settings.text_batch_size,
+    )

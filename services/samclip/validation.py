@@ -1,0 +1,222 @@
+"""Request checks for SAM-CLIP, run before a request is queued.
+
+Every failure is an InvalidArgument whose message says what to change, with the
+offending field in its field violation.
+"""
+
+from __future__ import annotations
+
+import math
+
+from services.runtime.errors import InvalidArgument
+from services.runtime.types import AutomaticOptions, InferenceRequest, Task, TaskOptions
+from services.samclip.settings import SamClipSettings
+
+LABELLED = frozenset(
+    {
+        Task.ZERO_SHOT_CLASSIFICATION,
+        Task.OBJECT_DETECTION,
+        Task.INSTANCE_SEGMENTATION,
+        Task.SEMANTIC_SEGMENTATION,
+    }
+)
+MASK_PROPOSALS = frozenset(
+    {Task.AUTOMATIC_SEGMENTATION, Task.OBJECT_DETECTION, Task.INSTANCE_SEGMENTATION, Task.SEMANTIC_SEGMENTATION}
+)
+_TEXT = frozenset({"labels", "prompt_templates"})
+
+#: The TaskOptions fields each task reads; any other set field is rejected.
+USES: dict[Task, frozenset[str]] = {
+    Task.ZERO_SHOT_CLASSIFICATION: _TEXT | {"max_results", "score_threshold"},
+    Task.PROMPTED_SEGMENTATION: frozenset({"prompts", "mask_threshold"}),
+    Task.AUTOMATIC_SEGMENTATION: frozenset({"automatic", "max_results", "score_threshold", "nms_iou_threshold"}),
+    Task.OBJECT_DETECTION: _TEXT | {"automatic", "max_results", "score_threshold", "nms_iou_threshold"},
+    Task.INSTANCE_SEGMENTATION: _TEXT | {"automatic", "max_results", "score_threshold", "nms_iou_threshold"},
+    Task.SEMANTIC_SEGMENTATION: _TEXT | {"automatic", "score_threshold"},
+}
+
+
+def _set_fields(o: TaskOptions) -> dict[str, str]:
+    """The options a request sets, by name, with the proto field to name in errors."""
+    present = {
+        "labels": bool(o.labels),
+        "prompt_templates": bool(o.prompt_templates),
+        "prompts": bool(o.points or o.boxes or o.multimask_output),
+        "automatic": o.automatic != AutomaticOptions(),
+        "resize": o.min_size is not None or o.max_size is not None,
+        **{
+            name: getattr(o, name) is not None
+            for name in ("max_results", "score_threshold", "mask_threshold", "nms_iou_threshold")
+        },
+    }
+    return {name: f"options.{name}" for name, is_set in present.items() if is_set}
+
+
+def _unused(task: Task, name: str, field: str) -> InvalidArgument:
+    if name == "prompts":
+        return InvalidArgument(
+            f"{task.name} takes no point or box prompts; remove options.prompts, "
+            "or use PROMPTED_SEGMENTATION to segment what the prompts point at",
+            field=field,
+        )
+    if name in _TEXT:
+        return InvalidArgument(
+            f"{task.name} takes no text labels or templates; remove {field}, or use a labelled task "
+            "(ZERO_SHOT_CLASSIFICATION, OBJECT_DETECTION, INSTANCE_SEGMENTATION, SEMANTIC_SEGMENTATION)",
+            field=field,
+        )
+    if name == "resize":
+        return InvalidArgument(
+            "options.resize is not used by samclip: SAM and CLIP resize to their fixed input sizes; leave it unset",
+            field=field,
+        )
+    users = ", ".join(t.name for t, uses in USES.items() if name in uses) or "no task"
+    return InvalidArgument(f"{field} is not used by {task.name} (it is used by {users}); leave it unset", field=field)
+
+
+def _in_range(
+    value: float | None, field: str, low: float, high: float, *, open_low: bool = False, open_high: bool = False
+) -> None:
+    if value is None:
+        return
+    ok = (
+        math.isfinite(value)
+        and (value > low if open_low else value >= low)
+        and (value < high if open_high else value <= high)
+    )
+    if not ok:
+        lo, hi = ("(" if open_low else "["), (")" if open_high else "]")
+        raise InvalidArgument(f"{field} is {value}; it must lie in {lo}{low}, {high}{hi}", field=field)
+
+
+def check_labels(options: TaskOptions, task: Task, s: SamClipSettings) -> None:
+    labels = options.labels
+    if not labels:
+        raise InvalidArgument(
+            f'{task.name} needs labels: list the class names to look for in options.labels, e.g. ["cat", "dog"]',
+            field="options.labels",
+        )
+    if len(labels) > s.max_labels:
+        raise InvalidArgument(
+            f"{len(labels)} labels given; at most {s.max_labels} are allowed per request "
+            "(SAMCLIP_MAX_LABELS): split the vocabulary across requests",
+            field="options.labels",
+        )
+    seen: set[str] = set()
+    for i, label in enumerate(labels):
+        field = f"options.labels[{i}]"
+        if not label.strip():
+            raise InvalidArgument(f"{field} is empty; give every label some text", field=field)
+        if len(label) > s.max_label_chars:
+            raise InvalidArgument(
+                f"{field} has {len(label)} characters; at most {s.max_label_chars} are allowed: "
+                "use a shorter class name",
+                field=field,
+            )
+        if label in seen:
+            raise InvalidArgument(f"{field} repeats {label!r}; give each label once", field=field)
+        seen.add(label)
+    if len(options.prompt_templates) > s.max_templates:
+        raise InvalidArgument(
+            f"{len(options.prompt_templates)} prompt templates given; at most {s.max_templates} are allowed",
+            field="options.prompt_templates",
+        )
+    for i, template in enumerate(options.prompt_templates):
+        field = f"options.prompt_templates[{i}]"
+        if template.count("{}") != 1:
+            raise InvalidArgument(
+                f"{field} is {template!r}; a template must contain {{}} exactly once, "
+                'where the label goes, e.g. "a photo of a {}."',
+                field=field,
+            )
+        if len(template) > s.max_template_chars:
+            raise InvalidArgument(
+                f"{field} has {len(template)} characters; at most {s.max_template_chars} are allowed",
+                field=field,
+            )
+
+
+def check_prompts(request: InferenceRequest, s: SamClipSettings) -> None:
+    o, w, h = request.options, request.width, request.height
+    if not o.points and not o.boxes:
+        raise InvalidArgument(
+            "PROMPTED_SEGMENTATION needs at least one point or box in options.prompts; "
+            "for masks without prompts use AUTOMATIC_SEGMENTATION",
+            field="options.prompts",
+        )
+    if len(o.points) > s.max_prompt_points:
+        raise InvalidArgument(
+            f"{len(o.points)} points given; at most {s.max_prompt_points} are allowed",
+            field="options.prompts.points",
+        )
+    if len(o.boxes) > s.max_prompt_boxes:
+        raise InvalidArgument(
+            f"{len(o.boxes)} boxes given; at most {s.max_prompt_boxes} are allowed",
+            field="options.prompts.boxes",
+        )
+    for i, p in enumerate(o.points):
+        field = f"options.prompts.points[{i}]"
+        if not (math.isfinite(p.x) and math.isfinite(p.y) and 0 <= p.x <= w and 0 <= p.y <= h):
+            raise InvalidArgument(
+                f"{field} ({p.x}, {p.y}) lies outside the {w}x{h} image; give x in [0, {w}] and "
+                f"y in [0, {h}], in pixels of the original image",
+                field=field,
+            )
+    for i, b in enumerate(o.boxes):
+        field = f"options.prompts.boxes[{i}]"
+        coords = (b.x1, b.y1, b.x2, b.y2)
+        if not all(math.isfinite(c) for c in coords):
+            raise InvalidArgument(f"{field} has a non-finite coordinate {coords}", field=field)
+        if b.x2 < b.x1 or b.y2 < b.y1:
+            raise InvalidArgument(
+                f"{field} is ({b.x1}, {b.y1}, {b.x2}, {b.y2}) with x2 < x1 or y2 < y1; "
+                "boxes are (x1, y1) top-left and (x2, y2) bottom-right",
+                field=field,
+            )
+        if b.x1 < 0 or b.y1 < 0 or b.x2 > w or b.y2 > h:
+            raise InvalidArgument(
+                f"{field} ({b.x1}, {b.y1}, {b.x2}, {b.y2}) lies outside the {w}x{h} image; "
+                f"keep 0 <= x1 <= x2 <= {w} and 0 <= y1 <= y2 <= {h}",
+                field=field,
+            )
+
+
+def check_automatic(a: AutomaticOptions, s: SamClipSettings) -> None:
+    f = "options.automatic."
+    if a.points_per_side is not None and not 1 <= a.points_per_side <= s.max_points_per_side:
+        raise InvalidArgument(
+            f"{f}points_per_side is {a.points_per_side}; it must lie in [1, {s.max_points_per_side}] "
+            "(cost grows with its square)",
+            field=f + "points_per_side",
+        )
+    _in_range(a.pred_iou_thresh, f + "pred_iou_thresh", 0.0, 1.0)
+    _in_range(a.stability_score_thresh, f + "stability_score_thresh", 0.0, 1.0)
+    if a.min_mask_region_area is not None and not 0 <= a.min_mask_region_area <= s.max_min_mask_region_area:
+        raise InvalidArgument(
+            f"{f}min_mask_region_area is {a.min_mask_region_area}; it must lie in "
+            f"[0, {s.max_min_mask_region_area}] pixels",
+            field=f + "min_mask_region_area",
+        )
+
+
+def check_request(request: InferenceRequest, s: SamClipSettings) -> None:
+    """Raise InvalidArgument for anything the task cannot run with."""
+    task, o = request.task, request.options
+    uses = USES[task]
+    for name, field in _set_fields(o).items():
+        if name not in uses:
+            raise _unused(task, name, field)
+    _in_range(o.score_threshold, "options.score_threshold", 0.0, 1.0)
+    _in_range(o.nms_iou_threshold, "options.nms_iou_threshold", 0.0, 1.0, open_low=True)
+    _in_range(o.mask_threshold, "options.mask_threshold", 0.0, 1.0, open_low=True, open_high=True)
+    if o.max_results is not None and o.max_results < 1:
+        raise InvalidArgument(
+            f"options.max_results is {o.max_results}; give at least 1, or leave it unset for the default",
+            field="options.max_results",
+        )
+    if task in LABELLED:
+        check_labels(o, task, s)
+    if task == Task.PROMPTED_SEGMENTATION:
+        check_prompts(request, s)
+    if task in MASK_PROPOSALS:
+        check_automatic(o.automatic, s)

@@ -1,0 +1,211 @@
+"""Where SAM and CLIP weights come from, and how they are loaded. Never downloads.
+
+`WEIGHT_FILES` lists what `fetch-weights samclip` downloads with checksum
+verification. A weight spec resolves to a `WeightSource` through a small
+dispatch table per part: add an entry (e.g. a "shapes" preset) to add a source.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.runtime.errors import ConfigurationError
+from services.runtime.weights import WeightFile
+
+_SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+#: The official segment-anything checkpoints (full SHA-256 digests; the name
+#: suffix of these files is an MD5 prefix, not a SHA-256 one).
+SAM_FILES: dict[str, WeightFile] = {
+    variant: WeightFile(
+        name=f"sam_{variant}",
+        url=_SAM_URL + filename,
+        sha256=digest,
+        filename=filename,
+        subdir="segment_anything",
+    )
+    for variant, filename, digest in (
+        ("vit_b", "sam_vit_b_01ec64.pth", "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"),
+        ("vit_l", "sam_vit_l_0b3195.pth", "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622"),
+        ("vit_h", "sam_vit_h_4b8939.pth", "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e"),
+    )
+}
+
+#: The default OpenCLIP checkpoint: ViT-B-32 trained on LAION-2B (16 epochs).
+#: Its release file name carries a SHA-256 prefix, so the download is verifiable
+#: (the Hugging Face files of other tags publish no digest open_clip knows).
+DEFAULT_CLIP_FILE = WeightFile(
+    name="open_clip_ViT-B-32_laion2b_e16",
+    url="https://github.com/mlfoundations/open_clip/releases/download/v0.2-weights/vit_b_32-laion2b_e16-af8dbd0c.pth",
+    sha256=None,
+    sha256_prefix="af8dbd0c",
+    filename="vit_b_32-laion2b_e16-af8dbd0c.pth",
+    subdir="open_clip/ViT-B-32/laion2b_e16",
+)
+
+WEIGHT_FILES: list[WeightFile] = [*SAM_FILES.values(), DEFAULT_CLIP_FILE]
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Resolved weights of one part: a file to load, or none for random init."""
+
+    label: str  # shown in Capabilities, e.g. "segment-anything:sam_vit_b_01ec64.pth"
+    path: Path | None
+    pretrained: bool
+    fetch_hint: str = ""  # how to get the file when it is missing
+    preprocess: dict[str, Any] | None = None  # open_clip preprocess config of a tag
+    quick_gelu: bool = False  # the open_clip tag was trained with QuickGELU
+
+    def check(self, part: str) -> None:
+        """Fail at start-up, saying what to fetch, when the file is missing."""
+        if self.path is not None and not self.path.is_file():
+            raise ConfigurationError(f"{part} weights not found: {self.path}. {self.fetch_hint}".strip())
+
+
+def _fetch_hint(file: WeightFile, cache_dir: Path, env: str) -> str:
+    return (
+        f"Fetch them with `fetch-weights --cache-dir {cache_dir} samclip --only {file.name}`, "
+        f"point {env} at a checkpoint (file:/path), or set {env}=random."
+    )
+
+
+def _file(arg: str, label: str) -> WeightSource:
+    path = Path(arg).expanduser()
+    return WeightSource(label=f"file:{path}", path=path, pretrained=True, fetch_hint=f"Check {label}.")
+
+
+def _random(*_: object) -> WeightSource:
+    return WeightSource(label="random", path=None, pretrained=False)
+
+
+def _official_sam(variant: str, cache_dir: Path) -> WeightSource:
+    file = SAM_FILES.get(variant)
+    if file is None:
+        raise ConfigurationError(
+            f"SAM variant {variant!r} has no official weights; use SAMCLIP_SAM_WEIGHTS=random or file:/path"
+        )
+    return WeightSource(
+        label=f"segment-anything:{file.filename}",
+        path=file.path(cache_dir),
+        pretrained=True,
+        fetch_hint=_fetch_hint(file, cache_dir, "SAMCLIP_SAM_WEIGHTS"),
+    )
+
+
+#: sam_weights kind -> resolver(variant or file path, cache_dir).
+SAM_SOURCES: dict[str, Callable[[str, Path], WeightSource]] = {
+    "official": _official_sam,
+    "file": lambda arg, _: _file(arg, "SAMCLIP_SAM_WEIGHTS"),
+    "random": _random,
+}
+
+
+def resolve_sam_weights(spec: str, variant: str, cache_dir: Path) -> WeightSource:
+    kind, _, arg = spec.partition(":")
+    resolver = SAM_SOURCES.get(kind)
+    if resolver is None:
+        raise ConfigurationError(f"sam_weights={spec!r}: use one of {sorted(SAM_SOURCES)}")
+    return resolver(arg if kind == "file" else variant, cache_dir)
+
+
+def clip_weight_file(model: str, tag: str) -> WeightFile | None:
+    """The checkpoint of an open_clip pretrained tag as a cacheable file, or None if unknown."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(model, tag)
+    if not cfg:
+        return None
+    url: str = cfg.get("url", "")
+    sha256 = prefix = None
+    if url:
+        filename = os.path.basename(url)
+        if "openaipublic" in url:
+            sha256 = url.split("/")[-2]
+        elif "mlfoundations" in url:
+            prefix = os.path.splitext(filename)[0].split("-")[-1]
+    elif cfg.get("hf_hub"):
+        # open_clip's convention: "org/repo/" means the default file name.
+        model_id, filename = os.path.split(cfg["hf_hub"])
+        filename = filename or "open_clip_pytorch_model.bin"
+        url = f"https://huggingface.co/{model_id}/resolve/main/{filename}"
+    else:
+        return None
+    return WeightFile(
+        name=f"open_clip_{model}_{tag}",
+        url=url,
+        sha256=sha256,
+        filename=filename,
+        subdir=f"open_clip/{model}/{tag}",
+        sha256_prefix=prefix,
+    )
+
+
+def _clip_tag(model: str, tag: str, cache_dir: Path) -> WeightSource:
+    import open_clip
+
+    file = clip_weight_file(model, tag)
+    if file is None:
+        tags = open_clip.list_pretrained_tags_by_model(model)
+        raise ConfigurationError(
+            f"clip_pretrained={tag!r} is not an open_clip tag of {model!r} "
+            f"(known: {', '.join(tags) or 'none'}); or use file:/path or random"
+        )
+    cfg = open_clip.get_pretrained_cfg(model, tag)
+    listed = file.name in {f.name for f in WEIGHT_FILES}
+    hint = (
+        _fetch_hint(file, cache_dir, "SAMCLIP_CLIP_PRETRAINED")
+        if listed
+        else f"Download {file.url} to that path yourself, or set SAMCLIP_CLIP_PRETRAINED=random."
+    )
+    keys = ("mean", "std", "interpolation", "resize_mode")
+    return WeightSource(
+        label=f"open_clip:{model}:{tag}",
+        path=file.path(cache_dir),
+        pretrained=True,
+        fetch_hint=hint,
+        preprocess={k: cfg[k] for k in keys if k in cfg},
+        quick_gelu=bool(cfg.get("quick_gelu", False)),
+    )
+
+
+#: clip_pretrained kind -> resolver(model, argument, cache_dir); anything else is a tag.
+CLIP_SOURCES: dict[str, Callable[[str, str, Path], WeightSource]] = {
+    "file": lambda _, arg, __: _file(arg, "SAMCLIP_CLIP_PRETRAINED"),
+    "random": _random,
+}
+
+
+def resolve_clip_weights(spec: str, model: str, cache_dir: Path) -> WeightSource:
+    kind, sep, arg = spec.partition(":")
+    resolver = CLIP_SOURCES.get(kind)
+    if resolver is not None and (sep or kind == "random"):
+        return resolver(model, arg, cache_dir)
+    return _clip_tag(model, spec, cache_dir)
+
+
+def load_sam_state(sam: Any, path: Path) -> None:
+    """Load a segment-anything checkpoint (a plain state dict) with weights_only=True."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]
+        sam.load_state_dict(state, strict=True)
+    except Exception as exc:  # unpickling, zip, shape and key errors alike: the file is unusable
+        raise ConfigurationError(f"cannot load SAM weights from {path}: {exc}") from exc
+
+
+def load_clip_state(clip: Any, path: Path) -> None:
+    """Load an open_clip checkpoint (.pt/.pth/.bin/.safetensors) with weights_only=True."""
+    import open_clip
+
+    try:
+        open_clip.load_checkpoint(clip, str(path), strict=True, weights_only=True)
+    except Exception as exc:  # unpickling, zip, shape and key errors alike: the file is unusable
+        raise ConfigurationError(f"cannot load CLIP weights from {path}: {exc}") from exc
