@@ -30,7 +30,7 @@ COLOURS = {
     "white": (240, 240, 240),
 }
 SIZES = {"small": (14, 24), "medium": (26, 40), "large": (42, 60)}  # radius range in px
-TRAIN_SEEDS = range(0, 100_000)
+TRAIN_SEEDS = range(0, 1_000_000)
 EVAL_SEEDS = range(1_000_000, 1_100_000)  # held out: never overlaps the train seeds
 
 

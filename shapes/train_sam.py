@@ -1,0 +1,192 @@
+"""Train the shapes SAM for promptable segmentation (point and box prompts).
+
+    python -m shapes.train_sam --steps 1500 --out shapes/weights
+
+Images go through segment-anything's own ResizeLongestSide and Sam.preprocess,
+prompts through ResizeLongestSide.apply_coords/apply_boxes, as in the service.
+The single-mask token learns every prompt; the three multimask tokens learn
+point prompts with SAM's minimum-over-outputs loss; the IoU head learns each
+mask's true IoU. Writes sam_shapes.pth and sam_shapes.json (with mIoU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from shapes.sam_arch import IMG_SIZE, build_shapes_sam
+from shapes.scenes import EVAL_SEEDS, TRAIN_SEEDS, ShapeObject, generate_scene
+from shapes.weights import write_card
+
+
+def interior_point(mask: np.ndarray) -> tuple[float, float]:
+    """A point well inside the mask: the mask pixel nearest its centroid, moved inward by erosion."""
+    core = mask.copy()
+    for _ in range(64):  # erode until a few pixels are left
+        eroded = core.copy()
+        eroded[1:, :] &= core[:-1, :]
+        eroded[:-1, :] &= core[1:, :]
+        eroded[:, 1:] &= core[:, :-1]
+        eroded[:, :-1] &= core[:, 1:]
+        if eroded.sum() < 4:
+            break
+        core = eroded
+    ys, xs = np.nonzero(core)
+    i = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+    return float(xs[i]) + 0.5, float(ys[i]) + 0.5
+
+
+def box_of(mask: np.ndarray) -> list[float]:
+    ys, xs = np.nonzero(mask)
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+class Prompted:
+    """Runs a SAM on one image and prompts, the way the service does."""
+
+    def __init__(self, sam: torch.nn.Module) -> None:
+        self.sam = sam
+        self.resize = ResizeLongestSide(IMG_SIZE)
+
+    def embed(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        resized = self.resize.apply_image(image)
+        x = torch.as_tensor(resized).permute(2, 0, 1).float()[None]
+        return self.sam.image_encoder(self.sam.preprocess(x)), resized.shape[:2]
+
+    def decode(self, embedding: torch.Tensor, size: tuple[int, int], input_size: tuple[int, int],
+               point: tuple[float, float] | None, box: list[float] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """All four mask logits at low resolution (1 x 4 x 4g x 4g) and IoU predictions (1 x 4)."""
+        points = boxes = None
+        if point is not None:
+            coords = self.resize.apply_coords(np.array([point], dtype=np.float64), size)
+            points = (torch.as_tensor(coords, dtype=torch.float32)[None], torch.ones(1, 1, dtype=torch.int))
+        if box is not None:
+            boxes = torch.as_tensor(self.resize.apply_boxes(np.array([box], dtype=np.float64), size),
+                                    dtype=torch.float32)
+        sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=None)
+        return self.sam.mask_decoder.predict_masks(
+            image_embeddings=embedding, image_pe=self.sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+        )
+
+    def full_size(self, low_res: torch.Tensor, input_size: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+        return self.sam.postprocess_masks(low_res, input_size, size)
+
+
+def target_low_res(mask: np.ndarray, input_size: tuple[int, int], low: int) -> torch.Tensor:
+    """The object mask in the decoder's low-resolution, padded frame."""
+    t = torch.as_tensor(mask, dtype=torch.float32)[None, None]
+    t = F.interpolate(t, size=input_size, mode="bilinear", align_corners=False)
+    t = F.pad(t, (0, IMG_SIZE - input_size[1], 0, IMG_SIZE - input_size[0]))
+    return F.interpolate(t, size=(low, low), mode="area")[0, 0]
+
+
+def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SAM's 20:1 focal and dice loss, per mask (logits: K x h x w)."""
+    p = logits.sigmoid()
+    target = target.expand_as(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    pt = p * target + (1 - p) * (1 - target)
+    focal = (ce * (1 - pt) ** 2 * (0.25 * target + 0.75 * (1 - target))).mean((1, 2))
+    dice = 1 - (2 * (p * target).sum((1, 2)) + 1) / (p.sum((1, 2)) + target.sum((1, 2)) + 1)
+    return 20 * focal + dice
+
+
+def miou(model: Prompted, seeds: range, prompt: str) -> float:
+    ious = []
+    with torch.inference_mode():
+        for seed in seeds:
+            scene = generate_scene(seed)
+            embedding, input_size = model.embed(scene.image)
+            for obj in scene.objects:
+                if obj.mask.sum() < 60:
+                    continue
+                point = interior_point(obj.mask) if prompt == "point" else None
+                box = box_of(obj.mask) if prompt == "box" else None
+                low, _ = model.decode(embedding, scene.image.shape[:2], input_size, point, box)
+                pred = model.full_size(low[:, :1], input_size, scene.image.shape[:2])[0, 0] > 0
+                inter = (pred.numpy() & obj.mask).sum()
+                ious.append(inter / max((pred.numpy() | obj.mask).sum(), 1))
+    return float(np.mean(ious))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--scenes-per-step", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--eval-scenes", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    torch.set_num_threads(args.threads)
+
+    sam = build_shapes_sam().train()
+    model = Prompted(sam)
+    optimizer = torch.optim.AdamW(sam.parameters(), lr=args.lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
+    offset = 700_000  # seeds of its own
+    start = time.time()
+    for step in range(args.steps):
+        total = torch.zeros(())
+        for i in range(args.scenes_per_step):
+            scene = generate_scene(TRAIN_SEEDS[offset + step * args.scenes_per_step + i])
+            objects: list[ShapeObject] = [o for o in scene.objects if o.mask.sum() >= 30]
+            if not objects:
+                continue
+            embedding, input_size = model.embed(scene.image)
+            for obj in rng.sample(objects, min(2, len(objects))):
+                use_point = rng.random() < 0.5
+                if use_point:
+                    ys, xs = np.nonzero(obj.mask)
+                    k = rng.randrange(len(xs))
+                    point, box = (float(xs[k]) + 0.5, float(ys[k]) + 0.5), None
+                else:
+                    b = box_of(obj.mask)
+                    jitter = [rng.uniform(-3, 3) for _ in range(4)]
+                    point, box = None, [v + j for v, j in zip(b, jitter, strict=True)]
+                low, iou_pred = model.decode(embedding, scene.image.shape[:2], input_size, point, box)
+                target = target_low_res(obj.mask, input_size, low.shape[-1])
+                losses = mask_loss(low[0], target)
+                mask_term = losses[0] + (losses[1:].min() if use_point else 0)
+                with torch.no_grad():
+                    hard = (low[0] > 0).float()
+                    t = (target > 0.5).float()
+                    true_iou = (hard * t).sum((1, 2)) / ((hard + t).clamp(max=1).sum((1, 2)) + 1e-6)
+                total = total + mask_term + F.mse_loss(iou_pred[0], true_iou)
+        optimizer.zero_grad()
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        if step % 100 == 0 or step == args.steps - 1:
+            print(f"step {step:5d} loss {total.item():.3f} {time.time() - start:.0f}s", flush=True)
+    train_seconds = time.time() - start
+    sam.eval()
+    metrics = {f"miou_{p}": round(miou(model, EVAL_SEEDS[: args.eval_scenes], p), 4) for p in ("point", "box")}
+    print(json.dumps(metrics), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "sam_shapes.pth"
+    torch.save(sam.state_dict(), path)
+    write_card(
+        path,
+        model="segment-anything Sam, ViT encoder 4x64 (patch 8, 128 px), prompt encoder and mask decoder at 64",
+        data=f"shapes world: {args.steps * args.scenes_per_step} generated scenes, up to two prompted objects each",
+        hyperparameters={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        metrics={**metrics, "eval_scenes": args.eval_scenes, "train_seconds": round(train_seconds)},
+    )
+
+
+if __name__ == "__main__":
+    main()
