@@ -540,13 +540,18 @@ def test_request_generator_matches_segment_anything(model: SamClipModel) -> None
 
     def stock(iou: float) -> list[dict[str, Any]]:
         return SamAutomaticMaskGenerator(
-            sam, points_per_side=6, pred_iou_thresh=iou, stability_score_thresh=0.0, output_mode="coco_rle"
+            sam,
+            points_per_side=6,
+            pred_iou_thresh=iou,
+            stability_score_thresh=0.0,
+            box_nms_thresh=1.0,
+            output_mode="coco_rle",
         ).generate(image)
 
     ious = sorted(r["predicted_iou"] for r in stock(0.0))
-    threshold = ious[len(ious) // 2]
+    threshold = (ious[len(ious) // 2 - 1] + ious[len(ious) // 2]) / 2
     expected = stock(threshold)
-    params = AutomaticParams(6, threshold, 0.0, 0, 0.7)
+    params = AutomaticParams(6, threshold, 0.0, 0, 1.0)
     got = generate(sam, image, embedding, params)
     assert 0 < len(expected) < len(ious)
     assert sorted(r["segmentation"]["counts"].encode() for r in expected if r["area"]) == sorted(

@@ -91,8 +91,8 @@ class RequestMaskGenerator(SamAutomaticMaskGenerator):
         low_res, iou_preds = low_res.flatten(0, 1), iou_preds.flatten(0, 1)
         point_of_mask = torch.as_tensor(points.repeat(per_point, axis=0))
         if self.pred_iou_thresh > 0.0:
-            keep = (iou_preds > self.pred_iou_thresh).cpu()
-            low_res, iou_preds, point_of_mask = low_res[keep.to(low_res.device)], iou_preds[keep], point_of_mask[keep]
+            keep = iou_preds > self.pred_iou_thresh
+            low_res, iou_preds, point_of_mask = low_res[keep], iou_preds[keep], point_of_mask[keep.cpu()]
         masks = model.postprocess_masks(low_res[:, None].float(), predictor.input_size, predictor.original_size)
         data = MaskData(masks=masks[:, 0], iou_preds=iou_preds.float(), points=point_of_mask)
         del masks, low_res
