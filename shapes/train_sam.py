@@ -126,6 +126,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval-scenes", type=int, default=100)
+    parser.add_argument("--init", type=Path, help="continue from these weights (a state dict)")
+    parser.add_argument("--seed-offset", type=int, default=700_000, help="first training scene seed")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -133,10 +135,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     sam = build_shapes_sam().train()
+    init_card = None
+    if args.init is not None:
+        card_file = args.init.with_suffix(".json")
+        init_card = json.loads(card_file.read_text()) if card_file.exists() else None
+        sam.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
     model = Prompted(sam)
     optimizer = torch.optim.AdamW(sam.parameters(), lr=args.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
-    offset = 700_000  # seeds of its own
+    offset = args.seed_offset  # seeds of its own
     start = time.time()
     for step in range(args.steps):
         total = torch.zeros(())
@@ -185,6 +192,7 @@ def main() -> None:
         data=f"shapes world: {args.steps * args.scenes_per_step} generated scenes, up to two prompted objects each",
         hyperparameters={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         metrics={**metrics, "eval_scenes": args.eval_scenes, "train_seconds": round(train_seconds)},
+        **({"continued_from": init_card} if init_card else {}),
     )
 
 

@@ -1,0 +1,86 @@
+"""Accuracy of the shapes reference models on the held-out split, end to end.
+
+    python bench/accuracy.py [--scenes 100]
+
+Starts the local stack (the compose file's commands, shapes weights) and prints:
+  - Mask R-CNN box and mask AP (pycocotools COCOeval): in-process (the model object,
+    no transport) and through the gRPC service; the two must be identical;
+  - SAM mIoU with one interior point and with the box, through the service;
+  - CLIP zero-shot top-1 on object crops with the service's default templates;
+  - SAM-CLIP open-vocabulary instance segmentation mask AP (shape names as labels)
+    and zero-shot semantic segmentation mIoU;
+  - the gateway's agreement figures between the two models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import grpc  # noqa: E402
+from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc  # noqa: E402
+
+from gateway.stack import LocalStack  # noqa: E402
+from services.maskrcnn.model import MaskRCNNModel  # noqa: E402
+from services.maskrcnn.settings import MaskRCNNSettings  # noqa: E402
+from services.runtime.client import Result, VisionModelClient  # noqa: E402
+from services.runtime.types import InferenceRequest, Task, TaskOptions  # noqa: E402
+from shapes import accuracy  # noqa: E402
+
+
+def in_process_maskrcnn(scenes: list, env: dict[str, str]) -> dict[str, float]:
+    """The same model object the service runs, with the service's settings, called directly."""
+    os.environ.update(env)
+    model = MaskRCNNModel(MaskRCNNSettings())
+    model.load()
+    options = TaskOptions(score_threshold=0.05, max_results=50)
+    results = []
+    for scene in scenes:
+        [prediction] = model.predict([InferenceRequest(Task.INSTANCE_SEGMENTATION, scene.image, options)])
+        results.append(Result("", "", 0, 0, True, "", [], prediction.timing, 1, instances=prediction.instances))
+    return accuracy.instance_ap(scenes, results)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--scenes", type=int, default=100)
+    parser.add_argument("--port-offset", type=int, default=3000)
+    args = parser.parse_args()
+    scenes = accuracy.eval_scenes(args.scenes)
+    stack = LocalStack(port_offset=args.port_offset)
+    print(f"held-out scenes: {len(scenes)} ({sum(len(s.objects) for s in scenes)} objects); starting the stack ...")
+    stack.up()
+    figures: dict[str, object] = {}
+    try:
+        with VisionModelClient(f"127.0.0.1:{stack.port('maskrcnn')}", timeout=300) as mrcnn, \
+                VisionModelClient(f"127.0.0.1:{stack.port('samclip')}", timeout=300) as samclip, \
+                grpc.insecure_channel(f"127.0.0.1:{stack.port('gateway')}") as channel:
+            weights = {"maskrcnn": mrcnn.capabilities().runtime.weights,
+                       "samclip": samclip.capabilities().runtime.weights}
+            print(f"weights: {weights}")
+            start = time.time()
+            figures["maskrcnn_service"] = accuracy.maskrcnn_service_ap(mrcnn, scenes)
+            figures["maskrcnn_in_process"] = in_process_maskrcnn(scenes, stack.service_env("maskrcnn"))
+            figures["sam"] = accuracy.sam_miou(samclip, scenes)
+            figures["clip_zero_shot_top1_crops"] = accuracy.clip_top1(samclip, scenes)
+            figures["samclip_open_vocabulary"] = accuracy.samclip_open_vocabulary_ap(samclip, scenes)
+            figures["samclip_semantic_miou"] = accuracy.semantic_miou(samclip, scenes)
+            figures["agreement"] = accuracy.gateway_agreement(cs_grpc.ComparisonServiceStub(channel), scenes)
+            figures["seconds"] = round(time.time() - start)
+    finally:
+        stack.stop()
+    same = figures["maskrcnn_service"] == figures["maskrcnn_in_process"]
+    print(json.dumps(figures, indent=2))
+    print(f"Mask R-CNN AP in-process == through the service: {same}")
+    if not same:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Accuracy of the shapes reference models, measured through the real services.
+
+Shared by `bench/accuracy.py` (which prints every figure) and the CI floor tests.
+Every function takes live clients, so what it measures is the service path:
+decoding, resizing, prompts, label maps and RLE masks included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from visioncompare.v1 import common_pb2 as pb
+from visioncompare.v1 import comparison_service_pb2 as cs
+
+from services.runtime.client import Result, VisionModelClient
+from services.runtime.masks import decode_rle
+from services.runtime.types import Box, Point, Task, TaskOptions
+from services.samclip.openvocab import mask_crop
+from shapes.evaluation import evaluate, ground_truth
+from shapes.scenes import CLASSES, EVAL_SEEDS, Scene, generate_scene
+from shapes.train_sam import box_of, interior_point
+
+MIN_OBJECT_PIXELS = 60  # objects hidden down to slivers are not prompted or classified
+
+
+def eval_scenes(count: int, start: int = 0) -> list[Scene]:
+    return [generate_scene(s) for s in EVAL_SEEDS[start : start + count]]
+
+
+def coco_results(scene: Scene, result: Result, category_of: dict[str, int]) -> list[dict[str, Any]]:
+    out = []
+    for i in result.instances:
+        if i.label is None or i.label.name not in category_of:
+            continue
+        det: dict[str, Any] = {
+            "image_id": scene.seed, "category_id": category_of[i.label.name], "score": i.score,
+            "bbox": [i.box.x1, i.box.y1, i.box.x2 - i.box.x1, i.box.y2 - i.box.y1],
+        }
+        if i.mask is not None:
+            det["segmentation"] = {"size": [i.mask.rle.height, i.mask.rle.width], "counts": i.mask.rle.counts.decode()}
+        out.append(det)
+    return out
+
+
+def instance_ap(scenes: Sequence[Scene], results: Sequence[Result]) -> dict[str, float]:
+    """COCO box and mask AP@[.5:.95] of instance results named by shape class."""
+    category_of = {name: k + 1 for k, name in enumerate(CLASSES)}
+    dets = [d for s, r in zip(scenes, results, strict=True) for d in coco_results(s, r, category_of)]
+    gt = ground_truth(scenes)
+    return {"box_ap": round(evaluate(gt, dets, "bbox"), 4), "mask_ap": round(evaluate(gt, dets, "segm"), 4)}
+
+
+def maskrcnn_service_ap(client: VisionModelClient, scenes: Sequence[Scene]) -> dict[str, float]:
+    options = TaskOptions(score_threshold=0.05, max_results=50)
+    return instance_ap(scenes, [client.segment(s.image, Task.INSTANCE_SEGMENTATION, options) for s in scenes])
+
+
+def sam_miou(client: VisionModelClient, scenes: Sequence[Scene]) -> dict[str, float]:
+    """Mean IoU of the single-mask output for one interior point, and for the object's box."""
+    ious: dict[str, list[float]] = {"point": [], "box": []}
+    for scene in scenes:
+        for obj in scene.objects:
+            if obj.mask.sum() < MIN_OBJECT_PIXELS:
+                continue
+            x, y = interior_point(obj.mask)
+            prompts = {
+                "point": TaskOptions(points=(Point(x, y, True),)),
+                "box": TaskOptions(boxes=(Box(*box_of(obj.mask)),)),
+            }
+            for kind, options in prompts.items():
+                result = client.segment(scene.image, Task.PROMPTED_SEGMENTATION, options)
+                mask = decode_rle(result.instances[0].mask.rle)  # type: ignore[union-attr]
+                ious[kind].append((mask & obj.mask).sum() / max((mask | obj.mask).sum(), 1))
+    return {f"miou_{k}": round(float(np.mean(v)), 4) for k, v in ious.items()}
+
+
+def clip_top1(client: VisionModelClient, scenes: Sequence[Scene]) -> float:
+    """Zero-shot top-1 on object crops, with the service's default prompt templates."""
+    correct = total = 0
+    for scene in scenes:
+        for obj in scene.objects:
+            if obj.mask.sum() < MIN_OBJECT_PIXELS:
+                continue
+            result = client.classify(mask_crop(scene.image, obj.mask), list(CLASSES))
+            correct += result.scores[0].label.name == obj.category
+            total += 1
+    return round(correct / max(total, 1), 4)
+
+
+def samclip_open_vocabulary_ap(client: VisionModelClient, scenes: Sequence[Scene]) -> dict[str, float]:
+    options = TaskOptions(labels=CLASSES, score_threshold=0.05)
+    return instance_ap(scenes, [client.segment(s.image, Task.INSTANCE_SEGMENTATION, options) for s in scenes])
+
+
+def semantic_miou(client: VisionModelClient, scenes: Sequence[Scene]) -> float:
+    """Mean over classes (background included) of IoU accumulated over all scenes."""
+    k = len(CLASSES) + 1
+    inter, union = np.zeros(k), np.zeros(k)
+    for scene in scenes:
+        truth = np.zeros(scene.image.shape[:2], np.int64)
+        for obj in scene.objects:
+            truth[obj.mask] = obj.category_id
+        result = client.segment(scene.image, Task.SEMANTIC_SEGMENTATION, TaskOptions(labels=CLASSES))
+        assert result.label_map is not None
+        names = result.label_map.class_names  # index 0 is background
+        lut = np.array([0] + [CLASSES.index(n) + 1 for n in names[1:]])
+        pred = lut[result.label_map.indices.astype(np.int64)]
+        for c in range(k):
+            inter[c] += ((pred == c) & (truth == c)).sum()
+            union[c] += ((pred == c) | (truth == c)).sum()
+    present = union > 0
+    return round(float((inter[present] / union[present]).mean()), 4)
+
+
+def gateway_agreement(stub: Any, scenes: Sequence[Scene]) -> dict[str, float]:
+    """The gateway's agreement figures between the two models, averaged over scenes."""
+    from services.runtime.client import image_to_proto
+
+    rows = []
+    for scene in scenes:
+        response = stub.Compare(
+            cs.CompareRequest(image=image_to_proto(scene.image), task=pb.TASK_INSTANCE_SEGMENTATION), timeout=120
+        )
+        for pair in response.agreements:
+            a = pair.instances
+            rows.append((len(a.matches), a.mean_iou, a.label_agreement_rate, a.only_a_count, a.only_b_count))
+    if not rows:
+        return {}
+    m = np.array(rows, dtype=np.float64)
+    return {
+        "matched_per_scene": round(float(m[:, 0].mean()), 3),
+        "mean_iou": round(float(m[m[:, 0] > 0, 1].mean()) if (m[:, 0] > 0).any() else 0.0, 4),
+        "label_agreement": round(float(m[m[:, 0] > 0, 2].mean()) if (m[:, 0] > 0).any() else 0.0, 4),
+        "only_a_per_scene": round(float(m[:, 3].mean()), 3),
+        "only_b_per_scene": round(float(m[:, 4].mean()), 3),
+    }
