@@ -165,8 +165,10 @@ def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("SAMCLIP_SAM_VARIANT", "vit_l")
     monkeypatch.setenv("SAMCLIP_MAX_LABELS", "12")
     s = SamClipSettings()
-    assert (s.port, s.sam_variant, s.max_labels, s.clip_model) == (50052, "vit_l", 12, "ViT-B-32")
-    assert s.sam_weights == "official" and s.clip_pretrained == "laion2b_e16"
+    assert (s.port, s.sam_variant, s.max_labels, s.clip_model) == (50052, "vit_l", 12, "shapes")
+    # a SAM variant alone means its official weights; the CLIP pair keeps the shapes default
+    assert s.sam_weights == "official" and s.clip_pretrained == "shapes"
+    assert s.points_per_side == 32 and s.pred_iou_thresh == 0.88  # the official SAM's defaults
     with pytest.raises(ValidationError):
         s.max_labels = 3  # type: ignore[misc]
 

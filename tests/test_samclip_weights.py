@@ -150,7 +150,13 @@ def test_invalid_settings_exit_2_with_one_line() -> None:
 
 
 def test_missing_weights_exit_2_saying_what_to_fetch(tmp_path: Path) -> None:
-    done = service({"SAMCLIP_CACHE_DIR": str(tmp_path), "SAMCLIP_METRICS_PORT": "0", "SAMCLIP_PORT": "0"})
+    official = {
+        "SAMCLIP_SAM_VARIANT": "vit_b",
+        "SAMCLIP_SAM_WEIGHTS": "official",
+        "SAMCLIP_CLIP_MODEL": "ViT-B-32",
+        "SAMCLIP_CLIP_PRETRAINED": "laion2b_e16",
+    }  # as deployed
+    done = service({**official, "SAMCLIP_CACHE_DIR": str(tmp_path), "SAMCLIP_METRICS_PORT": "0", "SAMCLIP_PORT": "0"})
     assert done.returncode == 2
     assert "fetch-weights" in done.stderr and "sam_vit_b" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1

@@ -1,8 +1,10 @@
 """Builders of the SAM and CLIP architectures, randomly initialised (weights come later).
 
 The full-size builders are segment-anything's registry and open_clip's
-`create_model`. "tiny" builds the same classes with a few thousand times fewer
-parameters, for tests and smoke runs on CPU.
+`create_model`. The presets build the same classes, smaller: "tiny" with a few
+thousand times fewer parameters, for tests and smoke runs on CPU; "shapes" the
+architectures of the reference weights trained on the synthetic shapes world
+(`shapes/sam_arch.py`, `shapes/clip_arch.py`; 128 px SAM input, 48 px CLIP input).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from services.runtime.errors import ConfigurationError
 
 TINY = "tiny"
+SHAPES = "shapes"
 TINY_SAM_IMAGE_SIZE = 64
 TINY_CLIP_CONTEXT = 32
 
@@ -65,14 +68,24 @@ def tiny_sam(img_size: int = TINY_SAM_IMAGE_SIZE) -> Any:
     return sam.eval()
 
 
+def shapes_sam() -> Any:
+    from shapes.sam_arch import build_shapes_sam
+
+    return build_shapes_sam()
+
+
+#: SAM variants built here rather than by segment-anything's registry.
+SAM_PRESETS: dict[str, Callable[[], Any]] = {TINY: tiny_sam, SHAPES: shapes_sam}
+
+
 def build_sam(variant: str) -> Any:
-    """A randomly initialised SAM of `variant` (vit_b, vit_l, vit_h or tiny)."""
-    if variant == TINY:
-        return tiny_sam()
+    """A randomly initialised SAM of `variant` (vit_b, vit_l, vit_h, tiny or shapes)."""
+    if variant in SAM_PRESETS:
+        return SAM_PRESETS[variant]()
     from segment_anything import sam_model_registry
 
     if variant not in sam_model_registry:
-        raise ConfigurationError(f"unknown SAM variant {variant!r}; use vit_b, vit_l, vit_h or tiny")
+        raise ConfigurationError(f"unknown SAM variant {variant!r}; use vit_b, vit_l, vit_h, tiny or shapes")
     return sam_model_registry[variant](checkpoint=None).eval()
 
 
@@ -89,10 +102,20 @@ def tiny_clip() -> tuple[Any, Any]:
     return model.eval(), SimpleTokenizer(context_length=TINY_CLIP_CONTEXT)
 
 
+def shapes_clip() -> tuple[Any, Any]:
+    from shapes.clip_arch import build_shapes_clip
+
+    return build_shapes_clip()
+
+
+#: CLIP models built here rather than by open_clip's model configs.
+CLIP_PRESETS: dict[str, Callable[[], tuple[Any, Any]]] = {TINY: tiny_clip, SHAPES: shapes_clip}
+
+
 def build_clip(name: str, *, quick_gelu: bool = False) -> tuple[Any, Any]:
     """A randomly initialised open_clip model and its tokenizer; never touches the network."""
-    if name == TINY:
-        return tiny_clip()
+    if name in CLIP_PRESETS:
+        return CLIP_PRESETS[name]()
     import open_clip
 
     if name not in open_clip.list_models():

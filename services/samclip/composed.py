@@ -27,6 +27,7 @@ from services.samclip.backend import (
 from services.samclip.cache import ByteLru
 from services.samclip.settings import SamClipSettings
 from services.samclip.weights import (
+    SHAPES_NOTE,
     WeightSource,
     load_clip_state,
     load_sam_state,
@@ -255,6 +256,48 @@ def _component(name: str, source: WeightSource, module: Any) -> ModelComponent:
     return ModelComponent(name=name, weights=source.label, pretrained=source.pretrained, parameter_count=_count(module))
 
 
+def _shapes_classes(*sources: WeightSource) -> list[str]:
+    for source in sources:
+        if source.card and source.card.get("classes"):
+            return [str(c) for c in source.card["classes"]]
+    from shapes.scenes import CLASSES
+
+    return list(CLASSES)
+
+
+def _shapes_scope(sam: WeightSource, clip: WeightSource) -> str:
+    if SHAPES_NOTE not in (sam.note, clip.note):
+        return ""
+    return f": trained only on generated scenes of {', '.join(_shapes_classes(clip, sam))}; other images mean little"
+
+
+def _organization(sam: WeightSource, clip: WeightSource) -> str:
+    weights = [
+        f"this project ({SHAPES_NOTE})" if source.note == SHAPES_NOTE else official
+        for source, official in ((sam, "Meta (Segment Anything)"), (clip, "OpenCLIP/LAION (CLIP)"))
+    ]
+    return f"Apple (SAM-CLIP method); weights: {' and '.join(dict.fromkeys(weights))}"
+
+
+def _shapes_description(sam: WeightSource, clip: WeightSource) -> str:
+    parts = [name for source, name in ((sam, "SAM"), (clip, "CLIP")) if source.note == SHAPES_NOTE]
+    if not parts:
+        return ""
+    metrics = "; ".join(
+        f"{name} {k}={v}"
+        for source, name in ((sam, "SAM"), (clip, "CLIP"))
+        if source.note == SHAPES_NOTE and source.card
+        for k, v in (source.card.get("metrics") or {}).items()
+        if isinstance(v, float)
+    )
+    return (
+        f" {' and '.join(parts)}: {SHAPES_NOTE}: small models this project trained on its generated "
+        f"shapes world, which know only {', '.join(_shapes_classes(clip, sam))}"
+        + (f" (held-out {metrics})" if metrics else "")
+        + "."
+    )
+
+
 def resolve_weights(settings: SamClipSettings) -> tuple[WeightSource, WeightSource]:
     """Resolve both weight specs and fail, saying what to fetch, if a file is missing."""
     sam = resolve_sam_weights(settings.sam_weights, settings.sam_variant, settings.cache_dir)
@@ -292,14 +335,21 @@ def build_composed(
         )
         if not part.pretrained
     ]
+    notes: dict[str, list[str]] = {}
+    for part, source in ((sam_part, sam_source), (clip_part, clip_source)):
+        if source.note:
+            notes.setdefault(source.note, []).append(part.name)
+    scope = _shapes_scope(sam_source, clip_source)
+    warnings += [f"{note} ({' and '.join(parts)}){scope}" for note, parts in notes.items()]
     description = BackendDescription(
         card_name="SAM-CLIP (composed: Segment Anything + OpenCLIP)",
-        organization="Apple (SAM-CLIP method); Meta (Segment Anything) and OpenCLIP/LAION (CLIP) weights",
+        organization=_organization(sam_source, clip_source),
         license="Apache-2.0 (segment-anything), MIT (OpenCLIP)",
         description=(
             f"SAM-CLIP's tasks served by composing Segment Anything {settings.sam_variant} with "
             f"OpenCLIP {settings.clip_model} ({settings.clip_pretrained}); Apple's merged "
             "single-backbone SAM-CLIP weights are not released, so this is not that model."
+            + _shapes_description(sam_source, clip_source)
         ),
         components=(sam_part, clip_part),
         warnings=tuple(warnings),

@@ -2,7 +2,12 @@
 
 `WEIGHT_FILES` lists what `fetch-weights samclip` downloads with checksum
 verification. A weight spec resolves to a `WeightSource` through a small
-dispatch table per part: add an entry (e.g. a "shapes" preset) to add a source.
+dispatch table per part: add an entry to add a source.
+
+The "shapes" preset is the reference weights this project trains itself on its
+synthetic shapes world (see `shapes/`): shipped in the repository, verified
+against the SHA-256 in their model cards, and loaded by the same code as real
+checkpoints. They know only the five shape classes.
 """
 
 from __future__ import annotations
@@ -15,6 +20,15 @@ from typing import Any
 
 from services.runtime.errors import ConfigurationError
 from services.runtime.weights import WeightFile
+from shapes import weights as shapes_weights
+
+SHAPES = "shapes"
+#: Said by every answer, in Capabilities and in each part's weights label.
+SHAPES_NOTE = shapes_weights.DESCRIPTION  # "shapes reference weights, synthetic data"
+#: Where the shapes weights and their model cards are; tests point it elsewhere.
+SHAPES_WEIGHTS_DIR: Path = shapes_weights.WEIGHTS_DIR
+#: part -> (file stem in SHAPES_WEIGHTS_DIR, the script that trains it).
+SHAPES_FILES = {"SAM": ("sam_shapes", "shapes.train_sam"), "CLIP": ("clip_shapes", "shapes.train_clip")}
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
@@ -60,11 +74,23 @@ class WeightSource:
     fetch_hint: str = ""  # how to get the file when it is missing
     preprocess: dict[str, Any] | None = None  # open_clip preprocess config of a tag
     quick_gelu: bool = False  # the open_clip tag was trained with QuickGELU
+    sha256: str | None = None  # the file's expected digest, checked at start-up
+    note: str = ""  # what every answer says about these weights, e.g. SHAPES_NOTE
+    card: dict[str, Any] | None = None  # the model card shipped beside the weights
 
     def check(self, part: str) -> None:
-        """Fail at start-up, saying what to fetch, when the file is missing."""
-        if self.path is not None and not self.path.is_file():
+        """Fail at start-up, saying what to fetch, when the file is missing or not the expected one."""
+        if self.path is None:
+            return
+        if not self.path.is_file():
             raise ConfigurationError(f"{part} weights not found: {self.path}. {self.fetch_hint}".strip())
+        if self.sha256 is not None:
+            actual = shapes_weights.sha256_of(self.path)
+            if actual != self.sha256:
+                raise ConfigurationError(
+                    f"{part} weights {self.path}: SHA-256 {actual} does not match the model card's "
+                    f"{self.sha256}; the file is damaged or was replaced. {self.fetch_hint}".strip()
+                )
 
 
 def _fetch_hint(file: WeightFile, cache_dir: Path, env: str) -> str:
@@ -83,11 +109,48 @@ def _random(*_: object) -> WeightSource:
     return WeightSource(label="random", path=None, pretrained=False)
 
 
+def _shapes(part: str, arch: str) -> WeightSource:
+    """The shipped shapes weights of `part` ("SAM" or "CLIP"), with their model card."""
+    import json
+
+    env = f"SAMCLIP_{'SAM_WEIGHTS' if part == 'SAM' else 'CLIP_PRETRAINED'}"
+    arch_env = f"SAMCLIP_{'SAM_VARIANT' if part == 'SAM' else 'CLIP_MODEL'}"
+    if arch != SHAPES:
+        raise ConfigurationError(
+            f"{env}=shapes are weights of the shapes architecture only; set {arch_env}=shapes "
+            f"(not {arch!r}), or give {arch} its own weights"
+        )
+    stem, script = SHAPES_FILES[part]
+    directory = SHAPES_WEIGHTS_DIR
+    path, card_path = directory / f"{stem}.pth", directory / f"{stem}.json"
+    hint = (
+        f"The shapes reference weights ship in {directory}: restore them from git, or train them "
+        f"with `python -m {script} --out {directory}`."
+    )
+    try:
+        card = json.loads(card_path.read_text())
+        sha256 = card["sha256"]
+    except FileNotFoundError:
+        raise ConfigurationError(f"{part} shapes model card not found: {card_path}. {hint}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigurationError(f"{part} shapes model card {card_path} is unreadable or has no sha256: {exc}") from exc
+    return WeightSource(
+        label=f"shapes:{path.name} ({SHAPES_NOTE})",
+        path=path,
+        pretrained=True,  # trained, on synthetic data: the note and the card say which
+        fetch_hint=hint,
+        sha256=sha256,
+        note=SHAPES_NOTE,
+        card=card,
+    )
+
+
 def _official_sam(variant: str, cache_dir: Path) -> WeightSource:
     file = SAM_FILES.get(variant)
     if file is None:
+        own = "shapes, " if variant == SHAPES else ""
         raise ConfigurationError(
-            f"SAM variant {variant!r} has no official weights; use SAMCLIP_SAM_WEIGHTS=random or file:/path"
+            f"SAM variant {variant!r} has no official weights; use SAMCLIP_SAM_WEIGHTS={own}random or file:/path"
         )
     return WeightSource(
         label=f"segment-anything:{file.filename}",
@@ -102,6 +165,7 @@ SAM_SOURCES: dict[str, Callable[[str, Path], WeightSource]] = {
     "official": _official_sam,
     "file": lambda arg, _: _file(arg, "SAMCLIP_SAM_WEIGHTS"),
     "random": _random,
+    SHAPES: lambda variant, _: _shapes("SAM", variant),
 }
 
 
@@ -174,17 +238,23 @@ def _clip_tag(model: str, tag: str, cache_dir: Path) -> WeightSource:
 
 
 #: clip_pretrained kind -> resolver(model, argument, cache_dir); anything else is a tag.
+#: "file" takes an argument after the colon; the others are bare names.
 CLIP_SOURCES: dict[str, Callable[[str, str, Path], WeightSource]] = {
     "file": lambda _, arg, __: _file(arg, "SAMCLIP_CLIP_PRETRAINED"),
     "random": _random,
+    SHAPES: lambda model, _, __: _shapes("CLIP", model),
 }
 
 
 def resolve_clip_weights(spec: str, model: str, cache_dir: Path) -> WeightSource:
     kind, sep, arg = spec.partition(":")
     resolver = CLIP_SOURCES.get(kind)
-    if resolver is not None and (sep or kind == "random"):
+    if resolver is not None and (sep or kind != "file"):
         return resolver(model, arg, cache_dir)
+    if model == SHAPES:
+        raise ConfigurationError(
+            f"clip_pretrained={spec!r}: the shapes CLIP has no open_clip tags; use shapes, file:/path or random"
+        )
     return _clip_tag(model, spec, cache_dir)
 
 
