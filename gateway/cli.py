@@ -148,7 +148,7 @@ def compare(
 
 stack_app = typer.Typer(no_args_is_help=True, help="Run the stack locally, as processes.")
 app.add_typer(stack_app, name="stack")
-DEFAULT_SAMPLE = Path(__file__).parent / "samples" / "bright-rectangle.png"
+DEFAULT_SAMPLE = Path(__file__).parent / "samples" / "shapes-scene.png"  # held-out scene 1002013
 
 
 @stack_app.command("up")

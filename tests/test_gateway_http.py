@@ -48,7 +48,7 @@ def test_models_health_and_docs(http: httpx.Client) -> None:
     assert "/v1/compare" in spec["paths"]
     page = http.get("/")
     assert page.status_code == 200 and "Compare vision models live" in page.text
-    assert http.get("/v1/samples").json() == ["bright-rectangle.png"]
+    assert http.get("/v1/samples").json() == ["shapes-scene.png"]
 
 
 def test_compare_multipart(http: httpx.Client) -> None:
