@@ -36,6 +36,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# Both processes wait for OpenMP work the same way, set before torch loads libgomp: with
+# the default active spinning, a process whose threads outnumber the free cores (other
+# work on the machine) burns up to twice the CPU, and how much depends on its thread
+# layout, which differs between this script and the server. Pass OMP_WAIT_POLICY=ACTIVE
+# to measure the default.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from services.maskrcnn.model import MaskRCNNModel  # noqa: E402
 from services.maskrcnn.settings import MaskRCNNSettings  # noqa: E402
@@ -131,16 +137,23 @@ def describe(samples: list[float]) -> str:
 
 
 class InProcess:
-    """The service's model, loaded in this process: torchvision's forward, and predict."""
+    """The service's model, loaded in this process: torchvision's forward, and predict.
+
+    Both run on one worker thread, as the service runs predict().
+    """
 
     def __init__(self, config: dict[str, object], image: np.ndarray) -> None:
         import torch
 
         self.torch = torch
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="in-process")
         self.model = MaskRCNNModel(MaskRCNNSettings(metrics_port=None, **config))  # type: ignore[arg-type]
-        self.model.load()
+        self.worker.submit(self.model.load).result()
         self.image = image
         self.found = 0
+
+    def on_worker(self, fn: Callable[[], object]) -> Callable[[], object]:
+        return lambda: self.worker.submit(fn).result()
 
     def forward(self) -> None:
         torch, model = self.torch, self.model
@@ -197,7 +210,8 @@ def main() -> None:
 
     print(
         f"Mask R-CNN {args.variant}, weights={args.weights}, image {args.width}x{args.height} "
-        f"(JPEG {len(encoded) // 1024} KiB), resize {args.min_size}/{args.max_size}, task {TASK.name}",
+        f"(JPEG {len(encoded) // 1024} KiB), resize {args.min_size}/{args.max_size}, task {TASK.name}, "
+        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}",
         flush=True,
     )
     service, address = start_service({f"MASKRCNN_{k.upper()}": str(v) for k, v in config.items()}, args.start_timeout)
@@ -208,13 +222,15 @@ def main() -> None:
             def segment() -> int:
                 return client.segment(encoded, TASK).batch_size
 
+            forward, predict = local.on_worker(local.forward), local.on_worker(local.predict)
+            predict4 = local.on_worker(lambda: local.predict(batch))
             for _ in range(args.warmup):
-                local.forward(), local.predict(), segment()
+                forward(), predict(), segment()
             # Interleaved, so that whatever else the machine does weighs on all alike.
             t_forward, t_predict, t_grpc = [], [], []
             for _ in range(args.iterations):
-                t_forward += timed(local.forward, 1)
-                t_predict += timed(local.predict, 1)
+                t_forward += timed(forward, 1)
+                t_predict += timed(predict, 1)
                 t_grpc += timed(segment, 1)
             # Batch 4: predict() on 4 images, against 4 concurrent requests that the scheduler batches.
             t_predict4, t_grpc4, sizes = [], [], []
@@ -224,7 +240,7 @@ def main() -> None:
                     sizes.extend(pool.map(lambda _: segment(), range(batch)))
 
                 for _ in range(args.batch_rounds):
-                    t_predict4 += timed(lambda: local.predict(batch), 1)
+                    t_predict4 += timed(predict4, 1)
                     t_grpc4 += timed(four_requests, 1)
         service_rss = peak_rss_mib(service.pid)
         inproc_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

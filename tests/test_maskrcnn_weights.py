@@ -263,3 +263,28 @@ def test_main_exits_2_with_a_one_line_error(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "MASKRCNN_SCORE_THRESHOLD" in err
+
+
+def test_a_preset_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A named preset (as issue 9's "shapes" will be) brings its own class names and note."""
+    from services.maskrcnn import weights
+
+    def resolve_toy(source: WeightsSource, arch: Any, cache_dir: Path) -> weights.ResolvedWeights:
+        return weights.ResolvedWeights(source, None, pretrained=True)
+
+    toy = weights.Scheme(
+        resolve_toy,
+        takes_value=False,
+        arch="v1",
+        categories=("__background__", "circle", "square"),
+        note="toy weights, made up",
+    )
+    monkeypatch.setitem(weights.SCHEMES, "toy", toy)
+    with pytest.raises(ValueError, match="have 3 classes"):
+        settings(weights="toy", num_classes=91)
+    model = MaskRCNNModel(settings(weights="toy", variant="v2"))  # the preset's arch wins over variant
+    model.load()
+    caps = model.capabilities()
+    assert caps.tasks[0].label_names == ("circle", "square") and caps.runtime.weights == "toy"
+    assert "toy weights, made up" in caps.runtime.warnings and caps.runtime.pretrained
+    assert model.networks["detector"].arch.name == "maskrcnn_resnet50_fpn"

@@ -68,9 +68,10 @@ class ArchSpec:
 
     name: str  # torchvision's builder name, e.g. "maskrcnn_resnet50_fpn"
     build: Callable[..., nn.Module]
-    weights_enum: type[WeightsEnum]
+    weights_enum: type[WeightsEnum] | None  # None: no torchvision checkpoints
     # torchvision sets FrozenBatchNorm eps to 0 for these weights (pytorch/vision#2933).
     eps_zero_weights: frozenset[str] = frozenset()
+    title: str = ""  # for the model card, e.g. "ResNet-50-FPN v2"
 
 
 ARCHS: dict[str, ArchSpec] = {
@@ -79,13 +80,20 @@ ARCHS: dict[str, ArchSpec] = {
         build_maskrcnn_v1,
         MaskRCNN_ResNet50_FPN_Weights,
         frozenset({"COCO_V1"}),
+        "ResNet-50-FPN v1 (the paper's recipe)",
     ),
-    "v2": ArchSpec("maskrcnn_resnet50_fpn_v2", build_maskrcnn_v2, MaskRCNN_ResNet50_FPN_V2_Weights),
+    "v2": ArchSpec(
+        "maskrcnn_resnet50_fpn_v2",
+        build_maskrcnn_v2,
+        MaskRCNN_ResNet50_FPN_V2_Weights,
+        title="ResNet-50-FPN v2 (Li et al. 2021 recipe)",
+    ),
     "keypoints": ArchSpec(
         "keypointrcnn_resnet50_fpn",
         build_keypointrcnn,
         KeypointRCNN_ResNet50_FPN_Weights,
         frozenset({"COCO_V1"}),
+        "Keypoint R-CNN ResNet-50-FPN",
     ),
 }
 

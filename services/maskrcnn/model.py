@@ -4,9 +4,9 @@ A batch runs as one forward pass per network, in three timed stages that follow
 torchvision's GeneralizedRCNN.forward: preprocess (to tensors, resize, normalize,
 pad), inference (backbone, RPN, RoI heads) and postprocess. Each request's filters
 (score, labels, max results) are applied to the RoI heads' output *before* masks
-are pasted at full image size, so a batch pastes only the masks it returns.
-torchvision's postprocess maps boxes, masks and keypoints back to the pixels of
-the original image.
+are pasted at full image size, so a batch pastes only the masks it returns, one at
+a time. torchvision's own postprocess and paste_masks_in_image map boxes, masks and
+keypoints back to the pixels of the original image.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ import torch
 import torchvision
 from torch import Tensor
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from services.maskrcnn.builders import ARCHS, ArchSpec, parameter_count
 from services.maskrcnn.categories import COCO, COCO_KEYPOINT_NAMES, PERSON, LabelSet, label_set_from_file
 from services.maskrcnn.heads import use_filtered_heads
 from services.maskrcnn.options import ResolvedOptions, padded_shape, resolve_options
 from services.maskrcnn.settings import MaskRCNNSettings
-from services.maskrcnn.weights import ResolvedWeights, WeightsSource, load_weights, resolve
+from services.maskrcnn.weights import ResolvedWeights, WeightsSource, load_weights, resolve, scheme_of
 from services.runtime.device import DevicePlan, plan_device
 from services.runtime.errors import ServiceError
 from services.runtime.masks import encode_mask
@@ -44,6 +45,7 @@ from services.runtime.types import (
     Instance,
     Keypoint,
     Label,
+    Mask,
     ModelCard,
     ModelComponent,
     Prediction,
@@ -104,8 +106,15 @@ class MaskRCNNModel(VisionModel):
     def load(self) -> None:
         s = self.settings
         self.plan = plan_device(s.device, s.precision)
-        labels = label_set_from_file(s.categories_file, s.num_classes) if s.categories_file is not None else COCO
-        networks = {DETECTOR: self._load_network(DETECTOR, ARCHS[s.variant], s.weights_source, labels)}
+        scheme = scheme_of(s.weights_source)
+        if scheme.categories is not None:
+            labels = LabelSet(scheme.categories)
+        elif s.categories_file is not None:
+            labels = label_set_from_file(s.categories_file, s.num_classes)
+        else:
+            labels = COCO
+        arch = ARCHS[scheme.arch or s.variant]
+        networks = {DETECTOR: self._load_network(DETECTOR, arch, s.weights_source, labels)}
         if s.keypoints_enabled:
             networks[KEYPOINTS] = self._load_network(KEYPOINTS, ARCHS["keypoints"], s.keypoint_weights_source, PERSON)
         self.networks = networks
@@ -132,7 +141,10 @@ class MaskRCNNModel(VisionModel):
         load_weights(net, weights, f"{arch.name} with num_classes={labels.num_classes}")
         weights = replace(weights, state_dict=None)  # the loaded copy lives in the network now
         net.eval().requires_grad_(False).to(self.plan.device)
-        warnings = self.plan.warnings + (() if weights.pretrained else (RANDOM_WARNING[role],))
+        note = scheme_of(source).note
+        warnings = (
+            self.plan.warnings + (() if weights.pretrained else (RANDOM_WARNING[role],)) + ((note,) if note else ())
+        )
         count = parameter_count(net)
         log.info(
             "loaded %s (%s weights=%s, %d parameters) on %s, %s",
@@ -188,9 +200,7 @@ class MaskRCNNModel(VisionModel):
             parameter_count=sum(n.parameter_count for n in nets),
             license="MIT",
             paper_url=PAPER_URL,
-            description=(
-                f"Mask R-CNN {self.settings.variant} (ResNet-50-FPN), torchvision's implementation: {described}"
-            ),
+            description=f"Mask R-CNN {detector.arch.title}, torchvision's implementation: {described}",
             features=tuple(features),
         )
         runtime = RuntimeInfo(
@@ -286,9 +296,12 @@ class MaskRCNNModel(VisionModel):
                     torch.cuda.synchronize(device)
             with timer.stage("postprocess_ms"):
                 kept = [_select(d, r, o, network.labels) for d, r, o in zip(detections, requests, options, strict=True)]
+                # Boxes and keypoints back to image pixels; masks are pasted one at a time below.
+                soft_masks = [d.pop("masks", None) for d in kept]
                 kept = net.transform.postprocess(kept, image_list.image_sizes, original_sizes)
                 instances = [
-                    _instances(d, r, o, network.labels) for d, r, o in zip(kept, requests, options, strict=True)
+                    _instances(d, m, r, o, network.labels)
+                    for d, m, r, o in zip(kept, soft_masks, requests, options, strict=True)
                 ]
         log.debug("%s: batch of %d in %s", self.name, len(requests), timer.timing)
         return [
@@ -357,13 +370,12 @@ def _select(
     return {k: (v[index].float() if v.is_floating_point() else v[index]) for k, v in wanted.items()}
 
 
-def _instances(d: dict[str, Tensor], request: InferenceRequest, o: ResolvedOptions, labels: LabelSet) -> list[Instance]:
+def _instances(
+    d: dict[str, Tensor], soft_masks: Tensor | None, request: InferenceRequest, o: ResolvedOptions, labels: LabelSet
+) -> list[Instance]:
     boxes = d["boxes"].cpu().tolist()
     scores = d["scores"].cpu().tolist()
     label_ids = d["labels"].cpu().tolist()
-    masks = None
-    if "masks" in d:
-        masks = (d["masks"][:, 0] > o.mask_threshold).cpu().numpy()
     keypoints = scores_kp = None
     if "keypoints" in d:
         keypoints = d["keypoints"].cpu().tolist()
@@ -371,8 +383,8 @@ def _instances(d: dict[str, Tensor], request: InferenceRequest, o: ResolvedOptio
     found = []
     for i, (box, score, label) in enumerate(zip(boxes, scores, label_ids, strict=True)):
         instance = Instance(box=Box(*box), score=score, label=Label(label, labels.names[label], score))
-        if masks is not None:
-            instance.mask = encode_mask(masks[i])
+        if soft_masks is not None:
+            instance.mask = _mask(soft_masks[i : i + 1], d["boxes"][i : i + 1], request, o.mask_threshold)
         if keypoints is not None and scores_kp is not None:
             instance.keypoints = [
                 Keypoint(name, x, y, s)
@@ -380,3 +392,12 @@ def _instances(d: dict[str, Tensor], request: InferenceRequest, o: ResolvedOptio
             ]
         found.append(instance)
     return found
+
+
+def _mask(soft: Tensor, box: Tensor, request: InferenceRequest, threshold: float) -> Mask:
+    """Paste one 28 x 28 mask into the image as torchvision's postprocess does, threshold, encode.
+
+    One at a time: all masks at once would hold N full-size float images.
+    """
+    pasted = paste_masks_in_image(soft, box, (request.height, request.width))
+    return encode_mask((pasted[0, 0] > threshold).cpu().numpy())

@@ -9,7 +9,8 @@ from typing import Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.maskrcnn.weights import WeightsSource, parse_weights_source
+from services.maskrcnn.categories import COCO_CATEGORIES
+from services.maskrcnn.weights import WeightsSource, parse_weights_source, scheme_of
 from services.runtime.settings import ModelServerSettings
 
 
@@ -72,17 +73,18 @@ class MaskRCNNSettings(ModelServerSettings):
 
     @model_validator(mode="after")
     def _check_model(self) -> Self:
-        scheme = self.weights_source.scheme
-        if scheme == "torchvision":
-            if self.num_classes not in (None, 91):
+        scheme = scheme_of(self.weights_source)
+        if scheme.names_classes or scheme.categories is not None:
+            classes = len(scheme.categories or COCO_CATEGORIES)
+            if self.num_classes not in (None, classes):
                 raise ValueError(
-                    f"num_classes={self.num_classes} does not fit weights={self.weights} "
-                    "(torchvision's COCO checkpoints have 91); use file:/path for a fine-tuned one"
+                    f"num_classes={self.num_classes} does not fit weights={self.weights}, which have "
+                    f"{classes} classes; use file:/path for a fine-tuned checkpoint"
                 )
             if self.categories_file is not None:
                 raise ValueError(
                     f"categories_file is for fine-tuned checkpoints; weights={self.weights} "
-                    "come with torchvision's COCO names"
+                    "come with their own class names"
                 )
         if self.categories_file is not None and not self.categories_file.is_file():
             raise ValueError(f"categories_file: no such file: {self.categories_file}")

@@ -9,8 +9,10 @@ A weights source is a string, parsed once by the settings:
   reference training scripts save), loaded with `weights_only=True`.
 - `random`: untrained weights, seeded; the service then reports pretrained=false.
 
-Each scheme is one entry in `RESOLVERS`, so a named preset is one more entry. A
-missing or mismatched checkpoint raises ConfigurationError; nothing falls back to random.
+Each scheme is one entry in `SCHEMES`. A named preset is one more entry; it may bring
+its own architecture (a key of `builders.ARCHS`, overriding `variant`), class names and
+a note that every answer carries. A missing or mismatched checkpoint raises
+ConfigurationError; nothing falls back to random.
 
 This module imports torch only when it loads: `fetch-weights` reads `WEIGHT_FILES`.
 """
@@ -102,6 +104,8 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
 
 def _torchvision(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
     enum = arch.weights_enum
+    if enum is None:
+        raise ConfigurationError(f"weights={source}: {arch.name} has no torchvision weights")
     members = [m.name for m in enum]
     if source.value not in members:
         raise ConfigurationError(
@@ -137,21 +141,32 @@ def _random(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedW
     return ResolvedWeights(source, None, pretrained=False)
 
 
-# scheme -> (takes a value after the colon, resolver). A preset is a scheme without a value.
-RESOLVERS: dict[str, tuple[bool, Resolver]] = {
-    "torchvision": (True, _torchvision),
-    "file": (True, _file),
-    "random": (False, _random),
+@dataclass(frozen=True)
+class Scheme:
+    """One way to name weights."""
+
+    resolve: Resolver
+    takes_value: bool  # "scheme:value" rather than a bare preset name
+    arch: str | None = None  # a preset's own architecture, overriding `variant`
+    categories: tuple[str, ...] | None = None  # a preset's own class names (index 0: background)
+    note: str | None = None  # said in every answer, e.g. "shapes reference weights, synthetic data"
+    names_classes: bool = False  # the weights come with their class names: no num_classes/categories_file
+
+
+SCHEMES: dict[str, Scheme] = {
+    "torchvision": Scheme(_torchvision, takes_value=True, names_classes=True),
+    "file": Scheme(_file, takes_value=True),
+    "random": Scheme(_random, takes_value=False),
 }
 
 
 def parse_weights_source(text: str) -> WeightsSource:
     """Parse and check the syntax of a weights string (the files are checked at load)."""
     scheme, sep, value = text.strip().partition(":")
-    forms = ", ".join(f"{s}:..." if v else s for s, (v, _) in RESOLVERS.items())
-    if scheme not in RESOLVERS:
+    forms = ", ".join(f"{name}:..." if s.takes_value else name for name, s in SCHEMES.items())
+    if scheme not in SCHEMES:
         raise ValueError(f"unknown weights source {text!r}; use one of: {forms}")
-    takes_value = RESOLVERS[scheme][0]
+    takes_value = SCHEMES[scheme].takes_value
     if takes_value and not value:
         example = "file:/models/checkpoint.pth" if scheme == "file" else "torchvision:COCO_V1"
         raise ValueError(f"{scheme}: needs a value after the colon, e.g. {example}")
@@ -160,8 +175,12 @@ def parse_weights_source(text: str) -> WeightsSource:
     return WeightsSource(scheme, value)
 
 
+def scheme_of(source: WeightsSource) -> Scheme:
+    return SCHEMES[source.scheme]
+
+
 def resolve(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
-    return RESOLVERS[source.scheme][1](source, arch, cache_dir)
+    return SCHEMES[source.scheme].resolve(source, arch, cache_dir)
 
 
 def load_weights(model: nn.Module, weights: ResolvedWeights, what: str) -> None:
