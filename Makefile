@@ -29,7 +29,7 @@ lint: setup
 	$(BIN)/ruff check .
 
 test: lint
-	$(BIN)/python -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q  # idle torch threads must not spin on a shared CPU
 
 protos: setup
 	$(BIN)/python tools/gen_protos.py

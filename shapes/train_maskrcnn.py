@@ -60,6 +60,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-scenes", type=int, default=100)
+    parser.add_argument("--init", type=Path, help="continue from these weights (a state dict)")
+    parser.add_argument("--seed-offset", type=int, default=0, help="first training scene seed")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
     args = parser.parse_args()
 
@@ -70,6 +72,11 @@ def main() -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     model = build_shapes_maskrcnn(num_classes=NUM_CLASSES)
+    init_card = None
+    if args.init is not None:
+        card_file = args.init.with_suffix(".json")
+        init_card = json.loads(card_file.read_text()) if card_file.exists() else None
+        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
 
@@ -84,7 +91,8 @@ def main() -> None:
     for step in range(args.iterations):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
-        seeds = TRAIN_SEEDS[step * args.batch_size : (step + 1) * args.batch_size]
+        first = args.seed_offset + step * args.batch_size
+        seeds = TRAIN_SEEDS[first : first + args.batch_size]
         scenes = [generate_scene(s) for s in seeds]
         scenes = [s for s in scenes if s.objects]
         losses = model([to_tensor(s.image) for s in scenes], [targets_of(s) for s in scenes])
@@ -112,6 +120,7 @@ def main() -> None:
         hyperparameters={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         metrics={**metrics, "eval_scenes": args.eval_scenes, "train_seconds": round(train_seconds)},
         classes=list(CLASSES),
+        **({"continued_from": init_card} if init_card else {}),
     )
 
 

@@ -219,13 +219,13 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("MASKRCNN_KEYPOINTS_ENABLED", "true")
     s = MaskRCNNSettings()
     assert (s.variant, s.keypoints_enabled, s.cache_dir, s.port) == ("v2", True, tmp_path, 50051)
-    assert (s.weights, s.score_threshold, s.mask_threshold, s.min_size, s.max_size) == (
-        "torchvision:COCO_V1",
-        0.5,
-        0.5,
-        800,
-        1333,
-    )
+    # The default weights are the shipped shapes preset, at the input size it was trained at.
+    assert (s.weights, s.score_threshold, s.mask_threshold, s.min_size, s.max_size) == ("shapes", 0.5, 0.5, 192, 288)
+    monkeypatch.setenv("MASKRCNN_WEIGHTS", "torchvision:COCO_V1")
+    assert (MaskRCNNSettings().min_size, MaskRCNNSettings().max_size) == (800, 1333)
+    monkeypatch.setenv("MASKRCNN_WEIGHTS", "shapes")
+    monkeypatch.setenv("MASKRCNN_MIN_SIZE", "256")
+    assert (MaskRCNNSettings().min_size, MaskRCNNSettings().max_size) == (256, 288)  # explicit settings win
 
 
 @pytest.mark.parametrize(
@@ -233,7 +233,8 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     [
         ({"variant": "v3"}, "variant"),
         ({"weights": "hub:x"}, "unknown weights source"),
-        ({"num_classes": 3}, "does not fit weights=torchvision:COCO_V1"),
+        ({"weights": "torchvision:COCO_V1", "num_classes": 3}, "does not fit weights=torchvision:COCO_V1"),
+        ({"num_classes": 3}, "does not fit weights=shapes, which have 6 classes"),
         ({"weights": "random", "num_classes": 3}, "needs categories_file"),
         ({"weights": "random", "categories_file": "/nonexistent"}, "no such file"),
         ({"mask_threshold": 1.0}, "mask_threshold"),

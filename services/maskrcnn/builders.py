@@ -62,6 +62,13 @@ def build_keypointrcnn(*, num_classes: int, **kwargs: Any) -> KeypointRCNN:
     )
 
 
+def build_shapes(*, num_classes: int, **kwargs: Any) -> MaskRCNN:
+    """The shapes reference model: torchvision's MaskRCNN on a narrow ResNet-style FPN."""
+    from shapes.maskrcnn_arch import build_shapes_maskrcnn
+
+    return build_shapes_maskrcnn(num_classes=num_classes, **kwargs)
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """An architecture: its builder, torchvision weights enum and quirks."""
@@ -87,6 +94,12 @@ ARCHS: dict[str, ArchSpec] = {
         build_maskrcnn_v2,
         MaskRCNN_ResNet50_FPN_V2_Weights,
         title="ResNet-50-FPN v2 (Li et al. 2021 recipe)",
+    ),
+    "shapes": ArchSpec(
+        "shapes_maskrcnn",
+        build_shapes,
+        None,
+        title="narrow ResNet-FPN (shapes reference model, 1.7 M parameters)",
     ),
     "keypoints": ArchSpec(
         "keypointrcnn_resnet50_fpn",

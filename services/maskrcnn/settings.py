@@ -13,6 +13,9 @@ from services.maskrcnn.categories import COCO_CATEGORIES
 from services.maskrcnn.weights import WeightsSource, parse_weights_source, scheme_of
 from services.runtime.settings import ModelServerSettings
 
+# Input resize the preset architectures were trained at (shapes.maskrcnn_arch.MIN_SIZE, MAX_SIZE).
+PRESET_RESIZE = {"shapes": (192, 288)}
+
 
 def _default_cache_dir() -> Path:
     """torch.hub's root: TORCH_HOME, else ./models (as `fetch-weights` defaults)."""
@@ -22,7 +25,9 @@ def _default_cache_dir() -> Path:
 class MaskRCNNSettings(ModelServerSettings):
     """Everything the Mask R-CNN service can be told; validated once at start-up.
 
-    Weights: "torchvision:COCO_V1" (the variant's torchvision checkpoint in
+    Weights: "shapes" (the default: reference weights shipped in shapes/weights/, trained on
+    synthetic data, with their own architecture, five classes and input size),
+    "torchvision:COCO_V1" (the variant's torchvision checkpoint in
     `cache_dir/hub/checkpoints`, put there by `fetch-weights maskrcnn`),
     "file:/path/to/state_dict.pth", or "random". A fine-tuned checkpoint also needs
     `num_classes` (with background) and/or a `categories_file` of class names.
@@ -32,7 +37,9 @@ class MaskRCNNSettings(ModelServerSettings):
 
     # --- model and weights -------------------------------------------------------------
     variant: Literal["v1", "v2"] = Field("v1", description="maskrcnn_resnet50_fpn or _v2")
-    weights: str = Field("torchvision:COCO_V1", description="torchvision:NAME | file:/path | random")
+    weights: str = Field(
+        "shapes", description="shapes (shipped reference weights) | torchvision:NAME | file:/path | random"
+    )
     num_classes: int | None = Field(None, ge=2, le=10_000, description="with background")
     categories_file: Path | None = Field(None, description="JSON list or one name a line")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="torch.hub root")
@@ -74,6 +81,10 @@ class MaskRCNNSettings(ModelServerSettings):
     @model_validator(mode="after")
     def _check_model(self) -> Self:
         scheme = scheme_of(self.weights_source)
+        if scheme.arch in PRESET_RESIZE:  # the preset's own input size, unless set explicitly
+            for name, value in zip(("min_size", "max_size"), PRESET_RESIZE[scheme.arch], strict=True):
+                if name not in self.model_fields_set:
+                    object.__setattr__(self, name, value)
         if scheme.names_classes or scheme.categories is not None:
             classes = len(scheme.categories or COCO_CATEGORIES)
             if self.num_classes not in (None, classes):

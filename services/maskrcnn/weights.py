@@ -141,6 +141,20 @@ def _random(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedW
     return ResolvedWeights(source, None, pretrained=False)
 
 
+def _shapes(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
+    """The shipped shapes reference weights, checked against their model card's SHA-256."""
+    from shapes.weights import verified_path
+
+    try:
+        path = verified_path("maskrcnn_shapes")
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigurationError(
+            f"weights=shapes: the shipped file is missing or altered ({exc}); restore shapes/weights/ from "
+            "the repository or retrain it with `python -m shapes.train_maskrcnn`"
+        ) from exc
+    return ResolvedWeights(source, read_state_dict(path), True, None, path)
+
+
 @dataclass(frozen=True)
 class Scheme:
     """One way to name weights."""
@@ -153,10 +167,20 @@ class Scheme:
     names_classes: bool = False  # the weights come with their class names: no num_classes/categories_file
 
 
+SHAPES_CLASSES = ("__background__", "circle", "square", "triangle", "star", "cross")  # shapes.scenes.CLASSES
+
 SCHEMES: dict[str, Scheme] = {
     "torchvision": Scheme(_torchvision, takes_value=True, names_classes=True),
     "file": Scheme(_file, takes_value=True),
     "random": Scheme(_random, takes_value=False),
+    "shapes": Scheme(
+        _shapes,
+        takes_value=False,
+        arch="shapes",
+        categories=SHAPES_CLASSES,
+        note="shapes reference weights, synthetic data",
+        names_classes=True,
+    ),
 }
 
 
