@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from typing import Any
 
 import grpc
-from pydantic import ValidationError
 from visioncompare.v1 import comparison_service_pb2 as cs
 from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
 
@@ -18,6 +16,7 @@ from gateway.targets import TargetRegistry
 from services.runtime.logs import configure_logging
 from services.runtime.metrics import ServerMetrics
 from services.runtime.server import GrpcServer, run_until_signalled
+from services.runtime.settings import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +93,7 @@ class GatewayServer(GrpcServer):
 
 
 def main() -> None:
-    try:
-        settings = GatewaySettings()
-    except ValidationError as exc:
-        print(f"gateway: invalid settings: {exc}", file=sys.stderr)
-        sys.exit(2)
+    settings = load_settings(GatewaySettings, "vision-gateway")
     configure_logging("gateway", settings.log_level, settings.log_json)
 
     async def run() -> None:

@@ -35,7 +35,8 @@ def test_default_weights_are_the_shipped_shapes_preset(model: MaskRCNNModel) -> 
 
 def test_finds_the_shapes_of_a_held_out_scene(model: MaskRCNNModel) -> None:
     scene = generate_scene(EVAL_SEEDS[3])
-    [p] = model.predict([InferenceRequest(Task.INSTANCE_SEGMENTATION, scene.image, TaskOptions())])
+    options = TaskOptions(score_threshold=0.2, max_results=10)
+    [p] = model.predict([InferenceRequest(Task.INSTANCE_SEGMENTATION, scene.image, options)])
     assert not isinstance(p, Exception)
     found = {i.label.name for i in p.instances if i.label is not None}
     assert found & {o.category for o in scene.objects}

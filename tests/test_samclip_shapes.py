@@ -33,6 +33,7 @@ from shapes import weights as shapes_weights
 from shapes.clip_arch import build_shapes_clip
 from shapes.sam_arch import build_shapes_sam
 from shapes.scenes import CLASSES, EVAL_SEEDS, generate_scene
+from shapes.train_sam import interior_point
 from tests.serving import ServerThread
 
 NOTE = "shapes reference weights, synthetic data"
@@ -210,23 +211,6 @@ def test_every_answer_says_which_weights_ran(client: VisionModelClient) -> None:
     for answer in answers:
         assert answer.pretrained and NOTE in answer.weights
         assert any(w.startswith(NOTE) for w in answer.warnings) and not any("random" in w for w in answer.warnings)
-
-
-def interior_point(mask: np.ndarray) -> tuple[float, float]:
-    """The mask pixel farthest from its outline (by repeated erosion), nearest the centroid."""
-    core = mask.copy()
-    while True:
-        eroded = core.copy()
-        eroded[1:] &= core[:-1]
-        eroded[:-1] &= core[1:]
-        eroded[:, 1:] &= core[:, :-1]
-        eroded[:, :-1] &= core[:, 1:]
-        if eroded.sum() < 4:
-            break
-        core = eroded
-    ys, xs = np.nonzero(core)
-    i = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
-    return float(xs[i]) + 0.5, float(ys[i]) + 0.5
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

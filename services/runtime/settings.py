@@ -6,10 +6,11 @@ GATEWAY_) and adds its model's fields. Settings are validated once, at start-up.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Literal, Self
+from typing import Literal, Self, TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MiB = 1024 * 1024
@@ -61,3 +62,26 @@ class ModelServerSettings(ServerSettings):
     precision: Literal["fp32", "fp16", "bf16"] = Field(
         "fp32", description="fp16/bf16 use autocast on CUDA only"
     )
+
+
+def settings_error(exc: ValidationError, prefix: str) -> str:
+    """One line naming each bad variable and what is wrong with it."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{prefix}{where.upper()}: {message}" if where else message)
+    return "; ".join(parts).replace("\n", " ")
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S], prog: str) -> S:
+    """Read settings from the environment, or exit 2 with one line on stderr."""
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        print(f"{prog}: invalid settings: {settings_error(exc, prefix)}", file=sys.stderr)
+        sys.exit(2)

@@ -8,27 +8,14 @@ from __future__ import annotations
 
 import sys
 
-from pydantic import ValidationError
-
 from services.runtime.errors import ConfigurationError
-
-
-def _one_line(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "settings"
-        parts.append(f"SAMCLIP_{where.upper()}: {error['msg']}" if error["loc"] else error["msg"])
-    return "; ".join(parts)
+from services.runtime.settings import load_settings
 
 
 def main() -> None:
     from services.samclip.settings import SamClipSettings
 
-    try:
-        settings = SamClipSettings()
-    except ValidationError as exc:
-        print(f"samclip-service: invalid settings: {_one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
+    settings = load_settings(SamClipSettings, "samclip-service")
 
     from services.samclip.composed import resolve_weights
 
