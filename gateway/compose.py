@@ -18,7 +18,6 @@ ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 LOCAL_ENV_FILE = ROOT / "deploy" / "local.env"
 MODEL_SERVICES = ("maskrcnn", "samclip")
-STACK_SERVICES = (*MODEL_SERVICES, "gateway")
 
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 

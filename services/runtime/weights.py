@@ -12,11 +12,10 @@ import argparse
 import hashlib
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,10 +97,6 @@ def registry() -> dict[str, list[WeightFile]]:
     return {"maskrcnn": list(maskrcnn_files), "samclip": list(samclip_files)}
 
 
-def fetch_all(files: Iterable[WeightFile], cache_dir: Path) -> list[Path]:
-    return [fetch(f, cache_dir) for f in files]
-
-
 def fetch_main(argv: Sequence[str] | None = None) -> int:
     """Console script `fetch-weights`."""
     files_by_service = registry()
@@ -130,13 +125,3 @@ def fetch_main(argv: Sequence[str] | None = None) -> int:
             print(f"fetch-weights: {f.name}: {exc}", file=sys.stderr)
             failed += 1
     return 1 if failed else 0
-
-
-def copy_into_cache(src: Path, file: WeightFile, cache_dir: Path) -> Path:
-    """Place a file obtained elsewhere into the cache after verifying it."""
-    if not file.matches(sha256_of(src)):
-        raise ChecksumError(f"{src} does not match the checksum of {file.name}")
-    dest = file.path(cache_dir)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dest)
-    return dest
