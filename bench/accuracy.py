@@ -29,8 +29,7 @@ from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc  # noqa: E40
 from gateway.stack import LocalStack  # noqa: E402
 from services.maskrcnn.model import MaskRCNNModel  # noqa: E402
 from services.maskrcnn.settings import MaskRCNNSettings  # noqa: E402
-from services.runtime.client import Result, VisionModelClient  # noqa: E402
-from services.runtime.types import InferenceRequest, Task, TaskOptions  # noqa: E402
+from services.runtime.client import VisionModelClient  # noqa: E402
 from shapes import accuracy  # noqa: E402
 
 
@@ -39,12 +38,7 @@ def in_process_maskrcnn(scenes: list, env: dict[str, str]) -> dict[str, float]:
     os.environ.update(env)
     model = MaskRCNNModel(MaskRCNNSettings())
     model.load()
-    options = TaskOptions(score_threshold=0.05, max_results=50)
-    results = []
-    for scene in scenes:
-        [prediction] = model.predict([InferenceRequest(Task.INSTANCE_SEGMENTATION, scene.image, options)])
-        results.append(Result("", "", 0, 0, True, "", [], prediction.timing, 1, instances=prediction.instances))
-    return accuracy.instance_ap(scenes, results)
+    return accuracy.maskrcnn_in_process_ap(model, scenes)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from visioncompare.v1 import comparison_service_pb2 as cs
 
 from services.runtime.client import Result, VisionModelClient
 from services.runtime.masks import decode_rle
-from services.runtime.types import Box, Point, Task, TaskOptions
+from services.runtime.types import Box, InferenceRequest, Point, Task, TaskOptions
 from services.samclip.openvocab import mask_crop
 from shapes.evaluation import evaluate, ground_truth
 from shapes.scenes import CLASSES, EVAL_SEEDS, Scene, generate_scene
@@ -55,6 +55,16 @@ def instance_ap(scenes: Sequence[Scene], results: Sequence[Result]) -> dict[str,
 def maskrcnn_service_ap(client: VisionModelClient, scenes: Sequence[Scene]) -> dict[str, float]:
     options = TaskOptions(score_threshold=0.05, max_results=50)
     return instance_ap(scenes, [client.segment(s.image, Task.INSTANCE_SEGMENTATION, options) for s in scenes])
+
+
+def maskrcnn_in_process_ap(model: Any, scenes: Sequence[Scene]) -> dict[str, float]:
+    """The same AP from a loaded MaskRCNNModel called directly: no transport, no conversion."""
+    options = TaskOptions(score_threshold=0.05, max_results=50)
+    results = []
+    for scene in scenes:
+        [prediction] = model.predict([InferenceRequest(Task.INSTANCE_SEGMENTATION, scene.image, options)])
+        results.append(Result("", "", 0, 0, True, "", [], prediction.timing, 1, instances=prediction.instances))
+    return instance_ap(scenes, results)
 
 
 def sam_miou(client: VisionModelClient, scenes: Sequence[Scene]) -> dict[str, float]:

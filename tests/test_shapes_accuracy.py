@@ -18,8 +18,7 @@ from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
 from gateway.stack import LocalStack
 from services.maskrcnn.model import MaskRCNNModel
 from services.maskrcnn.settings import MaskRCNNSettings
-from services.runtime.client import Result, VisionModelClient
-from services.runtime.types import InferenceRequest, Task, TaskOptions
+from services.runtime.client import VisionModelClient
 from shapes import accuracy
 from tests.processes import free_port
 
@@ -67,12 +66,7 @@ def test_maskrcnn_ap_through_the_service_equals_in_process(
         monkeypatch.setenv(key, value)
     model = MaskRCNNModel(MaskRCNNSettings())
     model.load()
-    options = TaskOptions(score_threshold=0.05, max_results=50)
-    results = []
-    for scene in SCENES:
-        [p] = model.predict([InferenceRequest(Task.INSTANCE_SEGMENTATION, scene.image, options)])
-        results.append(Result("", "", 0, 0, True, "", [], p.timing, 1, instances=p.instances))  # type: ignore[union-attr]
-    assert accuracy.instance_ap(SCENES, results) == served
+    assert accuracy.maskrcnn_in_process_ap(model, SCENES) == served
     print("maskrcnn", served)
     assert served["box_ap"] >= FLOORS["maskrcnn_box_ap"]
     assert served["mask_ap"] >= FLOORS["maskrcnn_mask_ap"]
