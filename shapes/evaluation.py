@@ -12,23 +12,12 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from services.runtime.masks import encode_mask
-from shapes.scenes import Scene, coco_categories
+from shapes.scenes import Scene, coco_dataset
 
 
 def ground_truth(scenes: Sequence[Scene]) -> COCO:
-    images, annotations = [], []
-    for scene in scenes:
-        h, w = scene.image.shape[:2]
-        images.append({"id": scene.seed, "width": w, "height": h})
-        for obj in scene.objects:
-            m = encode_mask(obj.mask)
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": scene.seed, "category_id": obj.category_id,
-                "segmentation": {"size": [h, w], "counts": m.rle.counts.decode()}, "area": m.area,
-                "bbox": [m.bbox.x1, m.bbox.y1, m.bbox.x2 - m.bbox.x1, m.bbox.y2 - m.bbox.y1], "iscrowd": 0,
-            })
     coco = COCO()
-    coco.dataset = {"images": images, "annotations": annotations, "categories": coco_categories()}
+    coco.dataset = coco_dataset(scenes)
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco

@@ -6,7 +6,7 @@ colours and sizes. Later objects occlude earlier ones; every annotation mask is
 the object's visible part. The same seed always yields the same scene.
 
     scene = generate_scene(seed=7)
-    coco = coco_dataset(range(100))   # images, annotations (RLE masks), categories
+    coco = coco_dataset(generate_scene(s) for s in range(100))   # images, annotations, categories
 """
 
 from __future__ import annotations
@@ -148,18 +148,17 @@ def coco_categories() -> list[dict[str, object]]:
     ]
 
 
-def coco_dataset(seeds: Iterable[int]) -> dict[str, object]:
-    """COCO instances for the scenes of `seeds`; image ids are the seeds."""
+def coco_dataset(scenes: Iterable[Scene]) -> dict[str, object]:
+    """COCO instances for `scenes` (e.g. `generate_scene(s) for s in seeds`); image ids are the seeds."""
     images, annotations = [], []
-    for seed in seeds:
-        scene = generate_scene(seed)
+    for scene in scenes:
         h, w = scene.image.shape[:2]
-        images.append({"id": seed, "width": w, "height": h, "file_name": f"{seed}.png"})
+        images.append({"id": scene.seed, "width": w, "height": h, "file_name": f"{scene.seed}.png"})
         for obj in scene.objects:
             m = encode_mask(obj.mask)
             annotations.append({
                 "id": len(annotations) + 1,
-                "image_id": seed,
+                "image_id": scene.seed,
                 "category_id": obj.category_id,
                 "segmentation": {"size": [m.rle.height, m.rle.width], "counts": m.rle.counts.decode()},
                 "area": m.area,
