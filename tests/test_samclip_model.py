@@ -31,6 +31,7 @@ from services.runtime.types import (
     TaskOptions,
     Vocabulary,
 )
+from services.samclip import openvocab
 from services.samclip.backend import (
     AutomaticParams,
     BackendDescription,
@@ -489,7 +490,8 @@ def test_open_vocab_instances_are_labelled_thresholded_and_deduplicated(fake: An
     red, green = result.instances
     assert np.array_equal(decode_rle(red.mask.rle), masks["red"]) if red.mask else False
     assert red.box.as_list() == [5, 5, 25, 25] and green.box.as_list() == [30, 20, 55, 38]
-    assert red.score > 0.99 and red.predicted_iou == pytest.approx(0.95)
+    assert red.label.score > 0.99 and red.predicted_iou == pytest.approx(0.95)  # type: ignore[union-attr]
+    assert red.score == pytest.approx(red.label.score * 0.97)  # label probability x stability  # type: ignore[union-attr]
     boxes = run(model, Task.OBJECT_DETECTION, image, labels=labels)
     assert [i.box for i in boxes.instances] == [red.box, green.box]
     assert all(i.mask is None for i in boxes.instances)
@@ -560,3 +562,30 @@ def test_request_generator_matches_segment_anything(model: SamClipModel) -> None
     assert sorted(r["predicted_iou"] for r in expected if r["area"]) == pytest.approx(
         sorted(m.predicted_iou for m in got)
     )
+
+
+def _proposal(mask: np.ndarray, stability: float) -> ProposedMask:
+    return ProposedMask(encode_mask(mask), predicted_iou=0.9, stability_score=stability)
+
+
+def test_open_vocab_scores_weigh_the_label_by_mask_stability_and_nms_ignores_labels() -> None:
+    whole = np.zeros((20, 20), bool)
+    whole[2:18, 2:18] = True
+    most = np.zeros((20, 20), bool)
+    most[2:18, 2:16] = True  # mask IoU with `whole` 0.875
+    apart = np.zeros((20, 20), bool)
+    apart[0:2, 0:20] = True
+    proposals = [_proposal(whole, 0.9), _proposal(most, 0.3), _proposal(apart, 0.8)]
+    # One-hot crop vectors against texts for labels "a", "b" and a background prompt.
+    crops = np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+    labelled = openvocab.label_masks(proposals, crops, np.eye(3), n_labels=2, logit_scale=10.0, threshold=0.0)
+    assert [m.label for m in labelled] == [0, 1]  # the third is background
+    p = float(np.exp(10) / (np.exp(10) + 2))
+    assert [m.label_score for m in labelled] == pytest.approx([p, p])
+    assert [m.score for m in labelled] == pytest.approx([p * 0.9, p * 0.3])
+    # "b" overlaps the better-scoring "a" at mask IoU 0.875: dropped although its label differs.
+    assert [m.label for m in openvocab.nms(labelled, 0.5)] == [0]
+    assert [m.label for m in openvocab.nms(labelled, 0.9)] == [0, 1]
+    # A threshold on the combined score drops the unstable mask first.
+    kept = openvocab.label_masks(proposals, crops, np.eye(3), n_labels=2, logit_scale=10.0, threshold=0.5)
+    assert [m.label for m in kept] == [0]

@@ -29,11 +29,11 @@ SCENES = accuracy.eval_scenes(8)
 FLOORS = {
     "maskrcnn_box_ap": 0.28,
     "maskrcnn_mask_ap": 0.22,
-    "sam_miou_point": 0.45,
-    "sam_miou_box": 0.50,
-    "clip_top1": 0.75,
-    "open_vocabulary_mask_ap": 0.025,
-    "semantic_miou": 0.20,
+    "sam_miou_point": 0.50,
+    "sam_miou_box": 0.53,
+    "clip_top1": 0.85,
+    "open_vocabulary_mask_ap": 0.12,
+    "semantic_miou": 0.32,
     "agreement_mean_iou": 0.50,
 }
 

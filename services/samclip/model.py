@@ -366,7 +366,7 @@ class SamClipModel(VisionModel):
             kept = openvocab.nms(labelled, iou)[: o.max_results or s.open_vocab_max_results]
             instances = []
             for m in kept:
-                label = Label(m.label, o.labels[m.label], m.score)
+                label = Label(m.label, o.labels[m.label], m.label_score)
                 instances.append(
                     Instance(
                         box=m.proposal.mask.bbox,
