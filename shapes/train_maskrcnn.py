@@ -116,7 +116,7 @@ def main() -> None:
     write_card(
         path,
         model="torchvision MaskRCNN, narrow ResNet-style backbone + FPN (64 ch), trained from scratch",
-        data=f"shapes world: {args.iterations * args.batch_size} generated scenes (seeds from {TRAIN_SEEDS.start})",
+        data=f"shapes world: {args.iterations * args.batch_size} generated scenes (seeds from {args.seed_offset})",
         hyperparameters={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         metrics={**metrics, "eval_scenes": args.eval_scenes, "train_seconds": round(train_seconds)},
         classes=list(CLASSES),
