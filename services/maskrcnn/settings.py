@@ -15,8 +15,8 @@ from services.runtime.settings import ModelServerSettings
 
 # Defaults a preset architecture brings, used unless set explicitly: the input size it was
 # trained at (shapes.maskrcnn_arch.MIN_SIZE, MAX_SIZE) and the score threshold with the best
-# F1 among 0.3-0.7 on 60 held-out scenes (0.7: precision 0.87, recall 0.68; at 0.5 per-class
-# NMS leaves more same-box duplicates under another label: precision 0.71, recall 0.74).
+# F1 among 0.3-0.7 on 60 held-out scenes (0.7: precision 0.86, recall 0.70; at 0.5 per-class
+# NMS leaves more same-box duplicates under another label: precision 0.69, recall 0.76).
 PRESET_DEFAULTS: dict[str, dict[str, float]] = {"shapes": {"min_size": 192, "max_size": 288, "score_threshold": 0.7}}
 
 
