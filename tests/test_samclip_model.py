@@ -490,8 +490,8 @@ def test_open_vocab_instances_are_labelled_thresholded_and_deduplicated(fake: An
     red, green = result.instances
     assert np.array_equal(decode_rle(red.mask.rle), masks["red"]) if red.mask else False
     assert red.box.as_list() == [5, 5, 25, 25] and green.box.as_list() == [30, 20, 55, 38]
-    assert red.label.score > 0.99 and red.predicted_iou == pytest.approx(0.95)  # type: ignore[union-attr]
-    assert red.score == pytest.approx(red.label.score * 0.97)  # label probability x stability  # type: ignore[union-attr]
+    assert red.label is not None and red.label.score > 0.99 and red.predicted_iou == pytest.approx(0.95)
+    assert red.score == pytest.approx(red.label.score * 0.97)  # label probability x stability
     boxes = run(model, Task.OBJECT_DETECTION, image, labels=labels)
     assert [i.box for i in boxes.instances] == [red.box, green.box]
     assert all(i.mask is None for i in boxes.instances)

@@ -41,7 +41,6 @@ class LabelledMask:
     label: int  # index into the request's labels
     label_score: float  # softmax probability over labels + background prompts
     score: float  # label_score x SAM's stability score: right label and a clean mask
-    box: tuple[float, float, float, float]
 
 
 def label_masks(
@@ -70,8 +69,7 @@ def label_masks(
             continue
         score = float(row[label]) * min(max(proposal.stability_score, 0.0), 1.0)
         if score >= threshold:
-            b = proposal.mask.bbox
-            kept.append(LabelledMask(proposal, int(label), float(row[label]), score, (b.x1, b.y1, b.x2, b.y2)))
+            kept.append(LabelledMask(proposal, int(label), float(row[label]), score))
     return kept
 
 
