@@ -27,7 +27,7 @@ from services.samclip.openvocab import mask_crop
 from services.samclip.settings import DEFAULT_TEMPLATES
 from shapes.clip_arch import build_shapes_clip
 from shapes.scenes import CLASSES, EVAL_SEEDS, TRAIN_SEEDS, generate_scene
-from shapes.weights import write_card
+from shapes.weights import load_stage, write_card
 
 TRAIN_CAPTIONS = ("a {size} {colour} {shape}", "{colour} {shape}", "{shape}", "a {colour} {shape}",
                   "the {size} {shape}", "{shape} shape", "one {colour} {shape}")
@@ -133,9 +133,7 @@ def main() -> None:
     preprocess = ClipPreprocess.from_cfg(open_clip.get_model_preprocess_cfg(model))
     init_card = None
     if args.init is not None:
-        card_file = args.init.with_suffix(".json")
-        init_card = json.loads(card_file.read_text()) if card_file.exists() else None
-        state = torch.load(args.init, map_location="cpu", weights_only=True)
+        state, init_card = load_stage(args.init)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     offset = args.seed_offset
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -182,7 +180,7 @@ def main() -> None:
                  "zero_shot_top1_degraded_crops": round(top1_degraded, 4), "eval_scenes": args.eval_scenes,
                  "eval_templates": list(DEFAULT_TEMPLATES), "train_seconds": round(train_seconds)},
         classes=list(CLASSES),
-        **({"continued_from": init_card} if init_card else {}),
+        continued_from=init_card,
     )
 
 

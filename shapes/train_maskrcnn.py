@@ -22,7 +22,7 @@ import torch
 from shapes.evaluation import coco_ap
 from shapes.maskrcnn_arch import build_shapes_maskrcnn
 from shapes.scenes import CLASSES, EVAL_SEEDS, TRAIN_SEEDS, Scene, generate_scene
-from shapes.weights import write_card
+from shapes.weights import load_stage, write_card
 
 NUM_CLASSES = len(CLASSES) + 1
 
@@ -74,9 +74,8 @@ def main() -> None:
     model = build_shapes_maskrcnn(num_classes=NUM_CLASSES)
     init_card = None
     if args.init is not None:
-        card_file = args.init.with_suffix(".json")
-        init_card = json.loads(card_file.read_text()) if card_file.exists() else None
-        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
+        state, init_card = load_stage(args.init)
+        model.load_state_dict(state)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
 
@@ -120,7 +119,7 @@ def main() -> None:
         hyperparameters={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         metrics={**metrics, "eval_scenes": args.eval_scenes, "train_seconds": round(train_seconds)},
         classes=list(CLASSES),
-        **({"continued_from": init_card} if init_card else {}),
+        continued_from=init_card,
     )
 
 

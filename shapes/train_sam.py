@@ -24,7 +24,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from shapes.sam_arch import IMG_SIZE, build_shapes_sam
 from shapes.scenes import EVAL_SEEDS, TRAIN_SEEDS, ShapeObject, generate_scene
-from shapes.weights import write_card
+from shapes.weights import load_stage, write_card
 
 
 def interior_point(mask: np.ndarray) -> tuple[float, float]:
@@ -137,9 +137,8 @@ def main() -> None:
     sam = build_shapes_sam().train()
     init_card = None
     if args.init is not None:
-        card_file = args.init.with_suffix(".json")
-        init_card = json.loads(card_file.read_text()) if card_file.exists() else None
-        sam.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
+        state, init_card = load_stage(args.init)
+        sam.load_state_dict(state)
     model = Prompted(sam)
     optimizer = torch.optim.AdamW(sam.parameters(), lr=args.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.05)
@@ -192,7 +191,7 @@ def main() -> None:
         data=f"shapes world: {args.steps * args.scenes_per_step} generated scenes, up to two prompted objects each",
         hyperparameters={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         metrics={**metrics, "eval_scenes": args.eval_scenes, "train_seconds": round(train_seconds)},
-        **({"continued_from": init_card} if init_card else {}),
+        continued_from=init_card,
     )
 
 
