@@ -4,9 +4,12 @@
 
 Images go through segment-anything's own ResizeLongestSide and Sam.preprocess,
 prompts through ResizeLongestSide.apply_coords/apply_boxes, as in the service.
-The single-mask token learns every prompt; the three multimask tokens learn
-point prompts with SAM's minimum-over-outputs loss; the IoU head learns each
-mask's true IoU. Writes sam_shapes.pth and sam_shapes.json (with mIoU).
+Each encoder pass is used for every object of the scene: one point prompt (a
+random pixel of the object) and one jittered box prompt per object, batched
+through the mask decoder. The single-mask token learns every prompt; the three
+multimask tokens learn point prompts with SAM's minimum-over-outputs loss; the
+IoU head learns each mask's true IoU. Writes sam_shapes.pth and sam_shapes.json
+(with mIoU).
 """
 
 from __future__ import annotations
@@ -61,17 +64,17 @@ class Prompted:
         x = torch.as_tensor(resized).permute(2, 0, 1).float()[None]
         return self.sam.image_encoder(self.sam.preprocess(x)), resized.shape[:2]
 
-    def decode(self, embedding: torch.Tensor, size: tuple[int, int], input_size: tuple[int, int],
-               point: tuple[float, float] | None, box: list[float] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """All four mask logits at low resolution (1 x 4 x 4g x 4g) and IoU predictions (1 x 4)."""
-        points = boxes = None
-        if point is not None:
-            coords = self.resize.apply_coords(np.array([point], dtype=np.float64), size)
-            points = (torch.as_tensor(coords, dtype=torch.float32)[None], torch.ones(1, 1, dtype=torch.int))
-        if box is not None:
-            boxes = torch.as_tensor(self.resize.apply_boxes(np.array([box], dtype=np.float64), size),
-                                    dtype=torch.float32)
-        sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=None)
+    def decode(self, embedding: torch.Tensor, size: tuple[int, int],
+               points: np.ndarray | None = None, boxes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One prompt per row of points (N x 2, x y) or boxes (N x 4, xyxy), in image pixels:
+        all four mask logits at low resolution (N x 4 x 4g x 4g) and IoU predictions (N x 4)."""
+        point_prompts = box_prompts = None
+        if points is not None:
+            coords = torch.as_tensor(self.resize.apply_coords(points, size), dtype=torch.float32)[:, None]
+            point_prompts = (coords, torch.ones(len(points), 1, dtype=torch.int))
+        if boxes is not None:
+            box_prompts = torch.as_tensor(self.resize.apply_boxes(boxes, size), dtype=torch.float32)
+        sparse, dense = self.sam.prompt_encoder(points=point_prompts, boxes=box_prompts, masks=None)
         return self.sam.mask_decoder.predict_masks(
             image_embeddings=embedding, image_pe=self.sam.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
@@ -90,14 +93,15 @@ def target_low_res(mask: np.ndarray, input_size: tuple[int, int], low: int) -> t
 
 
 def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """SAM's 20:1 focal and dice loss, per mask (logits: K x h x w)."""
+    """Binary cross-entropy plus dice, per mask (logits: N x K x h x w, target: N x 1 x h x w).
+
+    SAM's own 20:1 focal and dice loss assumes a pretrained encoder: from scratch it first
+    collapses to empty masks (point mIoU 0.007 after 300 steps, against 0.26 with this)."""
     p = logits.sigmoid()
     target = target.expand_as(logits)
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    pt = p * target + (1 - p) * (1 - target)
-    focal = (ce * (1 - pt) ** 2 * (0.25 * target + 0.75 * (1 - target))).mean((1, 2))
-    dice = 1 - (2 * (p * target).sum((1, 2)) + 1) / (p.sum((1, 2)) + target.sum((1, 2)) + 1)
-    return 20 * focal + dice
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((2, 3))
+    dice = 1 - (2 * (p * target).sum((2, 3)) + 1) / (p.sum((2, 3)) + target.sum((2, 3)) + 1)
+    return ce + dice
 
 
 def miou(model: Prompted, seeds: range, prompt: str) -> float:
@@ -109,9 +113,10 @@ def miou(model: Prompted, seeds: range, prompt: str) -> float:
             for obj in scene.objects:
                 if obj.mask.sum() < 60:
                     continue
-                point = interior_point(obj.mask) if prompt == "point" else None
-                box = box_of(obj.mask) if prompt == "box" else None
-                low, _ = model.decode(embedding, scene.image.shape[:2], input_size, point, box)
+                if prompt == "point":
+                    low, _ = model.decode(embedding, scene.image.shape[:2], points=np.array([interior_point(obj.mask)]))
+                else:
+                    low, _ = model.decode(embedding, scene.image.shape[:2], boxes=np.array([box_of(obj.mask)]))
                 pred = model.full_size(low[:, :1], input_size, scene.image.shape[:2])[0, 0] > 0
                 inter = (pred.numpy() & obj.mask).sum()
                 ious.append(inter / max((pred.numpy() | obj.mask).sum(), 1))
@@ -122,7 +127,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--scenes-per-step", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval-scenes", type=int, default=100)
@@ -152,25 +157,26 @@ def main() -> None:
             if not objects:
                 continue
             embedding, input_size = model.embed(scene.image)
-            for obj in rng.sample(objects, min(2, len(objects))):
-                use_point = rng.random() < 0.5
-                if use_point:
-                    ys, xs = np.nonzero(obj.mask)
-                    k = rng.randrange(len(xs))
-                    point, box = (float(xs[k]) + 0.5, float(ys[k]) + 0.5), None
-                else:
-                    b = box_of(obj.mask)
-                    jitter = [rng.uniform(-3, 3) for _ in range(4)]
-                    point, box = None, [v + j for v, j in zip(b, jitter, strict=True)]
-                low, iou_pred = model.decode(embedding, scene.image.shape[:2], input_size, point, box)
-                target = target_low_res(obj.mask, input_size, low.shape[-1])
-                losses = mask_loss(low[0], target)
-                mask_term = losses[0] + (losses[1:].min() if use_point else 0)
+            low_size = 4 * embedding.shape[-1]
+            targets = torch.stack([target_low_res(o.mask, input_size, low_size) for o in objects])[:, None]
+            points, boxes = [], []
+            for obj in objects:
+                ys, xs = np.nonzero(obj.mask)
+                k = rng.randrange(len(xs))
+                points.append((float(xs[k]) + 0.5, float(ys[k]) + 0.5))
+                boxes.append([v + rng.uniform(-3, 3) for v in box_of(obj.mask)])
+            for prompt in ("points", "boxes"):
+                rows = np.array(points if prompt == "points" else boxes, dtype=np.float64)
+                low, iou_pred = model.decode(embedding, scene.image.shape[:2], **{prompt: rows})
+                losses = mask_loss(low, targets)  # N x 4
+                # the single-mask output learns every prompt; the multimask outputs learn
+                # point prompts with SAM's minimum-over-outputs loss
+                mask_term = losses[:, 0] + (losses[:, 1:].min(1).values if prompt == "points" else 0)
                 with torch.no_grad():
-                    hard = (low[0] > 0).float()
-                    t = (target > 0.5).float()
-                    true_iou = (hard * t).sum((1, 2)) / ((hard + t).clamp(max=1).sum((1, 2)) + 1e-6)
-                total = total + mask_term + F.mse_loss(iou_pred[0], true_iou)
+                    hard = (low > 0).float()
+                    t = (targets > 0.5).float()
+                    true_iou = (hard * t).sum((2, 3)) / ((hard + t).clamp(max=1).sum((2, 3)) + 1e-6)
+                total = total + mask_term.sum() + F.mse_loss(iou_pred, true_iou, reduction="sum")
         optimizer.zero_grad()
         total.backward()
         torch.nn.utils.clip_grad_norm_(sam.parameters(), 1.0)
