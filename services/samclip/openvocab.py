@@ -55,9 +55,9 @@ def label_masks(
     probability times the mask's stability score, kept at score >= threshold.
 
     The stability factor ranks a clean mask of an object above a ragged fragment that CLIP
-    labels just as confidently (on 40 shapes eval scenes, with class-agnostic NMS, mask AP
-    0.064 -> 0.119); for the official SAM, whose kept masks are all stable (>= 0.95), it
-    changes little.
+    labels just as confidently (on 40 shapes eval scenes, with class-agnostic NMS and every
+    proposal of predicted IoU and stability >= 0.2, mask AP 0.232 -> 0.333); for the official
+    SAM, whose kept masks are all stable (>= 0.95), it changes little.
     """
     if not proposals:
         return []
