@@ -159,6 +159,7 @@ def main() -> None:
             embedding, input_size = model.embed(scene.image)
             low_size = 4 * embedding.shape[-1]
             targets = torch.stack([target_low_res(o.mask, input_size, low_size) for o in objects])[:, None]
+            hard_targets = (targets > 0.5).float()
             points, boxes = [], []
             for obj in objects:
                 ys, xs = np.nonzero(obj.mask)
@@ -174,8 +175,8 @@ def main() -> None:
                 mask_term = losses[:, 0] + (losses[:, 1:].min(1).values if prompt == "points" else 0)
                 with torch.no_grad():
                     hard = (low > 0).float()
-                    t = (targets > 0.5).float()
-                    true_iou = (hard * t).sum((2, 3)) / ((hard + t).clamp(max=1).sum((2, 3)) + 1e-6)
+                    union = (hard + hard_targets).clamp(max=1).sum((2, 3))
+                    true_iou = (hard * hard_targets).sum((2, 3)) / (union + 1e-6)
                 total = total + mask_term.sum() + F.mse_loss(iou_pred, true_iou, reduction="sum")
         optimizer.zero_grad()
         total.backward()

@@ -40,8 +40,9 @@ def build(name: str) -> torch.nn.Module:
 
 
 def train(module: str, args: list[str], out: Path, *extra: str) -> dict:
-    subprocess.run([sys.executable, "-m", module, *args, "--threads", "1", "--out", str(out), *extra],
-                   check=True, capture_output=True, timeout=300)
+    run = subprocess.run([sys.executable, "-m", module, *args, "--threads", "1", "--out", str(out), *extra],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
     [card_file] = out.glob("*.json")
     return json.loads(card_file.read_text())
 
