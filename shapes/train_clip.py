@@ -134,7 +134,7 @@ def main() -> None:
     init_card = None
     if args.init is not None:
         state, init_card = load_stage(args.init)
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        model.load_state_dict(state)  # the fp16 file is cast into the fp32 parameters
     offset = args.seed_offset
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)

@@ -56,8 +56,7 @@ def test_short_training_run_writes_loadable_weights_and_a_true_card(name: str, t
     for metric in metric_names:
         assert 0.0 <= card["metrics"][metric] <= 1.0
     state = torch.load(weights, map_location="cpu", weights_only=True)
-    # strict: every tensor of the architecture and nothing else (CLIP is stored in fp16)
-    build(name).load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    build(name).load_state_dict(state)  # strict: every tensor of the architecture, nothing else
 
     continued = train(module, args, tmp_path / "stage2", "--init", str(weights), "--seed", "1")
     assert continued["continued_from"] == card
