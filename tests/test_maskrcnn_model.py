@@ -62,9 +62,9 @@ def summary(instances: list[Instance]) -> list[tuple[Any, ...]]:
 
 
 def assert_same(a: list[Instance], b: list[Instance]) -> None:
-    """Equal up to float noise of batched convolutions."""
+    """Equal up to float noise of batched convolutions (0.01 px: on one thread, 1e-3 is too tight)."""
     assert [i.label.id for i in a if i.label] == [i.label.id for i in b if i.label]
-    assert np.allclose(np.array(summary(a), float), np.array(summary(b), float), atol=1e-3)
+    assert np.allclose(np.array(summary(a), float), np.array(summary(b), float), atol=1e-2)
     for x, y in zip(a, b, strict=True):
         if x.mask is not None and y.mask is not None:
             mx, my = decode_rle(x.mask.rle), decode_rle(y.mask.rle)
@@ -209,6 +209,40 @@ def test_score_threshold_max_results_and_label_filter(model: MaskRCNNModel) -> N
     assert len(filtered) == 10
 
 
+def test_class_agnostic_nms_keeps_one_label_per_object_after_the_class_filter(
+    model: MaskRCNNModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heads = model.networks["detector"].net.roi_heads
+    monkeypatch.setattr(heads, "score_thresh", 0.1)
+    monkeypatch.setattr(heads, "nms_thresh", 0.5)
+    # Two boxes on one object (person 0.62, car 0.38) and a car elsewhere (0.18).
+    proposals = torch.tensor([[10, 10, 50, 50], [11, 11, 51, 51], [70, 70, 90, 90]], dtype=torch.float32)
+    logits = torch.zeros(3, len(COCO_CATEGORIES))
+    logits[0, 1], logits[1, 3], logits[2, 3] = 5.0, 4.0, 3.0
+    regression = torch.zeros(3, 4 * len(COCO_CATEGORIES))  # boxes are the proposals
+
+    def labels(agnostic: bool, wanted: list[int] | None) -> list[int]:
+        monkeypatch.setattr(heads, "class_agnostic_nms", agnostic)
+        monkeypatch.setattr(heads, "label_filters", None if wanted is None else [torch.tensor(wanted)])
+        _, scores, found = heads.postprocess_detections(logits, regression, [proposals], [(100, 100)])
+        assert scores[0].tolist() == sorted(scores[0].tolist(), reverse=True)
+        return found[0].tolist()
+
+    assert labels(False, None) == [1, 3, 3]  # torchvision's NMS is per class
+    assert labels(True, None) == [1, 3]  # the car box on the person is suppressed
+    assert labels(True, [3]) == [3, 3]  # an unwanted class suppresses nothing
+    assert labels(False, [3]) == [3, 3]
+
+
+def test_class_agnostic_nms_setting_reaches_the_heads() -> None:
+    agnostic = small_model(class_agnostic_nms=True)
+    try:
+        assert agnostic.networks["detector"].net.roi_heads.class_agnostic_nms is True
+        assert agnostic.capabilities().card.description.endswith("; class-agnostic NMS")
+    finally:
+        agnostic.close()
+
+
 def test_mask_threshold_and_nms_and_resize(model: MaskRCNNModel) -> None:
     image = noise(100, 150, seed=1)
     low = run(model, Task.INSTANCE_SEGMENTATION, image, mask_threshold=0.2, max_results=5).instances
@@ -300,6 +334,7 @@ def test_capabilities(model: MaskRCNNModel) -> None:
     card = caps.card
     assert (card.name, card.organization, card.release_date, card.license) == ("Mask R-CNN", "Meta", "2017-10", "MIT")
     assert card.paper_url == "https://arxiv.org/abs/1703.06870" and "torchvision" in card.description
+    assert card.description.endswith("; per-class NMS")  # torchvision's default
     # torchvision's published parameter counts of the two architectures
     assert card.parameter_count == 44_401_393 + 59_137_258
     by_task = {t.task: t for t in caps.tasks}

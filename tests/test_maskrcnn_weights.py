@@ -221,8 +221,10 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert (s.variant, s.keypoints_enabled, s.cache_dir, s.port) == ("v2", True, tmp_path, 50051)
     # The default weights are the shipped shapes preset, at the input size it was trained at.
     assert (s.weights, s.score_threshold, s.mask_threshold, s.min_size, s.max_size) == ("shapes", 0.7, 0.5, 192, 288)
+    assert s.class_agnostic_nms is True
     monkeypatch.setenv("MASKRCNN_WEIGHTS", "torchvision:COCO_V1")
     assert (MaskRCNNSettings().min_size, MaskRCNNSettings().max_size) == (800, 1333)
+    assert MaskRCNNSettings().class_agnostic_nms is False  # torchvision's per-class NMS
     monkeypatch.setenv("MASKRCNN_WEIGHTS", "shapes")
     monkeypatch.setenv("MASKRCNN_MIN_SIZE", "256")
     assert (MaskRCNNSettings().min_size, MaskRCNNSettings().max_size) == (256, 288)  # explicit settings win

@@ -1,10 +1,12 @@
-"""RoI heads whose top-k cut comes after a per-image class filter.
+"""RoI heads whose top-k cut comes after a per-image class filter, with an optional
+class-agnostic NMS.
 
 torchvision's RoIHeads keeps the `detections_per_img` best boxes of any class. A
 class filter applied afterwards would lose "cat" boxes ranked below 100 others, and
 torchvision's "N/A" placeholder classes would take places in the top k. Box NMS is
 per class, so filtering classes after NMS and then cutting to the top k equals
-running the detector on the wanted classes alone.
+running the detector on the wanted classes alone. Class-agnostic NMS runs on the
+filtered boxes, so a box of an unwanted class never suppresses a wanted one.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import sys
 import torch
 from torch import Tensor
 from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.ops import nms
 
 
 class FilteredRoIHeads(RoIHeads):
     """Set `label_filters` (one tensor of allowed label ids per image) around a forward."""
 
     label_filters: list[Tensor] | None = None
+    #: Also suppress boxes that overlap a better box of another class (IoU > nms_thresh):
+    #: one object, one label, as torchvision's per-class NMS does not ensure.
+    class_agnostic_nms: bool = False
 
     def postprocess_detections(
         self,
@@ -28,9 +34,11 @@ class FilteredRoIHeads(RoIHeads):
         proposals: list[Tensor],
         image_shapes: list[tuple[int, int]],
     ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-        filters = self.label_filters
-        if filters is None:
+        if self.label_filters is None and not self.class_agnostic_nms:
             return super().postprocess_detections(class_logits, box_regression, proposals, image_shapes)
+        filters: list[Tensor | None] = [None] * len(proposals)
+        if self.label_filters is not None:
+            filters = list(self.label_filters)
         limit = self.detections_per_img
         self.detections_per_img = sys.maxsize
         try:
@@ -41,7 +49,12 @@ class FilteredRoIHeads(RoIHeads):
             self.detections_per_img = limit
         kept: tuple[list[Tensor], list[Tensor], list[Tensor]] = ([], [], [])
         for b, s, lab, allowed in zip(boxes, scores, labels, filters, strict=True):
-            index = torch.nonzero(torch.isin(lab, allowed.to(lab.device))).flatten()[:limit]
+            index = torch.arange(len(lab), device=lab.device)  # best first, as torchvision returns them
+            if allowed is not None:
+                index = index[torch.isin(lab, allowed.to(lab.device))]
+            if self.class_agnostic_nms:
+                index = index[nms(b[index], s[index], self.nms_thresh)]
+            index = index[:limit]
             for out, value in zip(kept, (b, s, lab), strict=True):
                 out.append(value[index])
         return kept

@@ -138,6 +138,7 @@ class MaskRCNNModel(VisionModel):
             torch.manual_seed(s.seed)  # "random" weights are the same in every process
             net = arch.build(num_classes=labels.num_classes, **kwargs)
         use_filtered_heads(net)
+        net.roi_heads.class_agnostic_nms = s.class_agnostic_nms
         load_weights(net, weights, f"{arch.name} with num_classes={labels.num_classes}")
         weights = replace(weights, state_dict=None)  # the loaded copy lives in the network now
         net.eval().requires_grad_(False).to(self.plan.device)
@@ -200,7 +201,8 @@ class MaskRCNNModel(VisionModel):
             parameter_count=sum(n.parameter_count for n in nets),
             license="MIT",
             paper_url=PAPER_URL,
-            description=f"Mask R-CNN {detector.arch.title}, torchvision's implementation: {described}",
+            description=f"Mask R-CNN {detector.arch.title}, torchvision's implementation: {described}; "
+            + ("class-agnostic NMS" if self.settings.class_agnostic_nms else "per-class NMS"),
             features=tuple(features),
         )
         runtime = RuntimeInfo(

@@ -17,7 +17,12 @@ from services.runtime.settings import ModelServerSettings
 # trained at (shapes.maskrcnn_arch.MIN_SIZE, MAX_SIZE) and the score threshold with the best
 # F1 among 0.3-0.7 on 60 held-out scenes (0.7: precision 0.86, recall 0.70; at 0.5 per-class
 # NMS leaves more same-box duplicates under another label: precision 0.69, recall 0.76).
-PRESET_DEFAULTS: dict[str, dict[str, float]] = {"shapes": {"min_size": 192, "max_size": 288, "score_threshold": 0.7}}
+# Class-agnostic NMS, as SAM-CLIP's open-vocabulary results have, drops the remaining ones:
+# on 100 held-out scenes at 0.7, precision 0.886 -> 0.925 and recall 0.714 -> 0.711 (F1
+# 0.791 -> 0.804); box AP falls 0.651 -> 0.619, as AP also credits the second guesses.
+PRESET_DEFAULTS: dict[str, dict[str, float | bool]] = {
+    "shapes": {"min_size": 192, "max_size": 288, "score_threshold": 0.7, "class_agnostic_nms": True}
+}
 
 
 def _default_cache_dir() -> Path:
@@ -54,6 +59,9 @@ class MaskRCNNSettings(ModelServerSettings):
     score_threshold: float = Field(0.5, ge=0.0, le=1.0)
     mask_threshold: float = Field(0.5, gt=0.0, lt=1.0)
     nms_iou_threshold: float = Field(0.5, gt=0.0, le=1.0, description="per-class box NMS")
+    class_agnostic_nms: bool = Field(
+        False, description="also suppress a box overlapping a better box of another class (one object, one label)"
+    )
     max_detections: int = Field(100, ge=1, le=1000, description="also the per-request ceiling")
     min_size: int = Field(800, ge=32, le=8192, description="resize: shorter side target")
     max_size: int = Field(1333, ge=32, le=8192, description="resize: longer side cap")
