@@ -18,7 +18,7 @@ from services.runtime.client import Result, VisionModelClient
 from services.runtime.masks import decode_rle
 from services.runtime.types import Box, InferenceRequest, Point, Task, TaskOptions
 from services.samclip.openvocab import mask_crop
-from shapes.evaluation import evaluate, ground_truth
+from shapes.evaluation import binary_iou, evaluate, ground_truth
 from shapes.scenes import CLASSES, EVAL_SEEDS, Scene, generate_scene
 from shapes.train_sam import box_of, interior_point
 
@@ -82,7 +82,7 @@ def sam_miou(client: VisionModelClient, scenes: Sequence[Scene]) -> dict[str, fl
             for kind, options in prompts.items():
                 result = client.segment(scene.image, Task.PROMPTED_SEGMENTATION, options)
                 mask = decode_rle(result.instances[0].mask.rle)  # type: ignore[union-attr]
-                ious[kind].append((mask & obj.mask).sum() / max((mask | obj.mask).sum(), 1))
+                ious[kind].append(binary_iou(mask.astype(bool), obj.mask))
     return {f"miou_{k}": round(float(np.mean(v)), 4) for k, v in ious.items()}
 
 

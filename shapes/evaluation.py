@@ -15,6 +15,11 @@ from services.runtime.masks import encode_mask
 from shapes.scenes import Scene, coco_dataset
 
 
+def binary_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two H x W boolean masks (0 when both are empty)."""
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
 def ground_truth(scenes: Sequence[Scene]) -> COCO:
     coco = COCO()
     coco.dataset = coco_dataset(scenes)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from segment_anything.utils.transforms import ResizeLongestSide
 
+from shapes.evaluation import binary_iou
 from shapes.sam_arch import IMG_SIZE, build_shapes_sam
 from shapes.scenes import EVAL_SEEDS, TRAIN_SEEDS, ShapeObject, generate_scene
 from shapes.weights import load_stage, write_card
@@ -118,8 +119,7 @@ def miou(model: Prompted, seeds: range, prompt: str) -> float:
                 else:
                     low, _ = model.decode(embedding, scene.image.shape[:2], boxes=np.array([box_of(obj.mask)]))
                 pred = model.full_size(low[:, :1], input_size, scene.image.shape[:2])[0, 0] > 0
-                inter = (pred.numpy() & obj.mask).sum()
-                ious.append(inter / max((pred.numpy() | obj.mask).sum(), 1))
+                ious.append(binary_iou(pred.numpy(), obj.mask))
     return float(np.mean(ious))
 
 

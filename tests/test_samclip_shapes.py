@@ -31,6 +31,7 @@ from services.samclip.settings import SHAPES_SAM_DEFAULTS, SamClipSettings
 from services.samclip.weights import resolve_clip_weights, resolve_sam_weights
 from shapes import weights as shapes_weights
 from shapes.clip_arch import build_shapes_clip
+from shapes.evaluation import binary_iou
 from shapes.sam_arch import build_shapes_sam
 from shapes.scenes import CLASSES, EVAL_SEEDS, generate_scene
 from shapes.train_sam import interior_point
@@ -213,10 +214,6 @@ def test_every_answer_says_which_weights_ran(client: VisionModelClient) -> None:
         assert any(w.startswith(NOTE) for w in answer.warnings) and not any("random" in w for w in answer.warnings)
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
-
-
 EVAL = [generate_scene(seed) for seed in EVAL_SEEDS[:4]]
 
 
@@ -237,7 +234,7 @@ def test_a_point_inside_an_object_returns_its_mask(client: VisionModelClient) ->
     for scene, obj in objects():
         x, y = interior_point(obj.mask)
         answer = client.segment(scene.image, Task.PROMPTED_SEGMENTATION, TaskOptions(points=(Point(x, y),)))
-        ious.append(iou(answer.masks()[0], obj.mask))
+        ious.append(binary_iou(answer.masks()[0], obj.mask))
     assert np.mean(ious) > 0.45, np.round(ious, 2)
     assert np.mean(np.array(ious) > 0.5) >= 0.5, np.round(ious, 2)
 
@@ -263,7 +260,7 @@ def test_open_vocabulary_instance_segmentation_finds_the_shapes(client: VisionMo
         for obj in scene.objects:
             if obj.mask.sum() < 60:
                 continue
-            matches = [inst for inst, m in zip(answer.instances, masks, strict=True) if iou(m, obj.mask) > 0.5]
+            matches = [inst for inst, m in zip(answer.instances, masks, strict=True) if binary_iou(m, obj.mask) > 0.5]
             total += 1
             found += bool(matches)
             labelled += any(inst.label is not None and inst.label.name == obj.category for inst in matches)
