@@ -17,8 +17,9 @@ from shapes.weights import sha256_of
 SHORT_RUNS = {
     "sam": ("shapes.train_sam", ["--steps", "2", "--scenes-per-step", "2", "--eval-scenes", "1"],
             ("miou_point", "miou_box")),
-    "clip": ("shapes.train_clip", ["--steps", "2", "--scenes-per-step", "2", "--eval-scenes", "2"],
-             ("zero_shot_top1_crops", "zero_shot_top1_degraded_crops")),
+    "clip": ("shapes.train_clip", ["--steps", "2", "--scenes-per-step", "2", "--eval-scenes", "2",
+                                   "--proposal-scenes", "2", "--proposals-per-step", "4"],
+             ("zero_shot_top1_crops", "zero_shot_top1_degraded_crops", "zero_shot_top1_proposal_crops")),
     "maskrcnn": ("shapes.train_maskrcnn", ["--iterations", "2", "--batch-size", "1", "--warmup", "1",
                                            "--eval-scenes", "1"], ("box_ap", "mask_ap")),
 }

@@ -310,6 +310,11 @@ class SamClipModel(VisionModel):
             points_per_batch=s.points_per_batch,
         )
 
+    def proposal_params(self, options: AutomaticOptions | None = None) -> AutomaticParams:
+        """How SAM proposes the masks that open-vocabulary tasks label: a request's automatic
+        options over the service's settings (shapes CLIP training crops the same proposals)."""
+        return self._params(options or AutomaticOptions(), self.settings.proposal_points_per_side, None)
+
     def _automatic(self, request: InferenceRequest, embedding: ImageEmbedding, timer: StageTimer) -> Prediction:
         o = request.options
         params = self._params(o.automatic, self.settings.points_per_side, o.nms_iou_threshold)
@@ -341,7 +346,7 @@ class SamClipModel(VisionModel):
     ) -> list[openvocab.LabelledMask]:
         """SAM proposes masks; CLIP scores their crops against labels + background prompts."""
         o, s = request.options, self.settings
-        params = self._params(o.automatic, s.proposal_points_per_side, None)
+        params = self.proposal_params(o.automatic)
         with timer.stage("inference_ms"):
             proposals = [p for p in self.backend.generate_masks(request.image, embedding, params) if p.mask.area]
         if not proposals:
