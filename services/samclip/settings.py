@@ -27,7 +27,8 @@ OFFICIAL_CLIP = ("ViT-B-32", "laion2b_e16")
 #: they cut open-vocabulary results from 8.2 to 3.5 per scene (3.9 objects) and mask AP
 #: rises a little (0.333 -> 0.349). Its masks often carry a few stray pixels far from the
 #: object, which stretch the crop CLIP sees: dropping islands (and filling holes) under 50 px
-#: lifts mask AP on the same scenes from 0.349 to 0.379 (25 px: 0.377, 100 px: 0.374).
+#: lifts mask AP on the same scenes from 0.349 to 0.379 (25 px: 0.377, 100 px: 0.374; CLIP
+#: before its proposal-crop stages).
 SHAPES_SAM_DEFAULTS: dict[str, Any] = {
     "points_per_side": 16,
     "proposal_points_per_side": 12,
