@@ -96,14 +96,19 @@ class ProposalCrop:
     target: ShapeObject | None  # the object it matches; None: it is background
 
 
-def proposal_crops(seeds: Sequence[int], sam_weights: str, preprocess: ClipPreprocess) -> list[ProposalCrop]:
-    """Crops of a shapes SAM's open-vocabulary proposals, made as the SAM-CLIP service makes
-    them (its proposal settings, its crop). A proposal matching an object at IoU >= 0.5 is
-    a crop of that object, one overlapping every object at IoU < 0.2 is background; the
-    fragments between are left out."""
+def proposing_model(sam_weights: str) -> SamClipModel:
+    """The SAM-CLIP service's model with a shapes SAM, for its proposals."""
     settings = SamClipSettings(device="cpu", metrics_port=None, sam_variant=SHAPES, sam_weights=sam_weights)
     sam_clip = SamClipModel(settings)
     sam_clip.load()
+    return sam_clip
+
+
+def proposal_crops(seeds: Sequence[int], sam_clip: SamClipModel, preprocess: ClipPreprocess) -> list[ProposalCrop]:
+    """Crops of the open-vocabulary proposals of `sam_clip`'s SAM, made as the service makes
+    them (its proposal settings, its crop). A proposal matching an object at IoU >= 0.5 is
+    a crop of that object, one overlapping every object at IoU < 0.2 is background; the
+    fragments between are left out."""
     backend, params = sam_clip.backend, sam_clip.proposal_params()
     out = []
     for seed in seeds:
@@ -209,8 +214,10 @@ def main() -> None:
     if args.proposal_scenes:
         start = time.time()
         first = args.proposal_seed_offset
-        pool = proposal_crops(TRAIN_SEEDS[first : first + args.proposal_scenes], args.sam_weights, preprocess)
-        eval_proposals = proposal_crops(EVAL_SEEDS[: args.eval_scenes], args.sam_weights, preprocess)
+        sam_clip = proposing_model(args.sam_weights)
+        pool = proposal_crops(TRAIN_SEEDS[first : first + args.proposal_scenes], sam_clip, preprocess)
+        eval_proposals = proposal_crops(EVAL_SEEDS[: args.eval_scenes], sam_clip, preprocess)
+        sam_clip.close()
         proposal_seconds = time.time() - start
         print(f"{len(pool)} proposal crops ({sum(c.target is None for c in pool)} background); "
               f"top-1 on eval proposals {proposal_accuracy(model, tokenizer, eval_proposals):.4f}; "
