@@ -59,6 +59,10 @@ def degrade(rng: random.Random, mask: np.ndarray) -> np.ndarray:
     return out if out.sum() >= 16 else mask
 
 
+def caption(rng: random.Random, obj: ShapeObject) -> str:
+    return rng.choice(TRAIN_CAPTIONS).format(size=obj.size, colour=obj.colour, shape=obj.category)
+
+
 def background_patch(rng: random.Random, image: np.ndarray, objects_mask: np.ndarray) -> np.ndarray | None:
     h, w = objects_mask.shape
     for _ in range(10):
@@ -81,9 +85,9 @@ def samples(seed: int, rng: random.Random, degrade_p: float = 0.0) -> list[tuple
         union |= obj.mask
         if obj.mask.sum() < 60:
             continue
-        caption = rng.choice(TRAIN_CAPTIONS).format(size=obj.size, colour=obj.colour, shape=obj.category)
+        text = caption(rng, obj)  # drawn before the mask, as the shipped runs drew it
         mask = degrade(rng, obj.mask) if degrade_p and rng.random() < degrade_p else obj.mask
-        out.append((mask_crop(scene.image, mask), caption, CLASSES.index(obj.category)))
+        out.append((mask_crop(scene.image, mask), text, CLASSES.index(obj.category)))
     patch = background_patch(rng, scene.image, union)
     if patch is not None:
         out.append((patch, rng.choice(BACKGROUND_CAPTIONS), len(CLASSES)))
@@ -118,13 +122,11 @@ def proposal_crops(seeds: Sequence[int], sam_clip: SamClipModel, preprocess: Cli
             if not proposal.mask.area:
                 continue
             mask = proposal.binary()
-            ious = [binary_iou(mask, obj.mask) for obj in scene.objects]
-            best = int(np.argmax(ious)) if ious else -1
-            if ious and ious[best] >= 0.5:
-                target = scene.objects[best]
-            elif not ious or ious[best] < 0.2:
+            iou, target = max(((binary_iou(mask, obj.mask), obj) for obj in scene.objects),
+                              key=lambda pair: pair[0], default=(0.0, None))
+            if iou < 0.2:
                 target = None
-            else:
+            elif iou < 0.5:
                 continue
             out.append(ProposalCrop(preprocess(mask_crop(scene.image, mask)), target))
         backend.clear_caches()
@@ -239,9 +241,8 @@ def main() -> None:
                 captions.append(rng.choice(BACKGROUND_CAPTIONS))
                 classes.append(len(CLASSES))
             else:
-                obj = crop.target
-                captions.append(rng.choice(TRAIN_CAPTIONS).format(size=obj.size, colour=obj.colour, shape=obj.category))
-                classes.append(CLASSES.index(obj.category))
+                captions.append(caption(rng, crop.target))
+                classes.append(CLASSES.index(crop.target.category))
         images, texts, classes = torch.stack(images), tokenizer(captions), torch.tensor(classes)
         image_features = F.normalize(model.encode_image(images), dim=-1)
         text_features = F.normalize(model.encode_text(texts), dim=-1)
