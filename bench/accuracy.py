@@ -3,8 +3,9 @@
     python bench/accuracy.py [--scenes 100]
 
 Starts the local stack (the compose file's commands, shapes weights) and prints:
-  - Mask R-CNN box and mask AP (pycocotools COCOeval): in-process (the model object,
-    no transport) and through the gRPC service; the two must be identical;
+  - Mask R-CNN box and mask AP (pycocotools COCOeval), and its triangle corners (keypoint
+    AP with OKS, corner errors in pixels): in-process (the model object, no transport) and
+    through the gRPC service; the two must be identical;
   - SAM mIoU with one interior point and with the box, through the service;
   - CLIP zero-shot top-1 on object crops with the service's default templates;
   - SAM-CLIP open-vocabulary instance segmentation mask AP (shape names as labels)
@@ -33,12 +34,13 @@ from services.runtime.client import VisionModelClient  # noqa: E402
 from shapes import accuracy  # noqa: E402
 
 
-def in_process_maskrcnn(scenes: list, env: dict[str, str]) -> dict[str, float]:
-    """The same model object the service runs, with the service's settings, called directly."""
+def in_process_maskrcnn(scenes: list, env: dict[str, str]) -> tuple[dict[str, float], dict[str, float]]:
+    """The same model object the service runs, with the service's settings, called directly:
+    instance segmentation AP and the triangle-corner figures."""
     os.environ.update(env)
     model = MaskRCNNModel(MaskRCNNSettings())
     model.load()
-    return accuracy.maskrcnn_in_process_ap(model, scenes)
+    return accuracy.maskrcnn_in_process_ap(model, scenes), accuracy.maskrcnn_in_process_keypoints(model, scenes)
 
 
 def main() -> None:
@@ -60,7 +62,10 @@ def main() -> None:
             print(f"weights: {weights}")
             start = time.time()
             figures["maskrcnn_service"] = accuracy.maskrcnn_service_ap(mrcnn, scenes)
-            figures["maskrcnn_in_process"] = in_process_maskrcnn(scenes, stack.service_env("maskrcnn"))
+            figures["maskrcnn_keypoints_service"] = accuracy.maskrcnn_service_keypoints(mrcnn, scenes)
+            figures["maskrcnn_in_process"], figures["maskrcnn_keypoints_in_process"] = in_process_maskrcnn(
+                scenes, stack.service_env("maskrcnn")
+            )
             figures["sam"] = accuracy.sam_miou(samclip, scenes)
             figures["clip_zero_shot_top1_crops"] = accuracy.clip_top1(samclip, scenes)
             figures["samclip_open_vocabulary"] = accuracy.samclip_open_vocabulary_ap(samclip, scenes)
@@ -69,9 +74,10 @@ def main() -> None:
             figures["seconds"] = round(time.time() - start)
     finally:
         stack.stop()
-    same = figures["maskrcnn_service"] == figures["maskrcnn_in_process"]
+    same = (figures["maskrcnn_service"] == figures["maskrcnn_in_process"]
+            and figures["maskrcnn_keypoints_service"] == figures["maskrcnn_keypoints_in_process"])
     print(json.dumps(figures, indent=2))
-    print(f"Mask R-CNN AP in-process == through the service: {same}")
+    print(f"Mask R-CNN figures in-process == through the service: {same}")
     if not same:
         sys.exit(1)
 

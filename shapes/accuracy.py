@@ -14,15 +14,18 @@ import numpy as np
 from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
 
+from services.maskrcnn.settings import PRESET_DEFAULTS
 from services.runtime.client import Result, VisionModelClient
 from services.runtime.masks import decode_rle
 from services.runtime.types import Box, InferenceRequest, Point, Task, TaskOptions
 from services.samclip.openvocab import mask_crop
-from shapes.evaluation import binary_iou, evaluate, ground_truth
-from shapes.scenes import CLASSES, EVAL_SEEDS, Scene, generate_scene
+from shapes.evaluation import TRIANGLE_ID, binary_iou, evaluate, ground_truth, keypoint_metrics
+from shapes.scenes import CLASSES, EVAL_SEEDS, TRIANGLE_KEYPOINTS, Scene, generate_scene
 from shapes.train_sam import box_of, interior_point
 
 MIN_OBJECT_PIXELS = 60  # objects hidden down to slivers are not prompted or classified
+AP_OPTIONS = TaskOptions(score_threshold=0.05, max_results=50)  # AP ranks low-scoring guesses too
+KEYPOINT_SCORE_THRESHOLD = float(PRESET_DEFAULTS["shapes"]["score_threshold"])  # as served
 
 
 def eval_scenes(count: int, start: int = 0) -> list[Scene]:
@@ -52,19 +55,48 @@ def instance_ap(scenes: Sequence[Scene], results: Sequence[Result]) -> dict[str,
     return {"box_ap": round(evaluate(gt, dets, "bbox"), 4), "mask_ap": round(evaluate(gt, dets, "segm"), 4)}
 
 
+def keypoint_figures(scenes: Sequence[Scene], results: Sequence[Result]) -> dict[str, float | None]:
+    """Triangle corners (`shapes.evaluation.keypoint_metrics`) of keypoint detection results;
+    corner errors count the detections at or above KEYPOINT_SCORE_THRESHOLD."""
+    dets = []
+    for scene, result in zip(scenes, results, strict=True):
+        for i in result.instances:
+            if i.label is None or i.label.name != "triangle":
+                continue
+            corner = {k.name: k for k in i.keypoints}
+            dets.append({
+                "image_id": scene.seed, "category_id": TRIANGLE_ID, "score": i.score,
+                "bbox": [i.box.x1, i.box.y1, i.box.x2 - i.box.x1, i.box.y2 - i.box.y1],
+                "keypoints": [v for name in TRIANGLE_KEYPOINTS for v in (corner[name].x, corner[name].y, 1)],
+            })
+    return keypoint_metrics(scenes, dets, KEYPOINT_SCORE_THRESHOLD)
+
+
 def maskrcnn_service_ap(client: VisionModelClient, scenes: Sequence[Scene]) -> dict[str, float]:
-    options = TaskOptions(score_threshold=0.05, max_results=50)
-    return instance_ap(scenes, [client.segment(s.image, Task.INSTANCE_SEGMENTATION, options) for s in scenes])
+    return instance_ap(scenes, [client.segment(s.image, Task.INSTANCE_SEGMENTATION, AP_OPTIONS) for s in scenes])
+
+
+def maskrcnn_service_keypoints(client: VisionModelClient, scenes: Sequence[Scene]) -> dict[str, float | None]:
+    return keypoint_figures(scenes, [client.detect(s.image, Task.KEYPOINT_DETECTION, AP_OPTIONS) for s in scenes])
+
+
+def in_process_results(model: Any, task: Task, scenes: Sequence[Scene]) -> list[Result]:
+    """A loaded model's answers, called directly: no transport, no conversion."""
+    results = []
+    for scene in scenes:
+        [prediction] = model.predict([InferenceRequest(task, scene.image, AP_OPTIONS)])
+        results.append(Result("", "", 0, 0, True, "", [], prediction.timing, 1, instances=prediction.instances))
+    return results
 
 
 def maskrcnn_in_process_ap(model: Any, scenes: Sequence[Scene]) -> dict[str, float]:
-    """The same AP from a loaded MaskRCNNModel called directly: no transport, no conversion."""
-    options = TaskOptions(score_threshold=0.05, max_results=50)
-    results = []
-    for scene in scenes:
-        [prediction] = model.predict([InferenceRequest(Task.INSTANCE_SEGMENTATION, scene.image, options)])
-        results.append(Result("", "", 0, 0, True, "", [], prediction.timing, 1, instances=prediction.instances))
-    return instance_ap(scenes, results)
+    """The same AP from a loaded MaskRCNNModel called directly."""
+    return instance_ap(scenes, in_process_results(model, Task.INSTANCE_SEGMENTATION, scenes))
+
+
+def maskrcnn_in_process_keypoints(model: Any, scenes: Sequence[Scene]) -> dict[str, float | None]:
+    """The same triangle-corner figures from a loaded MaskRCNNModel called directly."""
+    return keypoint_figures(scenes, in_process_results(model, Task.KEYPOINT_DETECTION, scenes))
 
 
 def sam_miou(client: VisionModelClient, scenes: Sequence[Scene]) -> dict[str, float]:

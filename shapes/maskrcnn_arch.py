@@ -2,6 +2,9 @@
 
 About 1.7 M parameters (7 MB in fp32), trained from scratch on the shapes world.
 The heads are torchvision's, slimmed to 64 FPN channels.
+
+The shapes Keypoint R-CNN (triangle corners) is torchvision's KeypointRCNN on the same
+backbone, RPN and box head, with two classes (background, triangle) and a slim keypoint head.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from collections import OrderedDict
 from typing import Any
 
 from torch import Tensor, nn
-from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection import KeypointRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
@@ -67,17 +71,39 @@ class NarrowFPNBackbone(nn.Module):
         return self.fpn(self.body(x))
 
 
+def _anchors() -> AnchorGenerator:
+    return AnchorGenerator(sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5)
+
+
 def build_shapes_maskrcnn(*, num_classes: int, **kwargs: Any) -> MaskRCNN:
     """MaskRCNN for `num_classes` (background included)."""
-    anchors = AnchorGenerator(sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5)
     kwargs = {"min_size": MIN_SIZE, "max_size": MAX_SIZE, **SAMPLING, **kwargs}
     return MaskRCNN(
         NarrowFPNBackbone(),
         num_classes=None,
-        rpn_anchor_generator=anchors,
+        rpn_anchor_generator=_anchors(),
         box_head=TwoMLPHead(FPN_CHANNELS * 7 * 7, 256),
         box_predictor=FastRCNNPredictor(256, num_classes),
         mask_head=MaskRCNNHeads(FPN_CHANNELS, (64, 64, 64, 64), 1),
         mask_predictor=MaskRCNNPredictor(64, 64, num_classes),
+        **kwargs,
+    )
+
+
+def build_shapes_keypointrcnn(*, num_classes: int, num_keypoints: int, **kwargs: Any) -> KeypointRCNN:
+    """KeypointRCNN for `num_classes` (background included) with `num_keypoints` per instance.
+
+    Its backbone, RPN and box head have the Mask R-CNN's layout, so training can start
+    from the shapes Mask R-CNN's weights (`shapes.train_keypoints`).
+    """
+    kwargs = {"min_size": MIN_SIZE, "max_size": MAX_SIZE, **SAMPLING, **kwargs}
+    return KeypointRCNN(
+        NarrowFPNBackbone(),
+        num_classes=None,
+        rpn_anchor_generator=_anchors(),
+        box_head=TwoMLPHead(FPN_CHANNELS * 7 * 7, 256),
+        box_predictor=FastRCNNPredictor(256, num_classes),
+        keypoint_head=KeypointRCNNHeads(FPN_CHANNELS, (128,) * 4),
+        keypoint_predictor=KeypointRCNNPredictor(128, num_keypoints),
         **kwargs,
     )

@@ -29,6 +29,10 @@ COLOURS = {
     "purple": (150, 60, 200),
     "white": (240, 240, 240),
 }
+# Triangle corners as keypoints, in a canonical order: the topmost corner (smallest y), then
+# the others clockwise on screen. Equilateral triangles have no natural first corner, so the
+# order flips where two corners are level; an order-free corner error is measured as well.
+TRIANGLE_KEYPOINTS = ("corner_1", "corner_2", "corner_3")
 SIZES = {"small": (14, 24), "medium": (26, 40), "large": (42, 60)}  # radius range in px
 TRAIN_SEEDS = range(0, 1_000_000)
 EVAL_SEEDS = range(1_000_000, 1_100_000)  # held out: never overlaps the train seeds
@@ -41,7 +45,7 @@ class ShapeObject:
     size: str
     mask: np.ndarray  # H x W bool, the visible part
     centre: tuple[float, float]
-    corners: tuple[tuple[float, float], ...]  # triangle corners, for keypoints; else ()
+    corners: tuple[tuple[float, float], ...]  # triangle corners in TRIANGLE_KEYPOINTS order; else ()
 
     @property
     def category_id(self) -> int:
@@ -131,7 +135,7 @@ def generate_scene(seed: int, *, min_objects: int = 2, max_objects: int = 6) -> 
             draw.polygon(outline, fill=fill)
             mask_draw.polygon(outline, fill=255)
             if category == "triangle":
-                corners = tuple(outline)
+                corners = canonical_corners(outline)
         mask = np.asarray(mask_img) > 0
         drawn = [(c, col, s, m & ~mask, ctr, cor) for c, col, s, m, ctr, cor in drawn]  # occlusion
         drawn.append((category, colour, size, mask, (cx, cy), corners))
@@ -139,10 +143,29 @@ def generate_scene(seed: int, *, min_objects: int = 2, max_objects: int = 6) -> 
     return Scene(seed=seed, image=np.asarray(image, dtype=np.uint8).copy(), objects=objects)
 
 
+def canonical_corners(outline: list[tuple[float, float]]) -> tuple[tuple[float, float], ...]:
+    """A triangle's corners from the topmost one on (ties: the leftmost); `_outline` lists them
+    by increasing angle, which is clockwise on screen (y points down)."""
+    first = min(range(len(outline)), key=lambda k: (outline[k][1], outline[k][0]))
+    return tuple(outline[first:] + outline[:first])
+
+
+def corner_visibility(obj: ShapeObject) -> list[int]:
+    """COCO visibility of each corner: 2 where the visible mask reaches within 2 px of it, else 1
+    (occluded but inside the image; the generator keeps every shape inside)."""
+    h, w = obj.mask.shape
+    flags = []
+    for x, y in obj.corners:
+        cx, cy = min(max(int(x), 0), w - 1), min(max(int(y), 0), h - 1)
+        near = obj.mask[max(cy - 2, 0) : cy + 3, max(cx - 2, 0) : cx + 3]
+        flags.append(2 if near.any() else 1)
+    return flags
+
+
 def coco_categories() -> list[dict[str, object]]:
     return [
         {"id": i + 1, "name": name, "supercategory": "shape",
-         **({"keypoints": ["corner_1", "corner_2", "corner_3"], "skeleton": [[1, 2], [2, 3], [3, 1]]}
+         **({"keypoints": list(TRIANGLE_KEYPOINTS), "skeleton": [[1, 2], [2, 3], [3, 1]]}
             if name == "triangle" else {})}
         for i, name in enumerate(CLASSES)
     ]
@@ -165,5 +188,8 @@ def coco_dataset(scenes: Iterable[Scene]) -> dict[str, object]:
                 "bbox": [m.bbox.x1, m.bbox.y1, m.bbox.x2 - m.bbox.x1, m.bbox.y2 - m.bbox.y1],
                 "iscrowd": 0,
                 "attributes": {"colour": obj.colour, "size": obj.size},
+                **({"keypoints": [v for (x, y), f in zip(obj.corners, corner_visibility(obj), strict=True)
+                                  for v in (x, y, f)],
+                    "num_keypoints": len(obj.corners)} if obj.corners else {}),
             })
     return {"images": images, "annotations": annotations, "categories": coco_categories()}

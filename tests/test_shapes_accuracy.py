@@ -30,10 +30,12 @@ from shapes.scenes import generate_scene
 from tests.processes import free_port
 
 SCENES = accuracy.eval_scenes(8)
+KEYPOINT_SCENES = accuracy.eval_scenes(32)  # 27 triangles (8 scenes hold only 9); detection is cheap
 # Measured on these 8 scenes with the shipped weights (CPU): box AP 0.766, mask AP 0.668, SAM mIoU
 # 0.805 (point) / 0.802 (box), CLIP top-1 1.0, open-vocabulary mask AP 0.480, semantic mIoU 0.721,
-# agreement mean IoU 0.831 and label agreement 0.883. A broken resize, axis or label mapping takes
-# these towards 0.
+# agreement mean IoU 0.831 and label agreement 0.883; on the 32 keypoint scenes, keypoint AP
+# 0.629, triangle recall 0.926 and order-free corner error 3.95 px. A broken resize, axis, label
+# mapping or keypoint order takes these towards 0 (the error towards tens of pixels).
 FLOORS = {
     "maskrcnn_box_ap": 0.60,
     "maskrcnn_mask_ap": 0.52,
@@ -44,7 +46,10 @@ FLOORS = {
     "semantic_miou": 0.58,
     "agreement_mean_iou": 0.68,
     "agreement_labels": 0.70,
+    "keypoint_ap": 0.45,
+    "triangle_recall": 0.75,
 }
+CEILINGS = {"corner_error_px": 6.0}  # order-free mean distance of a found triangle's corners
 
 
 @pytest.fixture(scope="module")
@@ -67,18 +72,36 @@ def samclip(stack: LocalStack) -> Iterator[VisionModelClient]:
         yield client
 
 
+@pytest.fixture(scope="module")
+def in_process_maskrcnn(stack: LocalStack) -> MaskRCNNModel:
+    """The model object the service runs, with the service's settings, called directly."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for key, value in stack.service_env("maskrcnn").items():
+            monkeypatch.setenv(key, value)
+        model = MaskRCNNModel(MaskRCNNSettings())
+    model.load()
+    return model
+
+
 def test_maskrcnn_ap_through_the_service_equals_in_process(
-    stack: LocalStack, maskrcnn: VisionModelClient, monkeypatch: pytest.MonkeyPatch
+    maskrcnn: VisionModelClient, in_process_maskrcnn: MaskRCNNModel
 ) -> None:
     served = accuracy.maskrcnn_service_ap(maskrcnn, SCENES)
-    for key, value in stack.service_env("maskrcnn").items():
-        monkeypatch.setenv(key, value)
-    model = MaskRCNNModel(MaskRCNNSettings())
-    model.load()
-    assert accuracy.maskrcnn_in_process_ap(model, SCENES) == served
+    assert accuracy.maskrcnn_in_process_ap(in_process_maskrcnn, SCENES) == served
     print("maskrcnn", served)
     assert served["box_ap"] >= FLOORS["maskrcnn_box_ap"]
     assert served["mask_ap"] >= FLOORS["maskrcnn_mask_ap"]
+
+
+def test_triangle_corners_through_the_service_equal_in_process(
+    maskrcnn: VisionModelClient, in_process_maskrcnn: MaskRCNNModel
+) -> None:
+    served = accuracy.maskrcnn_service_keypoints(maskrcnn, KEYPOINT_SCENES)
+    assert accuracy.maskrcnn_in_process_keypoints(in_process_maskrcnn, KEYPOINT_SCENES) == served
+    print("keypoints", served)
+    assert served["keypoint_ap"] >= FLOORS["keypoint_ap"]
+    assert served["triangle_recall"] >= FLOORS["triangle_recall"]
+    assert served["corner_error_px"] is not None and served["corner_error_px"] <= CEILINGS["corner_error_px"]
 
 
 def test_sam_prompted_segmentation(samclip: VisionModelClient) -> None:

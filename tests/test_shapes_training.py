@@ -22,6 +22,10 @@ SHORT_RUNS = {
              ("zero_shot_top1_crops", "zero_shot_top1_degraded_crops", "zero_shot_top1_proposal_crops")),
     "maskrcnn": ("shapes.train_maskrcnn", ["--iterations", "2", "--batch-size", "1", "--warmup", "1",
                                            "--eval-scenes", "1"], ("box_ap", "mask_ap")),
+    # From the shipped Mask R-CNN; the first eval scene holds two triangles.
+    "keypoints": ("shapes.train_keypoints", ["--iterations", "2", "--batch-size", "1", "--warmup", "1",
+                                             "--eval-scenes", "1"],
+                  ("keypoint_ap", "triangle_box_ap", "triangle_recall")),
 }
 
 
@@ -34,6 +38,10 @@ def build(name: str) -> torch.nn.Module:
         from shapes.clip_arch import build_shapes_clip
 
         return build_shapes_clip()[0]
+    if name == "keypoints":
+        from shapes.train_keypoints import build as build_keypoints
+
+        return build_keypoints()
     from shapes.maskrcnn_arch import build_shapes_maskrcnn
     from shapes.train_maskrcnn import NUM_CLASSES
 

@@ -25,7 +25,7 @@ from torchvision.models.detection import (
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from services.maskrcnn.categories import COCO_KEYPOINT_NAMES
+from services.maskrcnn.categories import COCO_KEYPOINT_NAMES, SHAPES_KEYPOINT_NAMES
 
 TRAINABLE_LAYERS = 3  # torchvision's default when it builds with trained weights
 
@@ -69,6 +69,13 @@ def build_shapes(*, num_classes: int, **kwargs: Any) -> MaskRCNN:
     return build_shapes_maskrcnn(num_classes=num_classes, **kwargs)
 
 
+def build_shapes_keypoints(*, num_classes: int, **kwargs: Any) -> KeypointRCNN:
+    """The shapes reference keypoint model: KeypointRCNN for triangle corners on the same FPN."""
+    from shapes.maskrcnn_arch import build_shapes_keypointrcnn
+
+    return build_shapes_keypointrcnn(num_classes=num_classes, num_keypoints=len(SHAPES_KEYPOINT_NAMES), **kwargs)
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """An architecture: its builder, torchvision weights enum and quirks."""
@@ -79,6 +86,8 @@ class ArchSpec:
     # torchvision sets FrozenBatchNorm eps to 0 for these weights (pytorch/vision#2933).
     eps_zero_weights: frozenset[str] = frozenset()
     title: str = ""  # for the model card, e.g. "ResNet-50-FPN v2"
+    keypoint_names: tuple[str, ...] = ()  # a keypoint network's keypoints, in output order
+    shipped_weights: str | None = None  # its file in shapes/weights/ (weights=shapes), without .pth
 
 
 ARCHS: dict[str, ArchSpec] = {
@@ -100,6 +109,7 @@ ARCHS: dict[str, ArchSpec] = {
         build_shapes,
         None,
         title="narrow ResNet-FPN (shapes reference model, 1.7 M parameters)",
+        shipped_weights="maskrcnn_shapes",
     ),
     "keypoints": ArchSpec(
         "keypointrcnn_resnet50_fpn",
@@ -107,6 +117,15 @@ ARCHS: dict[str, ArchSpec] = {
         KeypointRCNN_ResNet50_FPN_Weights,
         frozenset({"COCO_V1"}),
         "Keypoint R-CNN ResNet-50-FPN",
+        keypoint_names=COCO_KEYPOINT_NAMES,
+    ),
+    "shapes_keypoints": ArchSpec(
+        "shapes_keypointrcnn",
+        build_shapes_keypoints,
+        None,
+        title="narrow ResNet-FPN Keypoint R-CNN (shapes reference model: triangle corners)",
+        keypoint_names=SHAPES_KEYPOINT_NAMES,
+        shipped_weights="keypointrcnn_shapes",
     ),
 }
 

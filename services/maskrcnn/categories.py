@@ -37,6 +37,13 @@ COCO_KEYPOINT_NAMES: tuple[str, ...] = (
 
 PERSON_CATEGORIES: tuple[str, ...] = (BACKGROUND, "person")
 
+# The shapes reference weights' classes and keypoints (shapes.scenes.CLASSES and
+# TRIANGLE_KEYPOINTS: the topmost corner, then clockwise), copied so that settings need no
+# shapes import (a test checks they agree).
+SHAPES_CATEGORIES: tuple[str, ...] = (BACKGROUND, "circle", "square", "triangle", "star", "cross")
+SHAPES_KEYPOINT_CATEGORIES: tuple[str, ...] = (BACKGROUND, "triangle")
+SHAPES_KEYPOINT_NAMES: tuple[str, ...] = ("corner_1", "corner_2", "corner_3")
+
 
 @dataclass(frozen=True)
 class LabelSet:

@@ -29,7 +29,7 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
 from services.maskrcnn.builders import ARCHS, ArchSpec, parameter_count
-from services.maskrcnn.categories import COCO, COCO_KEYPOINT_NAMES, PERSON, LabelSet, label_set_from_file
+from services.maskrcnn.categories import COCO, LabelSet, label_set_from_file
 from services.maskrcnn.heads import use_filtered_heads
 from services.maskrcnn.options import ResolvedOptions, padded_shape, resolve_options
 from services.maskrcnn.settings import MaskRCNNSettings
@@ -116,7 +116,13 @@ class MaskRCNNModel(VisionModel):
         arch = ARCHS[scheme.arch or s.variant]
         networks = {DETECTOR: self._load_network(DETECTOR, arch, s.weights_source, labels)}
         if s.keypoints_enabled:
-            networks[KEYPOINTS] = self._load_network(KEYPOINTS, ARCHS["keypoints"], s.keypoint_weights_source, PERSON)
+            kp_scheme = scheme_of(s.keypoint_weights_source)
+            networks[KEYPOINTS] = self._load_network(
+                KEYPOINTS,
+                ARCHS[kp_scheme.keypoint_arch],
+                s.keypoint_weights_source,
+                LabelSet(kp_scheme.keypoint_categories),
+            )
         self.networks = networks
         self._capabilities = self._make_capabilities()
         for w in self._capabilities.runtime.warnings:
@@ -302,7 +308,7 @@ class MaskRCNNModel(VisionModel):
                 soft_masks = [d.pop("masks", None) for d in kept]
                 kept = net.transform.postprocess(kept, image_list.image_sizes, original_sizes)
                 instances = [
-                    _instances(d, m, r, o, network.labels)
+                    _instances(d, m, r, o, network)
                     for d, m, r, o in zip(kept, soft_masks, requests, options, strict=True)
                 ]
         log.debug("%s: batch of %d in %s", self.name, len(requests), timer.timing)
@@ -373,8 +379,9 @@ def _select(
 
 
 def _instances(
-    d: dict[str, Tensor], soft_masks: Tensor | None, request: InferenceRequest, o: ResolvedOptions, labels: LabelSet
+    d: dict[str, Tensor], soft_masks: Tensor | None, request: InferenceRequest, o: ResolvedOptions, network: Network
 ) -> list[Instance]:
+    labels = network.labels
     boxes = d["boxes"].cpu().tolist()
     scores = d["scores"].cpu().tolist()
     label_ids = d["labels"].cpu().tolist()
@@ -390,7 +397,7 @@ def _instances(
         if keypoints is not None and scores_kp is not None:
             instance.keypoints = [
                 Keypoint(name, x, y, s)
-                for name, (x, y, _), s in zip(COCO_KEYPOINT_NAMES, keypoints[i], scores_kp[i], strict=True)
+                for name, (x, y, _), s in zip(network.arch.keypoint_names, keypoints[i], scores_kp[i], strict=True)
             ]
         found.append(instance)
     return found

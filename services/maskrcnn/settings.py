@@ -20,8 +20,12 @@ from services.runtime.settings import ModelServerSettings
 # Class-agnostic NMS, as SAM-CLIP's open-vocabulary results have, drops the remaining ones:
 # on 100 held-out scenes at 0.7, precision 0.886 -> 0.925 and recall 0.714 -> 0.711 (F1
 # 0.791 -> 0.804); box AP falls 0.651 -> 0.619, as AP also credits the second guesses.
-PRESET_DEFAULTS: dict[str, dict[str, float | bool]] = {
-    "shapes": {"min_size": 192, "max_size": 288, "score_threshold": 0.7, "class_agnostic_nms": True}
+# The preset also serves its shipped keypoint model (triangle corners): it is small and local.
+PRESET_DEFAULTS: dict[str, dict[str, float | bool | str]] = {
+    "shapes": {
+        "min_size": 192, "max_size": 288, "score_threshold": 0.7, "class_agnostic_nms": True,
+        "keypoints_enabled": True, "keypoint_weights": "shapes",
+    }
 }
 
 
@@ -52,8 +56,10 @@ class MaskRCNNSettings(ModelServerSettings):
     categories_file: Path | None = Field(None, description="JSON list or one name a line")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="torch.hub root")
     seed: int = Field(0, description="seed of the random init (random weights are reproducible)")
-    keypoints_enabled: bool = Field(False, description="also load Keypoint R-CNN")
-    keypoint_weights: str = Field("torchvision:COCO_V1", description="as for weights")
+    keypoints_enabled: bool = Field(False, description="also load Keypoint R-CNN (default with weights=shapes)")
+    keypoint_weights: str = Field(
+        "torchvision:COCO_V1", description="as for weights (shapes: triangle corners; default with weights=shapes)"
+    )
 
     # --- defaults of per-request options ------------------------------------------------
     score_threshold: float = Field(0.5, ge=0.0, le=1.0)

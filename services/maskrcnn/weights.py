@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services.maskrcnn.categories import PERSON_CATEGORIES, SHAPES_CATEGORIES, SHAPES_KEYPOINT_CATEGORIES
 from services.runtime.errors import ConfigurationError
 from services.runtime.weights import WeightFile
 
@@ -142,15 +143,18 @@ def _random(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedW
 
 
 def _shapes(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
-    """The shipped shapes reference weights, checked against their model card's SHA-256."""
+    """The shipped shapes reference weights of `arch`, checked against their model card's SHA-256."""
     from shapes.weights import verified_path
 
+    if arch.shipped_weights is None:
+        raise ConfigurationError(f"weights=shapes: there are no shipped shapes weights for {arch.name}")
     try:
-        path = verified_path("maskrcnn_shapes")
+        path = verified_path(arch.shipped_weights)
     except (OSError, ValueError, KeyError) as exc:
+        trainer = "train_keypoints" if arch.keypoint_names else "train_maskrcnn"
         raise ConfigurationError(
             f"weights=shapes: the shipped file is missing or altered ({exc}); restore shapes/weights/ from "
-            "the repository or retrain it with `python -m shapes.train_maskrcnn`"
+            f"the repository or retrain it with `python -m shapes.{trainer}`"
         ) from exc
     return ResolvedWeights(source, read_state_dict(path), True, None, path)
 
@@ -165,9 +169,8 @@ class Scheme:
     categories: tuple[str, ...] | None = None  # a preset's own class names (index 0: background)
     note: str | None = None  # said in every answer, e.g. "shapes reference weights, synthetic data"
     names_classes: bool = False  # the weights come with their class names: no num_classes/categories_file
-
-
-SHAPES_CLASSES = ("__background__", "circle", "square", "triangle", "star", "cross")  # shapes.scenes.CLASSES
+    keypoint_arch: str = "keypoints"  # the architecture these keypoint weights belong to
+    keypoint_categories: tuple[str, ...] = PERSON_CATEGORIES  # and its class names
 
 SCHEMES: dict[str, Scheme] = {
     "torchvision": Scheme(_torchvision, takes_value=True, names_classes=True),
@@ -177,9 +180,11 @@ SCHEMES: dict[str, Scheme] = {
         _shapes,
         takes_value=False,
         arch="shapes",
-        categories=SHAPES_CLASSES,
+        categories=SHAPES_CATEGORIES,
         note="shapes reference weights, synthetic data",
         names_classes=True,
+        keypoint_arch="shapes_keypoints",
+        keypoint_categories=SHAPES_KEYPOINT_CATEGORIES,
     ),
 }
 
