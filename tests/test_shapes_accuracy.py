@@ -34,7 +34,7 @@ KEYPOINT_SCENES = accuracy.eval_scenes(32)  # 27 triangles (8 scenes hold only 9
 # Measured on these 8 scenes with the shipped weights (CPU): box AP 0.766, mask AP 0.668, SAM mIoU
 # 0.805 (point) / 0.802 (box), CLIP top-1 1.0, open-vocabulary mask AP 0.480, semantic mIoU 0.721,
 # agreement mean IoU 0.831 and label agreement 0.883; on the 32 keypoint scenes, keypoint AP
-# 0.629, triangle recall 0.926 and order-free corner error 3.95 px. A broken resize, axis, label
+# 0.621, triangle recall 0.926 and order-free corner error 4.05 px. A broken resize, axis, label
 # mapping or keypoint order takes these towards 0 (the error towards tens of pixels).
 FLOORS = {
     "maskrcnn_box_ap": 0.60,

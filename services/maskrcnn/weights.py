@@ -172,6 +172,7 @@ class Scheme:
     keypoint_arch: str = "keypoints"  # the architecture these keypoint weights belong to
     keypoint_categories: tuple[str, ...] = PERSON_CATEGORIES  # and its class names
 
+
 SCHEMES: dict[str, Scheme] = {
     "torchvision": Scheme(_torchvision, takes_value=True, names_classes=True),
     "file": Scheme(_file, takes_value=True),
