@@ -1,6 +1,6 @@
 """Train the shapes Keypoint R-CNN (triangle corners) on generated scenes (CPU, reproducible).
 
-    python -m shapes.train_keypoints --iterations 1000 --out shapes/weights
+    python -m shapes.train_keypoints --iterations 4500 --out shapes/weights
 
 Starts from the shipped shapes Mask R-CNN (or `--detector`): its backbone and RPN are
 copied and frozen, its box head is copied and fine-tuned, its box predictor's background
@@ -17,20 +17,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from services.maskrcnn.settings import PRESET_DEFAULTS
 from shapes.evaluation import TRIANGLE_ID, detections, keypoint_metrics
 from shapes.maskrcnn_arch import build_shapes_keypointrcnn
 from shapes.scenes import EVAL_SEEDS, TRAIN_SEEDS, TRIANGLE_KEYPOINTS, Scene, corner_visibility, generate_scene
-from shapes.train_maskrcnn import predict, targets_of, to_tensor
+from shapes.train_maskrcnn import (
+    add_training_arguments,
+    make_optimizer,
+    predict,
+    seed_everything,
+    targets_of,
+    to_tensor,
+    warmup_cosine,
+)
 from shapes.weights import WEIGHTS_DIR, load_stage, sha256_of, write_card
 
 CLASSES = ("__background__", "triangle")
@@ -90,26 +95,13 @@ def evaluate_model(model: torch.nn.Module, scenes: list[Scene]) -> dict[str, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--iterations", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--eval-scenes", type=int, default=100)
+    add_training_arguments(parser, iterations=4500, lr=0.01, warmup=100)
     parser.add_argument("--detector", type=Path, default=WEIGHTS_DIR / "maskrcnn_shapes.pth",
                         help="shapes Mask R-CNN weights to start from")
     parser.add_argument("--init", type=Path, help="continue from these keypoint weights instead")
-    parser.add_argument("--seed-offset", type=int, default=0, help="first training scene seed")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args()
-
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(args.seed, args.threads)
 
     model = build()
     init_card = None
@@ -124,13 +116,8 @@ def main() -> None:
     for name, p in model.named_parameters():
         p.requires_grad_(not name.startswith(FROZEN))
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
-
-    def lr_at(step: int) -> float:
-        if step < args.warmup:
-            return args.lr * (0.001 + 0.999 * step / args.warmup)
-        progress = (step - args.warmup) / max(args.iterations - args.warmup, 1)
-        return args.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    optimizer = make_optimizer(params, args)
+    lr_at = warmup_cosine(args)
 
     start, seed = time.time(), args.seed_offset
     model.train()

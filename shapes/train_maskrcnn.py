@@ -13,6 +13,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,26 +51,53 @@ def predict(model: torch.nn.Module, scenes: list[Scene]) -> list[dict[str, Any]]
         return [model([to_tensor(s.image)])[0] for s in scenes]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--iterations", type=int, default=3000)
+def add_training_arguments(parser: argparse.ArgumentParser, *, iterations: int, lr: float, warmup: int) -> None:
+    """What the R-CNN training scripts share: schedule, optimizer, seeds, threads, evaluation."""
+    parser.add_argument("--iterations", type=int, default=iterations)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=0.02)
-    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--warmup", type=int, default=warmup)
     parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="sgd: momentum 0.9")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-scenes", type=int, default=100)
-    parser.add_argument("--init", type=Path, help="continue from these weights (a state dict)")
     parser.add_argument("--seed-offset", type=int, default=0, help="first training scene seed")
+
+
+def seed_everything(seed: int, threads: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def make_optimizer(params: list[torch.nn.Parameter], args: argparse.Namespace) -> torch.optim.Optimizer:
+    if args.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    return torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
+
+
+def warmup_cosine(args: argparse.Namespace) -> Callable[[int], float]:
+    """The learning rate at a step: a linear warm-up from 0.1% of --lr, then a cosine to 0."""
+
+    def lr_at(step: int) -> float:
+        if step < args.warmup:
+            return args.lr * (0.001 + 0.999 * step / args.warmup)
+        progress = (step - args.warmup) / max(args.iterations - args.warmup, 1)
+        return args.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return lr_at
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_training_arguments(parser, iterations=3000, lr=0.02, warmup=200)
+    parser.add_argument("--init", type=Path, help="continue from these weights (a state dict)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
     args = parser.parse_args()
-
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(args.seed, args.threads)
 
     model = build_shapes_maskrcnn(num_classes=NUM_CLASSES)
     init_card = None
@@ -77,13 +105,8 @@ def main() -> None:
         state, init_card = load_stage(args.init)
         model.load_state_dict(state)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
-
-    def lr_at(step: int) -> float:
-        if step < args.warmup:
-            return args.lr * (0.001 + 0.999 * step / args.warmup)
-        progress = (step - args.warmup) / max(args.iterations - args.warmup, 1)
-        return args.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    optimizer = make_optimizer(params, args)
+    lr_at = warmup_cosine(args)
 
     start = time.time()
     model.train()
