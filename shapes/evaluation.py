@@ -12,7 +12,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from services.runtime.masks import encode_mask
-from shapes.scenes import CLASSES, Scene, coco_dataset
+from shapes.scenes import CLASSES, TRIANGLE_KEYPOINTS, Scene, coco_dataset
 
 TRIANGLE_ID = CLASSES.index("triangle") + 1
 # OKS constant of each triangle corner: with the object scale s = sqrt(area), a corner off by
@@ -68,7 +68,7 @@ def evaluate(gt: COCO, results: list[dict], iou_type: str, category_ids: Sequenc
         if category_ids is not None:
             ev.params.catIds = list(category_ids)
         if iou_type == "keypoints":
-            ev.params.kpt_oks_sigmas = np.full(3, CORNER_OKS_SIGMA)
+            ev.params.kpt_oks_sigmas = np.full(len(TRIANGLE_KEYPOINTS), CORNER_OKS_SIGMA)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -92,7 +92,7 @@ def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
 def corner_errors(gt: COCO, results: list[dict], score_threshold: float) -> dict[str, float | None]:
     """Mean pixel distance of triangle corners, over ground-truth triangles whose best-scoring
     detection (at or above `score_threshold`) overlaps them at box IoU >= 0.5: in the canonical
-    order, and order-free (each true corner to the nearest predicted one). `recall` is the share
+    order, and order-free (each true corner to the nearest predicted one). `triangle_recall` is the share
     of triangles that had such a detection. Errors are None when no triangle was found."""
     ordered, unordered, found, total = [], [], 0, 0
     for ann in gt.loadAnns(gt.getAnnIds(catIds=[TRIANGLE_ID])):
