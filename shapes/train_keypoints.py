@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from services.maskrcnn.categories import SHAPES_KEYPOINT_CATEGORIES
 from services.maskrcnn.settings import PRESET_DEFAULTS
 from shapes.evaluation import TRIANGLE_ID, detections, keypoint_metrics
 from shapes.maskrcnn_arch import build_shapes_keypointrcnn
@@ -38,7 +39,7 @@ from shapes.train_maskrcnn import (
 )
 from shapes.weights import WEIGHTS_DIR, load_stage, sha256_of, write_card
 
-CLASSES = ("__background__", "triangle")
+CLASSES = SHAPES_KEYPOINT_CATEGORIES  # background, triangle: the label set the service gives these weights
 FROZEN = ("backbone.", "rpn.")  # shared with the Mask R-CNN and left as it learned them
 TRAINED_LOSSES = ("loss_classifier", "loss_box_reg", "loss_keypoint")
 SCORE_THRESHOLD = float(PRESET_DEFAULTS["shapes"]["score_threshold"])  # as served; for the corner errors
