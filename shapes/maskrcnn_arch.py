@@ -71,22 +71,26 @@ class NarrowFPNBackbone(nn.Module):
         return self.fpn(self.body(x))
 
 
-def _anchors() -> AnchorGenerator:
-    return AnchorGenerator(sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5)
+def _shared_parts(num_classes: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The RPN, box head and settings both models have, so that their weights carry over."""
+    return {
+        "min_size": MIN_SIZE, "max_size": MAX_SIZE, **SAMPLING, **kwargs,
+        "rpn_anchor_generator": AnchorGenerator(
+            sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5
+        ),
+        "box_head": TwoMLPHead(FPN_CHANNELS * 7 * 7, 256),
+        "box_predictor": FastRCNNPredictor(256, num_classes),
+    }
 
 
 def build_shapes_maskrcnn(*, num_classes: int, **kwargs: Any) -> MaskRCNN:
     """MaskRCNN for `num_classes` (background included)."""
-    kwargs = {"min_size": MIN_SIZE, "max_size": MAX_SIZE, **SAMPLING, **kwargs}
     return MaskRCNN(
         NarrowFPNBackbone(),
         num_classes=None,
-        rpn_anchor_generator=_anchors(),
-        box_head=TwoMLPHead(FPN_CHANNELS * 7 * 7, 256),
-        box_predictor=FastRCNNPredictor(256, num_classes),
+        **_shared_parts(num_classes, kwargs),
         mask_head=MaskRCNNHeads(FPN_CHANNELS, (64, 64, 64, 64), 1),
         mask_predictor=MaskRCNNPredictor(64, 64, num_classes),
-        **kwargs,
     )
 
 
@@ -96,14 +100,10 @@ def build_shapes_keypointrcnn(*, num_classes: int, num_keypoints: int, **kwargs:
     Its backbone, RPN and box head have the Mask R-CNN's layout, so training can start
     from the shapes Mask R-CNN's weights (`shapes.train_keypoints`).
     """
-    kwargs = {"min_size": MIN_SIZE, "max_size": MAX_SIZE, **SAMPLING, **kwargs}
     return KeypointRCNN(
         NarrowFPNBackbone(),
         num_classes=None,
-        rpn_anchor_generator=_anchors(),
-        box_head=TwoMLPHead(FPN_CHANNELS * 7 * 7, 256),
-        box_predictor=FastRCNNPredictor(256, num_classes),
+        **_shared_parts(num_classes, kwargs),
         keypoint_head=KeypointRCNNHeads(FPN_CHANNELS, (128,) * 4),
         keypoint_predictor=KeypointRCNNPredictor(128, num_keypoints),
-        **kwargs,
     )
