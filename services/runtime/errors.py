@@ -7,11 +7,29 @@ Anything else that escapes a handler becomes INTERNAL with a generic message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 import grpc
 
 ERROR_DOMAIN = "visioncompare"
+
+# What a message fit for clients never holds: Python reprs, memory addresses, server paths.
+_REPR = re.compile(r"<(?:[\w.]*\.)?(?P<name>\w+)? ?[^<>]*?(?:object at|at 0x|class '|function |module ')[^<>]*>")
+_ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{4,}\b")
+_PATH = re.compile(r"(?<![\w:/.~-])(?:~|\.{1,2})?/(?:[^\s/:'\"<>()\[\],;]+/)+(?P<base>[^\s/:'\"<>()\[\],;]*)")
+
+
+def client_text(text: str) -> str:
+    """`text` with any Python repr, memory address or filesystem path taken out.
+
+    The guard every message that leaves a server passes through (the gRPC
+    interceptor, the gateway's HTTP errors and per-model statuses): a message
+    built from a library's exception text cannot leak internals.
+    """
+    text = _REPR.sub(lambda m: f"a {m['name']}" if m["name"] else "an object", text)
+    text = _ADDRESS.sub("an address", text)
+    return _PATH.sub(lambda m: m["base"] or "a path", text)
 
 
 class ServiceError(Exception):

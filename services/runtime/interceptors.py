@@ -20,7 +20,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.runtime.errors import ERROR_DOMAIN, ServiceError, Unauthenticated
+from services.runtime.errors import ERROR_DOMAIN, ServiceError, Unauthenticated, client_text
 from services.runtime.logs import request_id_var
 from services.runtime.metrics import ServerMetrics
 
@@ -34,7 +34,11 @@ UNAUTHENTICATED_METHODS = ("/grpc.health.v1.Health/",)
 
 
 def to_status(error: ServiceError) -> status_pb2.Status:
-    """A ServiceError as google.rpc.Status with ErrorInfo and BadRequest details."""
+    """A ServiceError as google.rpc.Status with ErrorInfo and BadRequest details.
+
+    Message and field descriptions pass through `client_text`: no repr, memory
+    address or server path reaches a client, whatever a domain error was built from.
+    """
     details = []
     info = any_pb2.Any()
     info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))
@@ -44,13 +48,13 @@ def to_status(error: ServiceError) -> status_pb2.Status:
         bad.Pack(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                    error_details_pb2.BadRequest.FieldViolation(field=f, description=client_text(d))
                     for f, d in error.field_violations
                 ]
             )
         )
         details.append(bad)
-    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+    return status_pb2.Status(code=error.code.value[0], message=client_text(error.message), details=details)
 
 
 def internal_status(request_id: str) -> status_pb2.Status:
