@@ -118,6 +118,96 @@ def test_unexpected_errors_are_internal_without_a_stack_trace() -> None:
         assert detect(srv.address, encode(scene())).instances  # still up
 
 
+class ShortAnswerModel(BrightSpotModel):
+    """Answers one request too few for a batch holding a 13-pixel-high image."""
+
+    def predict(self, requests):  # type: ignore[no-untyped-def]
+        answers = super().predict(requests)
+        return answers[:-1] if any(r.image.shape[0] == 13 for r in requests) else answers
+
+
+class WorkerKiller(BaseException):
+    """Not an Exception: what no per-batch handler may swallow."""
+
+
+class FatalModel(BrightSpotModel):
+    def predict(self, requests):  # type: ignore[no-untyped-def]
+        if any(r.image.shape[0] == 13 for r in requests):
+            raise WorkerKiller("the model cannot go on")
+        return super().predict(requests)
+
+
+def test_a_batch_answered_with_the_wrong_count_is_internal_and_the_worker_goes_on() -> None:
+    with ServerThread(ShortAnswerModel()) as srv:
+        start = time.perf_counter()
+        with pytest.raises(grpc.RpcError) as err:
+            detect(srv.address, encode(scene(20, 13)))
+        assert err.value.code() == grpc.StatusCode.INTERNAL and time.perf_counter() - start < 5
+        assert "request id" in err.value.details() and "IndexError" not in err.value.details()
+        assert detect(srv.address, encode(scene())).instances  # the worker goes on
+        assert health_status(srv.address) == health_pb2.HealthCheckResponse.SERVING
+        assert srv.server is not None
+        srv.run(srv.server.stop(0), timeout=10)  # stop() returns: no spinning on a stranded queue
+        srv.server = None
+
+
+def test_a_worker_that_cannot_go_on_turns_health_not_serving(caplog: pytest.LogCaptureFixture) -> None:
+    with ServerThread(FatalModel()) as srv:
+        with pytest.raises(grpc.RpcError) as err:
+            detect(srv.address, encode(scene(20, 13)))
+        assert err.value.code() == grpc.StatusCode.INTERNAL and "WorkerKiller" not in err.value.details()
+        for _ in range(50):
+            if health_status(srv.address) == health_pb2.HealthCheckResponse.NOT_SERVING:
+                break
+            time.sleep(0.05)
+        assert health_status(srv.address) == health_pb2.HealthCheckResponse.NOT_SERVING
+        start = time.perf_counter()
+        with pytest.raises(grpc.RpcError) as err:
+            detect(srv.address, encode(scene()))  # refused at once, not queued forever
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and time.perf_counter() - start < 5
+        assert "not serving" in err.value.details() and "retry on another replica" in err.value.details()
+        assert any(r.levelname == "CRITICAL" and "inference worker" in r.getMessage() for r in caplog.records)
+        assert srv.server is not None
+        srv.run(srv.server.stop(0), timeout=10)
+        srv.server = None
+
+
+class GatedModel(BrightSpotModel):
+    """Inference on a 13-pixel-high image blocks until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def predict(self, requests):  # type: ignore[no-untyped-def]
+        if any(r.image.shape[0] == 13 for r in requests):
+            self.release.wait(30)
+        return super().predict(requests)
+
+
+def wait_for_health(address: str, status: int, timeout: float = 5.0) -> int:
+    deadline = time.monotonic() + timeout
+    while (got := health_status(address)) != status and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return got
+
+
+def test_an_inference_past_the_watchdog_reports_not_serving(caplog: pytest.LogCaptureFixture) -> None:
+    model = GatedModel()
+    serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+    with ServerThread(model, inference_watchdog_s=0.3, max_batch_size=1) as srv, ThreadPoolExecutor(2) as pool:
+        stuck = pool.submit(detect, srv.address, encode(scene(20, 13)))
+        assert wait_for_health(srv.address, not_serving) == not_serving
+        assert any(r.levelname == "CRITICAL" and "WATCHDOG" in r.getMessage() for r in caplog.records)
+        with pytest.raises(grpc.RpcError) as err:
+            detect(srv.address, encode(scene()))  # refused while the inference hangs
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "watchdog" in err.value.details()
+        model.release.set()  # it was only slow: it answers, and the service serves again
+        assert stuck.result(10).instances
+        assert wait_for_health(srv.address, serving) == serving
+        assert detect(srv.address, encode(scene())).instances
+
+
 @pytest.mark.parametrize(
     ("payload", "needle"),
     [
@@ -337,3 +427,7 @@ def test_settings_are_validated_with_clear_errors(tmp_path) -> None:  # type: ig
         ServerSettings(tls_cert_file=tmp_path / "x")
     with pytest.raises(ValueError, match="max_batch_size"):
         ServerSettings(max_batch_size=0)
+    assert ServerSettings().inference_watchdog_s == 300.0  # the watchdog is on by default
+    assert ServerSettings(inference_watchdog_s=None).inference_watchdog_s is None
+    with pytest.raises(ValueError, match="inference_watchdog_s"):
+        ServerSettings(inference_watchdog_s=0)

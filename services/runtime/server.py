@@ -132,6 +132,8 @@ class ModelServer(GrpcServer):
             max_batch_size=settings.max_batch_size,
             max_queue_delay_ms=settings.max_queue_delay_ms,
             max_queue_size=settings.max_queue_size,
+            watchdog_s=settings.inference_watchdog_s,
+            on_health=self._on_scheduler_health,
         )
         self.servicer = VisionModelServicer(model, self.scheduler, max_image_pixels=settings.max_image_pixels)
         super().__init__(
@@ -156,6 +158,18 @@ class ModelServer(GrpcServer):
         self.metrics.model_loaded.set(1)
         await self.set_serving(True)
         log.info("model %s loaded and warm: SERVING", self.model.name)
+
+    async def _on_scheduler_health(self, serving: bool) -> None:
+        """The scheduler's worker died, or an inference ran past (or finished after) the watchdog."""
+        if serving and not (self.servicer.ready and self.scheduler.healthy):
+            return  # draining, or down for another reason
+        await self.set_serving(serving)
+        log.log(
+            logging.WARNING if serving else logging.CRITICAL,
+            "model %s: health is now %s",
+            self.model.name,
+            "SERVING" if serving else "NOT_SERVING",
+        )
 
     async def wait_ready(self, timeout: float | None = None) -> None:
         """Wait for load and warm-up; re-raises a load failure."""

@@ -34,6 +34,12 @@ class ServerSettings(BaseSettings):
         0.0, ge=0, description="how long a batch waits to fill; 0 batches what is already queued"
     )
     max_queue_size: int = Field(64, ge=1, description="queued requests before RESOURCE_EXHAUSTED")
+    inference_watchdog_s: float | None = Field(
+        300.0,
+        gt=0,
+        description="an inference (one batch) running longer reports NOT_SERVING, so that the orchestrator "
+        "restarts a hung service; SERVING again if it finishes; raise it for slow CPU inference; none disables",
+    )
     drain_grace_s: float = Field(10.0, ge=0, description="SIGTERM drain period")
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
