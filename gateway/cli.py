@@ -99,7 +99,7 @@ def models(
 
 @app.command()
 def compare(
-    image: Annotated[Path, typer.Argument(help="image file (JPEG, PNG, WebP, BMP)")],
+    image: Annotated[Path, typer.Argument(help="image file (JPEG, PNG, WebP, BMP, GIF, TIFF)")],
     task: Annotated[str, typer.Option("--task", "-t", help=f"one of: {', '.join(TASKS)}")] = "instance-segmentation",
     labels: Annotated[str | None, typer.Option(help="comma-separated labels")] = None,
     point: Annotated[list[str], typer.Option("--point", help="x,y or x,y,neg; repeatable")] = [],  # noqa: B006

@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
@@ -21,7 +22,15 @@ from gateway.agreement import pairwise
 from gateway.settings import GatewaySettings
 from gateway.targets import Target, TargetRegistry
 from services.runtime.convert import task_from_proto
-from services.runtime.errors import FailedPrecondition, InvalidArgument, ModelNotReady
+from services.runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    ModelNotReady,
+    ServiceError,
+    TooLarge,
+    client_text,
+)
+from services.runtime.images import check_image
 from services.runtime.metrics import LATENCY_BUCKETS
 from services.runtime.model import RPC_TASKS
 
@@ -42,33 +51,65 @@ class GatewayMetrics:
         )
 
 
-# Leading bytes of the formats the models accept; the gateway sniffs, never decodes.
-SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"BM")
-
-
-def check_image(image: pb.Image) -> None:
-    source = image.WhichOneof("source")
-    if source is None or (source == "encoded" and not image.encoded):
-        raise InvalidArgument("image is empty: send a JPEG, PNG, WebP or BMP file", field="image")
-    if source == "encoded":
-        data = image.encoded
-        webp = data[:4] == b"RIFF" and data[8:12] == b"WEBP"
-        if not (webp or data.startswith(SIGNATURES)):
-            raise InvalidArgument("image is not a JPEG, PNG, WebP or BMP file", field="image.encoded")
-
-
 def rpc_for(task: int) -> str:
     return next(rpc for rpc, tasks in RPC_TASKS.items() if task in tasks)
 
 
 def status_from_error(error: grpc.aio.AioRpcError) -> cs.ModelStatus:
     """The backend's status with its google.rpc rich details, passed through."""
-    status = cs.ModelStatus(code=error.code().value[0], message=error.details() or "")
+    status = cs.ModelStatus(code=error.code().value[0], message=client_text(error.details() or ""))
     for key, value in error.trailing_metadata() or ():
         if key == STATUS_DETAILS_KEY:
             rich = status_pb2.Status.FromString(value)
             status.details.extend(rich.details)
     return status
+
+
+@dataclass
+class RichDetails:
+    """A status's google.rpc ErrorInfo and BadRequest details, unpacked."""
+
+    reason: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    violations: list[tuple[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, status: cs.ModelStatus) -> RichDetails:
+        out = cls()
+        for detail in status.details:
+            info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+            if detail.Unpack(info):
+                out.reason, out.metadata = info.reason, dict(info.metadata)
+            elif detail.Unpack(bad):
+                out.violations.extend((v.field, v.description) for v in bad.field_violations)
+        return out
+
+
+def image_error(results: list[cs.ModelResult]) -> ServiceError | None:
+    """The error to fail the whole call with when every model rejected the image itself.
+
+    The gateway checks the header only; a file damaged past its header (e.g. a
+    truncated JPEG) is found by the models when they decode it. When every model
+    answered INVALID_ARGUMENT with a field violation on the image, the request is
+    bad for all of them: it fails whole, with the first model's message and details.
+    """
+    rejected = []
+    for result in results:
+        details = RichDetails.of(result.status)
+        about_image = any(f == "image" or f.startswith("image.") for f, _ in details.violations)
+        if result.status.code != grpc.StatusCode.INVALID_ARGUMENT.value[0] or not about_image:
+            return None
+        rejected.append((result, details))
+    if not rejected:
+        return None
+    first, details = rejected[0]
+    names = ", ".join(r.model_name for r, _ in rejected)
+    kind = TooLarge if details.reason == TooLarge.reason else InvalidArgument
+    return kind(
+        f"{first.status.message} (every model rejected the image: {names})",
+        field_violations=details.violations,
+        metadata=details.metadata,
+    )
 
 
 class Comparator:
@@ -121,7 +162,7 @@ class Comparator:
 
     async def compare(self, request: cs.CompareRequest, timeout_s: float | None) -> cs.CompareResponse:
         task = task_from_proto(request.task)  # validates
-        check_image(request.image)
+        check_image(request.image, self.settings.max_image_pixels)  # header only: format, size, pixel limit
         targets = self.select(request)
         labels_used = self.shared_vocabulary(request.task, request.options, targets)
         budget = timeout_s if timeout_s is not None else self.settings.default_timeout_s
@@ -129,6 +170,9 @@ class Comparator:
         results = await asyncio.gather(
             *(self._call(t, request, int(task), labels_used, deadline) for t in targets)
         )
+        error = image_error(list(results))
+        if error is not None:
+            raise error
         return cs.CompareResponse(
             task=request.task,
             results=results,
@@ -155,7 +199,9 @@ class Comparator:
         result = cs.ModelResult(model_name=target.name, endpoint=target.address)
         if not target.serving:
             result.status.CopyFrom(
-                cs.ModelStatus(code=grpc.StatusCode.UNAVAILABLE.value[0], message=f"model unavailable: {target.error}")
+                cs.ModelStatus(
+                    code=grpc.StatusCode.UNAVAILABLE.value[0], message=client_text(f"model unavailable: {target.error}")
+                )
             )
             self.metrics.calls.labels(model=target.name, code="UNAVAILABLE").inc()
             return result
@@ -165,8 +211,8 @@ class Comparator:
         code = grpc.StatusCode.OK
         try:
             response = await getattr(target.stub, rpc)(model_request, timeout=timeout, metadata=target.metadata)
-            field = {"Detect": "detect", "Segment": "segment", "Classify": "classify"}[rpc]
-            getattr(result, field).CopyFrom(response)
+            output = {"Detect": "detect", "Segment": "segment", "Classify": "classify"}[rpc]
+            getattr(result, output).CopyFrom(response)
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             result.status.CopyFrom(status_from_error(exc))

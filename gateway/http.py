@@ -13,6 +13,8 @@ import base64
 import binascii
 import hmac
 import json
+import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from google.protobuf import json_format
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
 
 from gateway.comparison import Comparator
 from gateway.settings import GatewaySettings
-from services.runtime.errors import InvalidArgument, ServiceError, TooLarge, Unauthenticated
+from services.runtime.errors import InvalidArgument, ServiceError, TooLarge, Unauthenticated, client_text
 
+log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).parent / "web"
 SAMPLES_DIR = Path(__file__).parent / "samples"
 
@@ -78,15 +81,36 @@ def parse_options(raw: dict[str, Any] | str | None) -> pb.TaskOptions:
         raise InvalidArgument(f"options is not valid TaskOptions JSON: {exc}", field="options") from None
 
 
+def invalid_body(exc: ValidationError) -> InvalidArgument:
+    """Pydantic's errors as field violations, without its repr of the input."""
+    violations = [(".".join(str(p) for p in e["loc"]) or "body", e["msg"]) for e in exc.errors()]
+    summary = "; ".join(f"{f}: {d}" for f, d in violations)
+    return InvalidArgument(f"request body is not a valid compare request: {summary}", field_violations=violations)
+
+
 def error_response(exc: ServiceError) -> JSONResponse:
+    """The JSON error body; like the gRPC interceptor, it lets no repr, address or path out."""
     body = {
         "code": exc.code.name,
-        "message": exc.message,
+        "message": client_text(exc.message),
         "reason": exc.reason,
-        "field_violations": [{"field": f, "description": d} for f, d in exc.field_violations],
+        "field_violations": [{"field": f, "description": client_text(d)} for f, d in exc.field_violations],
     }
     status = 413 if isinstance(exc, TooLarge) else HTTP_STATUS.get(exc.code, 500)
     return JSONResponse(body, status_code=status)
+
+
+def internal_error_response() -> JSONResponse:
+    """An unexpected error: logged with its stack trace and an id; the caller gets only the id."""
+    request_id = uuid.uuid4().hex[:16]
+    log.exception("HTTP request failed with an unexpected error; request id %s", request_id)
+    body = {
+        "code": grpc.StatusCode.INTERNAL.name,
+        "message": f"internal error; request id {request_id} is in the server log",
+        "reason": "INTERNAL",
+        "field_violations": [],
+    }
+    return JSONResponse(body, status_code=500)
 
 
 def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
@@ -112,7 +136,10 @@ def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
             length = request.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > limit:
                 return error_response(TooLarge(f"request body is {length} bytes, over the limit of {limit}"))
-        return await call_next(request)
+        try:
+            return await call_next(request)
+        except Exception:  # noqa: BLE001 - nothing unexpected reaches the caller but an id
+            return internal_error_response()
 
     @app.get("/healthz", summary="The gateway process is up")
     async def healthz() -> dict[str, str]:
@@ -169,8 +196,8 @@ def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
         else:
             try:
                 body = CompareJson.model_validate_json(await request.body())
-            except ValueError as exc:
-                raise InvalidArgument(f"request body is not a valid compare request: {exc}") from None
+            except ValidationError as exc:
+                raise invalid_body(exc) from None
             try:
                 data = base64.b64decode(body.image_base64, validate=True)
             except binascii.Error:

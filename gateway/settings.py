@@ -25,6 +25,12 @@ class GatewaySettings(ServerSettings):
     deadline_margin_ms: float = Field(50.0, ge=0, description="kept back from each model call's deadline")
     health_retry_s: float = Field(2.0, gt=0, description="pause before re-watching a target that is down")
     iou_threshold: float = Field(0.5, gt=0, le=1)
+    max_image_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        description="largest image (width*height, read from its header) the gateway forwards; a larger one "
+        "fails whole with INVALID_ARGUMENT (HTTP 413) before any model is called",
+    )
     target_tls_ca_file: Path | None = Field(None, description="CA to verify model services (enables TLS)")
     target_tls_cert_file: Path | None = Field(None, description="client cert for mTLS to model services")
     target_tls_key_file: Path | None = None

@@ -8,11 +8,14 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
 
+from gateway.comparison import image_error
 from tests.gateway_support import GatewayThread
 from tests.images import encode, scene
+from tests.odd_images import assert_clean_message, bad_files, odd_but_valid_files
 from tests.processes import ServiceProcess, tiny_service
 
 IMAGE = pb.Image(encoded=encode(scene(64, 48, (10, 8, 30, 20))))
@@ -79,6 +82,100 @@ def test_bad_requests_fail_as_a_whole(gateway: GatewayThread) -> None:
     with pytest.raises(grpc.RpcError) as err:
         compare(gateway, pb.TASK_OBJECT_DETECTION, model_names=["nope"])
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "alpha" in err.value.details()
+
+
+def model_calls(gw: GatewayThread) -> float:
+    assert gw.server is not None
+    registry = gw.server.metrics.registry
+    return sum(
+        sample.value
+        for metric in registry.collect() if metric.name == "visioncompare_gateway_model_calls"
+        for sample in metric.samples if sample.name.endswith("_total")
+    )
+
+
+def rejection(err: pytest.ExceptionInfo[grpc.RpcError]) -> tuple[str, list[str]]:
+    """ErrorInfo reason and BadRequest fields of a failed call."""
+    status = rpc_status.from_call(err.value)  # type: ignore[arg-type]
+    assert status is not None
+    info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(info) and status.details[1].Unpack(bad)
+    return info.reason, [v.field for v in bad.field_violations]
+
+
+@pytest.mark.parametrize(
+    ("name", "reason", "needle"),
+    [
+        ("png bomb header", "INPUT_TOO_LARGE", "3600000000 pixels, over the limit of 40000000"),
+        ("text file", "INVALID_ARGUMENT", "not a readable JPEG, PNG, WebP, BMP, GIF or TIFF image"),
+        ("png 0x0", "INVALID_ARGUMENT", "not a readable"),
+        ("empty", "INVALID_ARGUMENT", "image.encoded is empty"),
+    ],
+)
+def test_image_no_model_can_read_fails_whole_before_fan_out(
+    gateway: GatewayThread, name: str, reason: str, needle: str
+) -> None:
+    before = model_calls(gateway)
+    with pytest.raises(grpc.RpcError) as err:
+        gateway.stub.Compare(cs.CompareRequest(image=pb.Image(encoded=bad_files()[name]),
+                                               task=pb.TASK_OBJECT_DETECTION), timeout=20)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert needle in err.value.details()
+    assert_clean_message(err.value.details())
+    assert rejection(err) == (reason, ["image.encoded"])
+    assert model_calls(gateway) == before  # no model was called
+
+
+def test_gateway_pixel_limit_is_its_own_setting(services: dict[str, ServiceProcess]) -> None:
+    with GatewayThread({"alpha": f"dns:///{services['alpha'].address}"}, max_image_pixels=64 * 48 - 1) as gw:
+        gw.wait_serving()
+        with pytest.raises(grpc.RpcError) as err:
+            compare(gw, pb.TASK_OBJECT_DETECTION)  # 64 x 48: fine for the model, over the gateway's limit
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "64x48 = 3072 pixels, over the limit of 3071" in err.value.details()
+        assert rejection(err) == ("INPUT_TOO_LARGE", ["image.encoded"])
+        assert model_calls(gw) == 0
+
+
+def test_truncated_image_every_model_rejects_fails_whole(gateway: GatewayThread) -> None:
+    truncated = bad_files()["truncated jpeg"]  # its header is fine: only decoding finds the damage
+    with pytest.raises(grpc.RpcError) as err:
+        gateway.stub.Compare(cs.CompareRequest(image=pb.Image(encoded=truncated), task=pb.TASK_OBJECT_DETECTION,
+                                               model_names=["alpha", "beta"]), timeout=20)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "corrupt or truncated" in err.value.details()
+    assert "every model rejected the image: alpha, beta" in err.value.details()
+    assert rejection(err) == ("INVALID_ARGUMENT", ["image.encoded"])
+
+
+def test_image_error_needs_every_model_to_reject_the_image() -> None:
+    def result(name: str, code: grpc.StatusCode, field: str = "image.encoded") -> cs.ModelResult:
+        status = cs.ModelStatus(code=code.value[0], message=f"{name} says no")
+        bad = error_details_pb2.BadRequest(
+            field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description="no")]
+        )
+        status.details.add().Pack(bad)
+        return cs.ModelResult(model_name=name, status=status)
+
+    bad_image = grpc.StatusCode.INVALID_ARGUMENT
+    error = image_error([result("a", bad_image), result("b", bad_image)])
+    assert error is not None and error.message == "a says no (every model rejected the image: a, b)"
+    assert error.field_violations == [("image.encoded", "no")]
+    assert image_error([result("a", bad_image), result("b", grpc.StatusCode.UNAVAILABLE)]) is None
+    assert image_error([result("a", bad_image), result("b", bad_image, field="options.labels")]) is None
+    assert image_error([result("a", bad_image), cs.ModelResult(model_name="b")]) is None  # b answered
+    assert image_error([]) is None
+
+
+@pytest.mark.parametrize("name", ["gif", "animated gif (first frame)", "tiff"])
+def test_gif_and_tiff_end_to_end(gateway: GatewayThread, name: str) -> None:
+    request = cs.CompareRequest(image=pb.Image(encoded=odd_but_valid_files()[name]),
+                                task=pb.TASK_OBJECT_DETECTION, model_names=["alpha", "beta"])
+    response = gateway.stub.Compare(request, timeout=20)
+    for r in response.results:
+        assert r.status.code == 0, r.status.message
+        box = r.detect.instances[0].box
+        assert (box.x1, box.y1, box.x2, box.y2) == (10, 8, 30, 20)
 
 
 def test_slow_model_times_out_alone_within_the_deadline(services: dict[str, ServiceProcess]) -> None:

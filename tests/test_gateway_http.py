@@ -11,6 +11,7 @@ import pytest
 
 from tests.gateway_support import GatewayThread
 from tests.images import encode, scene
+from tests.odd_images import assert_clean_message, bad_files, odd_but_valid_files
 from tests.processes import ServiceProcess, free_port, tiny_service
 
 PNG = encode(scene(64, 48, (10, 8, 30, 20)))
@@ -80,7 +81,7 @@ def test_compare_json_base64_with_masks_as_rle(http: httpx.Client) -> None:
     ("kwargs", "status", "needle"),
     [
         ({"files": {"image": ("x.png", b"not an image", "image/png")}, "data": {"task": "object-detection"}},
-         400, "not a JPEG, PNG, WebP or BMP"),
+         400, "not a readable JPEG, PNG, WebP, BMP, GIF or TIFF image"),
         ({"json": {"image_base64": "%%%", "task": "object-detection"}}, 400, "not valid base64"),
         ({"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "flying"}}, 400, "unknown task"),
         ({"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "zero-shot-classification"}},
@@ -92,6 +93,55 @@ def test_errors_are_json_with_matching_status(http: httpx.Client, kwargs: dict, 
     response = http.post("/v1/compare", **kwargs)
     assert response.status_code == status, response.text
     assert needle in response.json()["message"]
+
+
+@pytest.mark.parametrize("name", sorted(bad_files()))
+def test_unreadable_images_fail_whole_with_clean_json_errors(http: httpx.Client, name: str) -> None:
+    data = bad_files()[name]
+    response = http.post("/v1/compare", files={"image": ("upload", data, "application/octet-stream")},
+                         data={"task": "object-detection"})
+    assert response.status_code == (413 if "bomb" in name else 400), response.text
+    body = response.json()
+    assert body["code"] == "INVALID_ARGUMENT" and "results" not in body
+    assert [v["field"] for v in body["field_violations"]] == ["image.encoded"]
+    assert_clean_message(body["message"])
+    assert_clean_message(body["field_violations"][0]["description"])
+
+
+@pytest.mark.parametrize("name", sorted(odd_but_valid_files()))
+def test_unusual_images_pillow_reads_are_compared(http: httpx.Client, name: str) -> None:
+    data = odd_but_valid_files()[name]
+    response = http.post("/v1/compare", json={"image_base64": base64.b64encode(data).decode(),
+                                              "task": "object-detection"})
+    assert response.status_code == 200, response.text
+    assert [r["model_name"] for r in response.json()["results"] if "detect" in r] == ["one", "two"]
+
+
+def test_invalid_json_body_names_the_fields_without_echoing_the_input(http: httpx.Client) -> None:
+    secret = base64.b64encode(b"x" * 50).decode()
+    response = http.post("/v1/compare", json={"image_base64": secret, "timeout_s": -1})
+    assert response.status_code == 400
+    body = response.json()
+    assert {v["field"] for v in body["field_violations"]} == {"task", "timeout_s"}
+    assert secret not in response.text and "input_value" not in response.text
+
+
+def test_unexpected_error_is_500_with_a_request_id_only(services: list[ServiceProcess]) -> None:
+    with GatewayThread({"one": f"dns:///{services[0].address}"}, http_port=0) as gw:
+        assert gw.server is not None
+
+        async def explode(*args: object) -> None:
+            raise RuntimeError("secret detail in /srv/app/gateway/comparison.py")
+
+        gw.server.comparator.compare = explode  # type: ignore[method-assign]
+        with httpx.Client(base_url=f"http://127.0.0.1:{gw.server.http_port}", timeout=30) as client:
+            response = client.post("/v1/compare", json={"image_base64": base64.b64encode(PNG).decode(),
+                                                        "task": "object-detection"})
+            assert response.status_code == 500
+            body = response.json()
+            assert body["code"] == "INTERNAL" and "request id" in body["message"]
+            assert "secret" not in response.text and "Traceback" not in response.text
+            assert client.get("/v1/models").status_code == 200  # still serving
 
 
 def test_no_reachable_model_is_503() -> None:
