@@ -33,6 +33,7 @@ from services.maskrcnn.categories import COCO, LabelSet, label_set_from_file
 from services.maskrcnn.heads import use_filtered_heads
 from services.maskrcnn.options import ResolvedOptions, padded_shape, resolve_options
 from services.maskrcnn.settings import MaskRCNNSettings
+from services.maskrcnn.transform import use_any_aspect_transform
 from services.maskrcnn.weights import ResolvedWeights, WeightsSource, load_weights, resolve, scheme_of
 from services.runtime.device import DevicePlan, plan_device
 from services.runtime.errors import ServiceError
@@ -144,6 +145,7 @@ class MaskRCNNModel(VisionModel):
             torch.manual_seed(s.seed)  # "random" weights are the same in every process
             net = arch.build(num_classes=labels.num_classes, **kwargs)
         use_filtered_heads(net)
+        use_any_aspect_transform(net)
         net.roi_heads.class_agnostic_nms = s.class_agnostic_nms
         load_weights(net, weights, f"{arch.name} with num_classes={labels.num_classes}")
         weights = replace(weights, state_dict=None)  # the loaded copy lives in the network now

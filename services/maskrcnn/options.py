@@ -115,9 +115,11 @@ def _label_ids(names: tuple[str, ...], labels: LabelSet, max_labels: int, task: 
 
 
 def input_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
-    """The resized (not yet padded) size GeneralizedRCNNTransform gives an image."""
+    """The resized (not yet padded) size GeneralizedRCNNTransform gives an image, but at
+    least 1 px a side: torchvision's gives 0 px to images more elongated than
+    max_size : 1 (`services.maskrcnn.transform` resizes to this size)."""
     scale = min(min_size / min(height, width), max_size / max(height, width))
-    return math.floor(float(height * scale)), math.floor(float(width * scale))
+    return max(1, math.floor(float(height * scale))), max(1, math.floor(float(width * scale)))
 
 
 def padded_shape(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
