@@ -59,7 +59,7 @@ def test_maskrcnn_answers_every_task_for_extreme_shapes(maskrcnn: VisionModelCli
         assert_inside(result, width, height)
         assert result.instances and all(not i.mask for i in result.instances)
     keypoints = maskrcnn.detect(image, Task.KEYPOINT_DETECTION, everything).instances
-    assert all(len(i.keypoints) == 3 for i in keypoints)
+    assert all(len(i.keypoints) == 3 and all(0.0 <= k.score <= 1.0 for k in i.keypoints) for i in keypoints)
     result = maskrcnn.segment(image, Task.INSTANCE_SEGMENTATION, everything)
     assert_inside(result, width, height)
     assert result.instances and all(i.mask for i in result.instances)

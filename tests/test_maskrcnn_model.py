@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -142,7 +143,9 @@ def test_keypoints_come_back_in_original_image_coordinates(
     seen: list[Any] = []
     # Keypoint k at (10 + 5k, 20 + 2k) in a 120 x 200 model input (a 60 x 100 image at x2).
     xy = torch.tensor([[10.0 + 5 * k, 20.0 + 2 * k, 1.0] for k in range(17)])
-    extra = {"keypoints": xy.expand(4, 17, 3).clone(), "keypoints_scores": torch.arange(17.0).expand(4, 17).clone()}
+    # torchvision's keypoint scores are heatmap logits: the service returns their sigmoid.
+    logits = torch.arange(17.0) - 8.0
+    extra = {"keypoints": xy.expand(4, 17, 3).clone(), "keypoints_scores": logits.expand(4, 17).clone()}
     heads = model.networks["keypoints"].net.roi_heads
     monkeypatch.setattr(heads, "forward", stub_heads(seen, (20, 40, 100, 80), extra))
     result = run(model, Task.KEYPOINT_DETECTION, noise(60, 100), min_size=120, max_size=400)
@@ -154,7 +157,7 @@ def test_keypoints_come_back_in_original_image_coordinates(
     assert person.box.as_list() == pytest.approx([10, 20, 50, 40])
     assert [k.name for k in person.keypoints] == list(COCO_KEYPOINT_NAMES)
     for k, point in enumerate(person.keypoints):
-        assert (point.x, point.y, point.score) == pytest.approx((5 + 2.5 * k, 10 + k, k))
+        assert (point.x, point.y, point.score) == pytest.approx((5 + 2.5 * k, 10 + k, 1 / (1 + math.exp(8 - k))))
 
 
 def test_staged_forward_matches_torchvision_forward(model: MaskRCNNModel) -> None:

@@ -77,6 +77,7 @@ def test_finds_the_corners_of_held_out_triangles(model: MaskRCNNModel) -> None:
         for instance in p.instances:
             assert instance.label is not None and instance.label.name == "triangle"
             assert [k.name for k in instance.keypoints] == list(TRIANGLE_KEYPOINTS)
+            assert all(0.0 <= k.score <= 1.0 for k in instance.keypoints)  # a score, not a logit
             guess = np.array([(k.x, k.y) for k in instance.keypoints])
             assert truth, f"scene {scene.seed}: a triangle found where there is none"
             nearest = min(truth, key=lambda c: np.abs(c.mean(0) - guess.mean(0)).sum())

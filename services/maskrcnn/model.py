@@ -390,7 +390,9 @@ def _instances(
     keypoints = scores_kp = None
     if "keypoints" in d:
         keypoints = d["keypoints"].cpu().tolist()
-        scores_kp = d["keypoints_scores"].cpu().tolist()
+        # torchvision's keypoint scores are heatmap logits (any real number): the contract's
+        # Keypoint.score is their sigmoid, in [0, 1] and in the same order.
+        scores_kp = torch.sigmoid(d["keypoints_scores"].float()).cpu().tolist()
     found = []
     for i, (box, score, label) in enumerate(zip(boxes, scores, label_ids, strict=True)):
         instance = Instance(box=Box(*box), score=score, label=Label(label, labels.names[label], score))
