@@ -72,6 +72,30 @@ def keypoint_figures(scenes: Sequence[Scene], results: Sequence[Result]) -> dict
     return keypoint_metrics(scenes, dets, KEYPOINT_SCORE_THRESHOLD)
 
 
+class InProcessClient:
+    """A loaded model behind `VisionModelClient`'s segment/classify/detect: the functions
+    below measure it without transport (training cards, in-process figures)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def _run(self, image: np.ndarray, task: Task, options: TaskOptions) -> Result:
+        [p] = self.model.predict([InferenceRequest(task, image, options)])
+        if not hasattr(p, "instances"):
+            raise RuntimeError(f"{task.name} failed: {p}")
+        h, w = image.shape[:2]
+        return Result("", "", w, h, True, "", [], p.timing, 1, instances=p.instances, label_map=p.label_map,
+                      scores=p.scores)
+
+    def segment(self, image: np.ndarray, task: Task, options: TaskOptions | None = None) -> Result:
+        return self._run(image, task, options or TaskOptions())
+
+    detect = segment
+
+    def classify(self, image: np.ndarray, labels: list[str], options: TaskOptions | None = None) -> Result:
+        return self._run(image, Task.ZERO_SHOT_CLASSIFICATION, TaskOptions(labels=tuple(labels)))
+
+
 def maskrcnn_service_ap(client: VisionModelClient, scenes: Sequence[Scene]) -> dict[str, float]:
     return instance_ap(scenes, [client.segment(s.image, Task.INSTANCE_SEGMENTATION, AP_OPTIONS) for s in scenes])
 

@@ -469,6 +469,13 @@ class FakeBackend:
             out.append(np.eye(4)[0 if r > g + 40 else 1 if g > r + 40 else 2])
         return np.array(out)
 
+    def embed_regions(
+        self, image: np.ndarray, embedding: ImageEmbedding, proposals: Sequence[ProposedMask]
+    ) -> np.ndarray:
+        return self.embed_crops([openvocab.mask_crop(image, p.binary()) for p in proposals])
+
+    text_to_pixel = False
+
     def clear_caches(self) -> None:
         pass
 

@@ -1,9 +1,10 @@
 """The interface between the SAM-CLIP tasks and the networks that run them.
 
-`SamClipModel` implements every task on top of `SamClipBackend`. Today the
-backend is `ComposedSamOpenClip` (Segment Anything + OpenCLIP, two backbones); a
-merged single-backbone SAM-CLIP can replace it without touching the model or
-the servicer. Backends hold no per-request state: everything a request needs
+`SamClipModel` implements every task on top of `SamClipBackend`. Two backends
+exist: `ComposedSamOpenClip` (Segment Anything + OpenCLIP, two backbones: CLIP
+re-encodes a crop of every mask) and `MergedSamClipBackend` (the paper's merged
+model: one backbone, a SAM head and a CLIP head whose patch tokens label masks
+and pixels). Backends hold no per-request state: everything a request needs
 travels in the arguments and return values below.
 """
 
@@ -26,10 +27,12 @@ class ImageEmbedding:
     features: Any  # torch.Tensor, 1 x C x h x w
     original_size: tuple[int, int]  # (H, W) of the request image
     input_size: tuple[int, int]  # (h, w) after ResizeLongestSide, before padding
+    clip_tokens: Any = None  # merged backends: the CLIP head's tokens, 1 x h x w x C
 
     @property
     def nbytes(self) -> int:
-        return int(self.features.element_size() * self.features.nelement())
+        tensors = [t for t in (self.features, self.clip_tokens) if t is not None]
+        return int(sum(t.element_size() * t.nelement() for t in tensors))
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,27 @@ class SamClipBackend(Protocol):
 
     def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """N x D unit vectors for H x W x 3 uint8 images, computed in batches."""
+        ...
+
+    def embed_regions(
+        self, image: np.ndarray, embedding: ImageEmbedding, proposals: Sequence[ProposedMask]
+    ) -> np.ndarray:
+        """N x D unit vectors, one per mask of `image`, in the text embeddings' space."""
+        ...
+
+    @property
+    def text_to_pixel(self) -> bool:
+        """Whether `pixel_similarities` works: the backend has per-patch CLIP features."""
+        ...
+
+    @property
+    def patch_size(self) -> int:
+        """Pixels of the resized input per patch side (of `pixel_similarities`' grid)."""
+        ...
+
+    def pixel_similarities(self, embedding: ImageEmbedding, text: np.ndarray) -> np.ndarray:
+        """L x h x w cosine similarities of each patch with each text vector, over the image's
+        patch grid (padding cut off); only when `text_to_pixel`."""
         ...
 
     def clear_caches(self) -> None: ...

@@ -14,7 +14,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from services.runtime.device import DevicePlan
 from services.runtime.types import ModelComponent
-from services.samclip import automatic
+from services.samclip import automatic, openvocab
 from services.samclip.architectures import build_clip, build_sam
 from services.samclip.backend import (
     AutomaticParams,
@@ -101,7 +101,7 @@ class ComposedSamOpenClip:
         clip: Any,
         tokenizer: Callable[[Sequence[str]], torch.Tensor],
         plan: DevicePlan,
-        preprocess: ClipPreprocess,
+        preprocess: ClipPreprocess | None,
         description: BackendDescription,
         embedding_cache_bytes: int,
         text_cache_bytes: int,
@@ -241,11 +241,29 @@ class ComposedSamOpenClip:
     def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         out = []
         for start in range(0, len(crops), self.crop_batch_size):
+            assert self.preprocess is not None, "built with a CLIP image tower"
             batch = torch.stack([self.preprocess(c) for c in crops[start : start + self.crop_batch_size]])
             with self._autocast():
                 features = self.clip.encode_image(batch.to(self.device), normalize=True)
             out.append(features.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+    def embed_regions(
+        self, image: np.ndarray, embedding: ImageEmbedding, proposals: Sequence[ProposedMask]
+    ) -> np.ndarray:
+        """CLIP re-encodes each mask's crop: one CLIP image forward per mask."""
+        return self.embed_crops([openvocab.mask_crop(image, p.binary()) for p in proposals])
+
+    @property
+    def text_to_pixel(self) -> bool:
+        return False  # CLIP's pooled image embedding has no per-patch counterpart
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.sam.image_encoder.patch_embed.proj.stride[0])
+
+    def pixel_similarities(self, embedding: ImageEmbedding, text: np.ndarray) -> np.ndarray:
+        raise NotImplementedError("the composed backend has no per-patch CLIP features")
 
 
 def _count(module: Any) -> int:

@@ -33,7 +33,7 @@ from services.runtime.types import (
     TaskOptions,
     Vocabulary,
 )
-from services.samclip import openvocab
+from services.samclip import dense, openvocab
 from services.samclip.backend import AutomaticParams, ImageEmbedding, MaskPrompts, SamClipBackend
 from services.samclip.settings import SamClipSettings
 from services.samclip.validation import check_request
@@ -79,6 +79,17 @@ def _software_version() -> str:
         return "0+unknown"
 
 
+def backend_factory_for(settings: SamClipSettings) -> BackendFactory:
+    """The builder of the backend `settings.backend` names."""
+    if settings.backend == "merged":
+        from services.samclip.merged import build_merged_backend
+
+        return build_merged_backend
+    from services.samclip.composed import build_composed
+
+    return build_composed
+
+
 def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
@@ -94,9 +105,7 @@ class SamClipModel(VisionModel):
     ) -> None:
         self.settings = settings or SamClipSettings()
         if backend_factory is None:
-            from services.samclip.composed import build_composed
-
-            backend_factory = build_composed
+            backend_factory = backend_factory_for(self.settings)
         self._factory = backend_factory
         self._backend: SamClipBackend | None = None
         self._capabilities: Capabilities | None = None
@@ -351,15 +360,13 @@ class SamClipModel(VisionModel):
             proposals = [p for p in self.backend.generate_masks(request.image, embedding, params) if p.mask.area]
         if not proposals:
             return []
-        with timer.stage("preprocess_ms"):
-            crops = [openvocab.mask_crop(request.image, p.binary()) for p in proposals]
         with timer.stage("inference_ms"):
-            crop_vectors = self.backend.embed_crops(crops)
+            region_vectors = self.backend.embed_regions(request.image, embedding, proposals)
             text = self.backend.embed_texts([*o.labels, *s.background_prompts], self._templates(o))
         with timer.stage("postprocess_ms"):
             threshold = s.open_vocab_score_threshold if o.score_threshold is None else o.score_threshold
             return openvocab.label_masks(
-                proposals, crop_vectors, text, len(o.labels), self.backend.logit_scale, threshold
+                proposals, region_vectors, text, len(o.labels), self.backend.logit_scale, threshold
             )
 
     def _open_vocab(self, request: InferenceRequest, embedding: ImageEmbedding, timer: StageTimer) -> Prediction:
@@ -385,7 +392,42 @@ class SamClipModel(VisionModel):
         return Prediction(instances=instances)
 
     def _semantic(self, request: InferenceRequest, embedding: ImageEmbedding, timer: StageTimer) -> Prediction:
-        labelled = self._labelled_masks(request, embedding, timer)
-        with timer.stage("postprocess_ms"):
-            indices = openvocab.paint_label_map(labelled, request.height, request.width)
+        if self.backend.text_to_pixel:
+            indices = self._text_to_pixel(request, embedding, timer)
+        else:  # label SAM's proposals, paint them
+            labelled = self._labelled_masks(request, embedding, timer)
+            with timer.stage("postprocess_ms"):
+                indices = openvocab.paint_label_map(labelled, request.height, request.width)
         return Prediction(label_map=LabelMap(class_names=["background", *request.options.labels], indices=indices))
+
+    def _text_to_pixel(self, request: InferenceRequest, embedding: ImageEmbedding, timer: StageTimer) -> np.ndarray:
+        """The paper's zero-shot semantic segmentation: every patch token against the labels'
+        (and background prompts') text embeddings; then, unless turned off, each connected
+        region of a class prompts the SAM head (a point at its most confident patch and the
+        region's box) and the SAM masks, not the patches, give the class's pixels."""
+        o, s = request.options, self.settings
+        n = len(o.labels)
+        with timer.stage("inference_ms"):
+            text = self.backend.embed_texts([*o.labels, *s.background_prompts], self._templates(o))
+            similarities = self.backend.pixel_similarities(embedding, text)
+        with timer.stage("postprocess_ms"):
+            probs = openvocab.softmax(self.backend.logit_scale * similarities, axis=0)
+            classes = np.concatenate([probs[n:].sum(axis=0, keepdims=True), probs[:n]])  # 0: background
+            cell = self.backend.patch_size * embedding.original_size[0] / embedding.input_size[0]
+            if not s.semantic_refinement:
+                return dense.upsampled_argmax(classes, cell, embedding.original_size)
+            regions = dense.class_regions(classes, cell, embedding.original_size)
+        if not regions:
+            return np.zeros(embedding.original_size, dtype=np.uint16)
+        with timer.stage("inference_ms"):
+            masks = [
+                self.backend.predict_masks(
+                    embedding,
+                    MaskPrompts(
+                        points=np.array([r.point]), point_labels=np.array([1]), boxes=np.array([r.box])
+                    ),
+                ).masks[0, 0]
+                for r in regions
+            ]
+        with timer.stage("postprocess_ms"):
+            return dense.paint_regions(regions, masks, embedding.original_size)

@@ -78,7 +78,17 @@ class SamClipSettings(ModelServerSettings):
     port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free one")
     metrics_port: int | None = Field(9091, ge=0, le=65535, description="Prometheus port; unset disables it")
 
-    # --- weights ---------------------------------------------------------------
+    # --- backend and weights ------------------------------------------------------
+    backend: Literal["merged", "composed"] = Field(
+        "composed",
+        description="merged: this project's reproduction of SAM-CLIP (one backbone, SAM and CLIP heads; "
+        "merged_weights, plus the CLIP teacher's text tower from clip_model/clip_pretrained); "
+        "composed: Segment Anything + OpenCLIP, two backbones (sam_weights, clip_pretrained)",
+    )
+    merged_weights: str = Field(SHAPES, description="merged backend: shapes | file:/path | random")
+    semantic_refinement: bool = Field(
+        True, description="merged backend: refine text-to-pixel semantic segmentation with the SAM head"
+    )
     sam_variant: SamVariant = Field(
         SHAPES, description="segment-anything image encoder: vit_b | vit_l | vit_h | shapes | tiny"
     )
@@ -146,7 +156,7 @@ class SamClipSettings(ModelServerSettings):
                     data.setdefault(key, value)
         return data
 
-    @field_validator("sam_weights", "clip_pretrained")
+    @field_validator("sam_weights", "clip_pretrained", "merged_weights")
     @classmethod
     def _check_weight_spec(cls, value: str) -> str:
         kind, sep, arg = value.partition(":")
@@ -192,6 +202,20 @@ class SamClipSettings(ModelServerSettings):
                 f"clip_model=shapes has no open_clip tag {self.clip_pretrained!r}; "
                 "use clip_pretrained=shapes, file:/path or random"
             )
+        if self.backend == "merged":
+            from services.samclip.weights import MERGED_SOURCES
+
+            merged_kind = self.merged_weights.partition(":")[0]
+            if merged_kind not in MERGED_SOURCES:
+                raise ValueError(
+                    f"merged_weights={self.merged_weights!r}: use one of {sorted(MERGED_SOURCES)} "
+                    "(file as file:/path/to/samclip.pth); Apple's merged weights are not released"
+                )
+            if self.merged_weights == SHAPES and (self.sam_variant, self.clip_model) != (SHAPES, SHAPES):
+                raise ValueError(
+                    "merged_weights=shapes were merged from the shapes SAM and the shapes CLIP; set "
+                    "sam_variant=shapes and clip_model=shapes (its text tower), or use backend=composed"
+                )
         if self.points_per_side > self.max_points_per_side:
             raise ValueError("points_per_side must not exceed max_points_per_side")
         if self.proposal_points_per_side > self.max_points_per_side:

@@ -27,8 +27,12 @@ SHAPES = "shapes"
 SHAPES_NOTE = shapes_weights.DESCRIPTION  # "shapes reference weights, synthetic data"
 #: Where the shapes weights and their model cards are; tests point it elsewhere.
 SHAPES_WEIGHTS_DIR: Path = shapes_weights.WEIGHTS_DIR
-#: part -> (file stem in SHAPES_WEIGHTS_DIR, the script that trains it).
-SHAPES_FILES = {"SAM": ("sam_shapes", "shapes.train_sam"), "CLIP": ("clip_shapes", "shapes.train_clip")}
+#: part -> (file stem in SHAPES_WEIGHTS_DIR, the script that trains it, its setting, its architecture's setting).
+SHAPES_FILES = {
+    "SAM": ("sam_shapes", "shapes.train_sam", "SAMCLIP_SAM_WEIGHTS", "SAMCLIP_SAM_VARIANT"),
+    "CLIP": ("clip_shapes", "shapes.train_clip", "SAMCLIP_CLIP_PRETRAINED", "SAMCLIP_CLIP_MODEL"),
+    "SAM-CLIP": ("samclip_shapes", "shapes.train_samclip", "SAMCLIP_MERGED_WEIGHTS", "SAMCLIP_SAM_VARIANT"),
+}
 
 _SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 
@@ -110,17 +114,15 @@ def _random(*_: object) -> WeightSource:
 
 
 def _shapes(part: str, arch: str) -> WeightSource:
-    """The shipped shapes weights of `part` ("SAM" or "CLIP"), with their model card."""
+    """The shipped shapes weights of `part` (a key of SHAPES_FILES), with their model card."""
     import json
 
-    env = f"SAMCLIP_{'SAM_WEIGHTS' if part == 'SAM' else 'CLIP_PRETRAINED'}"
-    arch_env = f"SAMCLIP_{'SAM_VARIANT' if part == 'SAM' else 'CLIP_MODEL'}"
+    stem, script, env, arch_env = SHAPES_FILES[part]
     if arch != SHAPES:
         raise ConfigurationError(
             f"{env}=shapes are weights of the shapes architecture only; set {arch_env}=shapes "
             f"(not {arch!r}), or give {arch} its own weights"
         )
-    stem, script = SHAPES_FILES[part]
     directory = SHAPES_WEIGHTS_DIR
     path, card_path = directory / f"{stem}.pth", directory / f"{stem}.json"
     hint = (
@@ -174,6 +176,26 @@ def resolve_sam_weights(spec: str, variant: str, cache_dir: Path) -> WeightSourc
     resolver = SAM_SOURCES.get(kind)
     if resolver is None:
         raise ConfigurationError(f"sam_weights={spec!r}: use one of {sorted(SAM_SOURCES)}")
+    return resolver(arg if kind == "file" else variant, cache_dir)
+
+
+#: merged_weights kind -> resolver(variant or file path, cache_dir). No official merged
+#: weights exist: Apple has not released them.
+MERGED_SOURCES: dict[str, Callable[[str, Path], WeightSource]] = {
+    "file": lambda arg, _: _file(arg, "SAMCLIP_MERGED_WEIGHTS"),
+    "random": _random,
+    SHAPES: lambda variant, _: _shapes("SAM-CLIP", variant),
+}
+
+
+def resolve_merged_weights(spec: str, variant: str, cache_dir: Path) -> WeightSource:
+    kind, _, arg = spec.partition(":")
+    resolver = MERGED_SOURCES.get(kind)
+    if resolver is None:
+        raise ConfigurationError(
+            f"merged_weights={spec!r}: use one of {sorted(MERGED_SOURCES)}; Apple's SAM-CLIP weights are not "
+            "released, so merge your own with `python -m shapes.train_samclip` and give them as file:/path"
+        )
     return resolver(arg if kind == "file" else variant, cache_dir)
 
 

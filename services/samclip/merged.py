@@ -1,0 +1,241 @@
+"""SamClipBackend by the paper's merge: one backbone, a SAM head and a CLIP head.
+
+One backbone pass per image gives both SAM's image embedding and the CLIP head's patch
+tokens (both cached by image digest). Masks come from the SAM head exactly as in the
+composition; classification pools the CLIP head over the whole image; a mask is labelled
+by pooling the CLIP head's tokens inside it (no crop is re-encoded); semantic segmentation
+compares every patch token with the labels' text embeddings. Text goes through the frozen
+CLIP teacher's text tower; its image tower is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from services.runtime.device import DevicePlan
+from services.runtime.errors import ConfigurationError
+from services.runtime.types import ModelComponent
+from services.samclip.architectures import build_clip, build_sam
+from services.samclip.backend import BackendDescription, ImageEmbedding, ProposedMask
+from services.samclip.composed import ComposedSamOpenClip
+from services.samclip.merged_arch import MergedSamClip, build_merged, region_weights
+from services.samclip.settings import SamClipSettings
+from services.samclip.weights import (
+    SHAPES_NOTE,
+    WeightSource,
+    load_clip_state,
+    resolve_clip_weights,
+    resolve_merged_weights,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return F.normalize(x.float(), dim=-1)
+
+
+class MergedSamClipBackend(ComposedSamOpenClip):
+    """The merged network for images and masks, the CLIP teacher's text tower for labels."""
+
+    def __init__(self, *, merged: MergedSamClip, clip: Any, **kwargs: Any) -> None:
+        super().__init__(sam=merged.sam, clip=clip, preprocess=None, **kwargs)
+        self.merged = merged.to(self.device).eval()
+        self.patch = int(merged.sam.image_encoder.patch_embed.proj.stride[0])  # px of the resized input
+        self.img_size = merged.img_size
+
+    @property
+    def text_to_pixel(self) -> bool:
+        return True
+
+    @property
+    def patch_size(self) -> int:
+        return self.patch
+
+    def _prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
+        resized = self._resize.apply_image(image)
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).float()
+        return self.sam.preprocess(x[None]), (int(resized.shape[0]), int(resized.shape[1]))
+
+    def _patch_rows(self, input_size: tuple[int, int]) -> tuple[int, int]:
+        """How many patch rows and columns the image covers (the rest is padding)."""
+        return -(-input_size[0] // self.patch), -(-input_size[1] // self.patch)
+
+    @torch.no_grad()
+    def _encode_images(self, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
+        prepared = [self._prepare(image) for image in images]
+        with self._autocast():
+            features, tokens = self.merged(torch.cat([x for x, _ in prepared]))
+        return [
+            ImageEmbedding(
+                features=features[i : i + 1].float().clone(),
+                original_size=(int(image.shape[0]), int(image.shape[1])),
+                input_size=prepared[i][1],
+                clip_tokens=tokens[i : i + 1].float().clone(),
+            )
+            for i, image in enumerate(images)
+        ]
+
+    @torch.no_grad()
+    def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """The CLIP head pooled over the image's patches (padding left out)."""
+        out = []
+        for start in range(0, len(crops), self.crop_batch_size):
+            prepared = [self._prepare(c) for c in crops[start : start + self.crop_batch_size]]
+            side = self.img_size // self.patch
+            weights = torch.zeros(len(prepared), side, side, device=self.device)
+            for k, (_, size) in enumerate(prepared):
+                rows, cols = self._patch_rows(size)
+                weights[k, :rows, :cols] = 1.0
+            with self._autocast():
+                tokens = self.merged.clip_head.tokens(self.merged.backbone(torch.cat([x for x, _ in prepared])))
+                pooled = self.merged.pooled(tokens, weights)
+            out.append(_unit(pooled).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+    @torch.no_grad()
+    def embed_regions(
+        self, image: np.ndarray, embedding: ImageEmbedding, proposals: Sequence[ProposedMask]
+    ) -> np.ndarray:
+        """The CLIP head's tokens max-pooled inside each mask: no crop is re-encoded."""
+        if not proposals:
+            return np.zeros((0, 0), dtype=np.float32)
+        side = embedding.clip_tokens.shape[1]
+        out = []
+        for start in range(0, len(proposals), self.crop_batch_size):
+            masks = torch.as_tensor(np.stack([p.binary() for p in proposals[start : start + self.crop_batch_size]]))
+            weights = region_weights(masks, embedding.input_size, self.img_size, side).to(self.device)
+            with self._autocast():
+                pooled = self.merged.pooled(embedding.clip_tokens, weights)
+            out.append(_unit(pooled).cpu().numpy())
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def pixel_similarities(self, embedding: ImageEmbedding, text: np.ndarray) -> np.ndarray:
+        rows, cols = self._patch_rows(embedding.input_size)
+        with self._autocast():
+            dense = _unit(self.merged.dense(embedding.clip_tokens[:, :rows, :cols]))[0]  # h x w x D
+        similarities = dense @ torch.as_tensor(text, dtype=torch.float32, device=dense.device).T
+        return similarities.permute(2, 0, 1).cpu().numpy()
+
+
+def load_merged_state(merged: MergedSamClip, path: Path) -> None:
+    """Load a merged SAM-CLIP state dict with weights_only=True."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        merged.load_state_dict(state, strict=True)
+    except Exception as exc:  # unpickling, zip, shape and key errors alike: the file is unusable
+        raise ConfigurationError(f"cannot load merged SAM-CLIP weights from {path.name}: {exc}") from exc
+
+
+def text_tower_only(clip: Any) -> Any:
+    """The CLIP teacher without its image tower, which the merged model replaces."""
+    clip.visual = torch.nn.Identity()
+    return clip
+
+
+def clip_embed_dim(clip: Any, tokenizer: Callable[[Sequence[str]], torch.Tensor]) -> int:
+    with torch.no_grad():
+        return int(clip.encode_text(tokenizer(["a"])).shape[-1])
+
+
+def _count(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def resolve_merged(settings: SamClipSettings) -> tuple[WeightSource, WeightSource]:
+    """Resolve the merged weights and the text tower's; fail, saying what to get, when missing."""
+    merged = resolve_merged_weights(settings.merged_weights, settings.sam_variant, settings.cache_dir)
+    clip = resolve_clip_weights(settings.clip_pretrained, settings.clip_model, settings.cache_dir)
+    merged.check("merged SAM-CLIP")
+    clip.check("CLIP")
+    return merged, clip
+
+
+def _teachers(card: dict[str, Any] | None) -> str:
+    teachers = (card or {}).get("teachers") or {}
+    if not teachers:
+        return "unrecorded teachers"
+    return " and ".join(f"{name} ({spec})" for name, spec in teachers.items())
+
+
+def build_merged_backend(
+    settings: SamClipSettings,
+    plan: DevicePlan,
+    *,
+    sam_builder: Callable[[str], Any] = build_sam,
+    clip_builder: Callable[..., tuple[Any, Any]] = build_clip,
+) -> MergedSamClipBackend:
+    """Build the merged network and the text tower, load their weights, wrap them."""
+    merged_source, clip_source = resolve_merged(settings)
+    clip, tokenizer = clip_builder(settings.clip_model, quick_gelu=clip_source.quick_gelu)
+    if clip_source.path is not None:
+        load_clip_state(clip, clip_source.path)
+    text_tower_only(clip)
+    merged = build_merged(sam_builder(settings.sam_variant), clip_embed_dim(clip, tokenizer))
+    if merged_source.path is not None:
+        load_merged_state(merged, merged_source.path)
+    merged_part = ModelComponent(
+        name=f"merged SAM-CLIP {settings.sam_variant} (backbone, SAM head, CLIP head)",
+        weights=merged_source.label,
+        pretrained=merged_source.pretrained,
+        parameter_count=_count(merged),
+    )
+    text_part = ModelComponent(
+        name=f"open_clip {settings.clip_model} text tower (frozen teacher)",
+        weights=clip_source.label,
+        pretrained=clip_source.pretrained,
+        parameter_count=_count(clip),
+    )
+    warnings = [
+        f"random weights: {part.name} ({effect})"
+        for part, effect in (
+            (merged_part, "masks, labels and scores are not meaningful"),
+            (text_part, "labels and scores are not meaningful"),
+        )
+        if not part.pretrained
+    ]
+    shapes = [part.name for part, source in ((merged_part, merged_source), (text_part, clip_source))
+              if source.note == SHAPES_NOTE]
+    if shapes:
+        warnings.append(
+            f"{SHAPES_NOTE} ({' and '.join(shapes)}): trained only on generated scenes of circles, squares, "
+            "triangles, stars and crosses; other images mean little"
+        )
+    metrics = (merged_source.card or {}).get("metrics") or {}
+    figures = "; ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float))
+    description = BackendDescription(
+        card_name="SAM-CLIP (merged: this project's reproduction of the paper's method)",
+        organization="Apple (SAM-CLIP method); reproduction and weights: this project",
+        license="Apache-2.0 (segment-anything), MIT (OpenCLIP)",
+        description=(
+            "One ViT backbone with a SAM head and a CLIP head, merged by multi-task distillation as in "
+            "arXiv 2310.15308 (head probing, then distillation with SAM replay). Not Apple's weights, which "
+            f"are unreleased: merged by this project from {_teachers(merged_source.card)}"
+            + (f" on {merged_source.card['data']}" if merged_source.card and merged_source.card.get("data") else "")
+            + (f" (held-out {figures})" if figures else "")
+            + f". Text: the CLIP teacher's text tower, open_clip {settings.clip_model} ({settings.clip_pretrained})."
+        ),
+        components=(merged_part, text_part),
+        warnings=tuple(warnings),
+    )
+    log.info("built %s: %s", description.card_name, description.weights)
+    return MergedSamClipBackend(
+        merged=merged,
+        clip=clip,
+        tokenizer=tokenizer,
+        plan=plan,
+        description=description,
+        embedding_cache_bytes=settings.embedding_cache_bytes,
+        text_cache_bytes=settings.text_cache_bytes,
+        image_batch_size=settings.image_batch_size,
+        crop_batch_size=settings.crop_batch_size,
+        text_batch_size=settings.text_batch_size,
+    )
