@@ -4,13 +4,15 @@
     POST /v1/compare     multipart upload or JSON with base64 image
     GET  /healthz        the process is up
     GET  /readyz         at least one model serves
-    GET  /               the comparison page; /docs has the OpenAPI docs
+    GET  /               the comparison page (assets under /static/); /docs has the OpenAPI docs
+
+Every error, on every path, is the same JSON body (`ErrorBody`) with the HTTP
+status of its canonical code; /openapi.json documents each one an operation returns.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import json
 import logging
@@ -20,10 +22,11 @@ from typing import Any
 
 import grpc
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from google.protobuf import json_format
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException
 from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
 
@@ -50,14 +53,81 @@ HTTP_STATUS = {
 }
 
 
+# Starlette's own errors: HTTP status -> the body's canonical code and ErrorInfo reason.
+HTTP_ERRORS = {
+    400: (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
+    404: (grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
+    405: (grpc.StatusCode.UNIMPLEMENTED, "METHOD_NOT_ALLOWED"),
+}
+
+#: Task names a request may give: "TASK_OBJECT_DETECTION" or "object-detection".
+TASK_NAMES = [
+    spelling
+    for name in pb.Task.keys() if name != "TASK_UNSPECIFIED"
+    for spelling in (name, name.removeprefix("TASK_").lower().replace("_", "-"))
+]
+TASK_FIELD = {
+    "type": "string",
+    "enum": TASK_NAMES,
+    "description": 'the task: its enum name ("TASK_INSTANCE_SEGMENTATION") or its short name '
+    '("instance-segmentation"); a task no model serves now is 400 FAILED_PRECONDITION',
+}
+
+
 class CompareJson(BaseModel):
     """JSON body of POST /v1/compare; `options` uses the TaskOptions JSON mapping."""
 
-    image_base64: str = Field(description="the image file, base64-encoded")
-    task: str = Field(description='task name, e.g. "TASK_INSTANCE_SEGMENTATION" or "instance-segmentation"')
+    model_config = ConfigDict(extra="forbid")
+
+    image_base64: str = Field(
+        description="the image file (JPEG, PNG, WebP, BMP, GIF or TIFF), base64-encoded",
+        json_schema_extra={"contentEncoding": "base64"},
+    )
+    task: str = Field(json_schema_extra=TASK_FIELD)  # type: ignore[arg-type]
     options: dict[str, Any] = Field(default_factory=dict, description="visioncompare.v1.TaskOptions as JSON")
-    model_names: list[str] = Field(default_factory=list)
-    timeout_s: float | None = Field(None, gt=0, le=600)
+    model_names: list[str] = Field(default_factory=list, description="models by name; empty means every one")
+    timeout_s: float | None = Field(None, gt=0, le=600, description="deadline in seconds")
+
+
+class FieldViolation(BaseModel):
+    """One bad field of the request (google.rpc.BadRequest.FieldViolation)."""
+
+    field: str = Field(description='the field, e.g. "image.encoded" or "task"')
+    description: str = Field(description="what is wrong with it and how to fix it")
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: the canonical code, a message and the google.rpc details."""
+
+    code: str = Field(description='canonical gRPC status code name, e.g. "INVALID_ARGUMENT"')
+    message: str = Field(description="what went wrong and how to fix it")
+    reason: str = Field(description='google.rpc.ErrorInfo reason, e.g. "INPUT_TOO_LARGE"')
+    field_violations: list[FieldViolation] = Field(description="the bad fields, for invalid requests")
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses an operation can answer, each with ErrorBody."""
+    return {status: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]} for status in statuses}
+
+
+ERROR_DESCRIPTIONS = {
+    400: "INVALID_ARGUMENT (bad field, unreadable image; see field_violations) or FAILED_PRECONDITION "
+    "(no model serves the task now)",
+    401: "UNAUTHENTICATED: the gateway has a token and the request's `Authorization: Bearer` is missing or wrong",
+    404: "NOT_FOUND",
+    413: "INVALID_ARGUMENT with reason INPUT_TOO_LARGE: the body or the image's pixels are over the gateway's limit",
+    415: "INVALID_ARGUMENT: the body is neither application/json nor multipart/form-data",
+    429: "RESOURCE_EXHAUSTED: retry with backoff",
+    500: "INTERNAL: an unexpected error; the message holds the request id that is in the server log",
+    503: "UNAVAILABLE: no model service is reachable; retry when they are up",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+class Ready(BaseModel):
+    """The model services that serve now."""
+
+    serving: list[str]
 
 
 def to_json(message: Any) -> dict[str, Any]:
@@ -65,20 +135,34 @@ def to_json(message: Any) -> dict[str, Any]:
 
 
 def parse_task(name: str) -> int:
-    key = name.strip().upper().replace("-", "_")
-    key = key if key.startswith("TASK_") else f"TASK_{key}"
-    if key not in pb.Task.keys() or key == "TASK_UNSPECIFIED":
-        valid = ", ".join(k for k in pb.Task.keys() if k != "TASK_UNSPECIFIED")
-        raise InvalidArgument(f"unknown task {name!r}; one of {valid}", field="task")
-    return pb.Task.Value(key)
+    """A task by one of TASK_NAMES, exactly as the contract's enum spells them."""
+    if name not in TASK_NAMES:
+        valid = ", ".join(TASK_NAMES[1::2])
+        raise InvalidArgument(
+            f"unknown task {name!r}; one of {valid} (or the enum name, e.g. TASK_OBJECT_DETECTION)", field="task"
+        )
+    return pb.Task.Value(name if name.startswith("TASK_") else "TASK_" + name.upper().replace("-", "_"))
 
 
 def parse_options(raw: dict[str, Any] | str | None) -> pb.TaskOptions:
     try:
         data = json.loads(raw) if isinstance(raw, str) else (raw or {})
+        if not isinstance(data, dict):
+            raise InvalidArgument(
+                'options must be a JSON object (visioncompare.v1.TaskOptions), e.g. {"score_threshold": 0.5}',
+                field="options",
+            )
         return json_format.ParseDict(data, pb.TaskOptions())
     except (json.JSONDecodeError, json_format.ParseError) as exc:
         raise InvalidArgument(f"options is not valid TaskOptions JSON: {exc}", field="options") from None
+
+
+def form_text(form: Any, name: str) -> str:
+    """A multipart field that must be text, not a file."""
+    value = form.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidArgument(f"multipart field {name!r} must be text, not a file", field=name)
+    return value or ""
 
 
 def invalid_body(exc: ValidationError) -> InvalidArgument:
@@ -88,7 +172,7 @@ def invalid_body(exc: ValidationError) -> InvalidArgument:
     return InvalidArgument(f"request body is not a valid compare request: {summary}", field_violations=violations)
 
 
-def error_response(exc: ServiceError) -> JSONResponse:
+def error_response(exc: ServiceError, status: int | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     """The JSON error body; like the gRPC interceptor, it lets no repr, address or path out."""
     body = {
         "code": exc.code.name,
@@ -96,8 +180,17 @@ def error_response(exc: ServiceError) -> JSONResponse:
         "reason": exc.reason,
         "field_violations": [{"field": f, "description": client_text(d)} for f, d in exc.field_violations],
     }
-    status = 413 if isinstance(exc, TooLarge) else HTTP_STATUS.get(exc.code, 500)
-    return JSONResponse(body, status_code=status)
+    if status is None:
+        status = 413 if isinstance(exc, TooLarge) else HTTP_STATUS.get(exc.code, 500)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def http_error_response(exc: HTTPException) -> JSONResponse:
+    """Starlette's own errors (unknown path, wrong method, unparsable form) as an ErrorBody."""
+    code, reason = HTTP_ERRORS.get(exc.status_code, (grpc.StatusCode.UNKNOWN, "HTTP_ERROR"))
+    error = ServiceError(str(exc.detail), reason=reason)
+    error.code = code
+    return error_response(error, exc.status_code, exc.headers)
 
 
 def internal_error_response() -> JSONResponse:
@@ -126,6 +219,10 @@ def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
         return error_response(exc)
 
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return http_error_response(exc)
+
     @app.middleware("http")
     async def _limits_and_auth(request: Request, call_next: Any) -> Response:
         if request.url.path.startswith("/v1/"):
@@ -145,24 +242,33 @@ def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="At least one model service is serving")
+    @app.get(
+        "/readyz",
+        summary="At least one model service is serving",
+        response_model=Ready,
+        responses={503: {"model": Ready, "description": "no model service is serving"}},
+    )
     async def readyz() -> JSONResponse:
         serving = [t.name for t in comparator.registry.targets.values() if t.serving]
         return JSONResponse({"serving": serving}, status_code=200 if serving else 503)
 
-    @app.get("/v1/models", summary="The capability table, built from live Capabilities")
+    @app.get("/v1/models", summary="The capability table, built from live Capabilities", responses=errors(401, 500))
     async def models() -> dict[str, Any]:
         return to_json(comparator.list_models())
 
-    @app.get("/v1/samples", summary="Bundled sample images")
+    @app.get("/v1/samples", summary="Bundled sample images", responses=errors(401, 500))
     async def samples() -> list[str]:
         return sorted(p.name for p in SAMPLES_DIR.glob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
 
     @app.post(
         "/v1/compare",
         summary="Compare every model serving the task on one image",
+        description="A model that fails only fails its own result (its status is in the 200 answer); "
+        "the error statuses below fail the whole call.",
+        responses=errors(400, 401, 404, 413, 415, 429, 500, 503, 504),
         openapi_extra={
             "requestBody": {
+                "required": True,
                 "content": {
                     "application/json": {"schema": CompareJson.model_json_schema()},
                     "multipart/form-data": {
@@ -170,8 +276,12 @@ def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
                             "type": "object",
                             "required": ["image", "task"],
                             "properties": {
-                                "image": {"type": "string", "format": "binary"},
-                                "task": {"type": "string"},
+                                "image": {
+                                    "type": "string",
+                                    "format": "binary",
+                                    "description": "the image file (JPEG, PNG, WebP, BMP, GIF or TIFF)",
+                                },
+                                "task": TASK_FIELD,
                                 "options": {"type": "string", "description": "TaskOptions as JSON"},
                                 "model_names": {"type": "string", "description": "comma-separated"},
                             },
@@ -182,33 +292,49 @@ def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
         },
     )
     async def compare(request: Request) -> dict[str, Any]:
-        content_type = request.headers.get("content-type", "")
-        if content_type.startswith("multipart/form-data"):
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "multipart/form-data":
             form = await request.form(max_part_size=limit)
             upload = form.get("image")
             if upload is None or isinstance(upload, str):
                 raise InvalidArgument("multipart field 'image' must be a file", field="image")
             data = await upload.read()
-            task = parse_task(str(form.get("task", "")))
-            options = parse_options(str(form.get("options") or "{}"))
-            names = [n.strip() for n in str(form.get("model_names") or "").split(",") if n.strip()]
+            task = parse_task(form_text(form, "task"))
+            options = parse_options(form_text(form, "options") or "{}")
+            names = [n.strip() for n in form_text(form, "model_names").split(",") if n.strip()]
             timeout = None
-        else:
+        elif content_type == "application/json":
             try:
                 body = CompareJson.model_validate_json(await request.body())
             except ValidationError as exc:
                 raise invalid_body(exc) from None
             try:
                 data = base64.b64decode(body.image_base64, validate=True)
-            except binascii.Error:
-                raise InvalidArgument("image_base64 is not valid base64", field="image_base64") from None
+            except ValueError:  # binascii.Error, or a character outside ASCII
+                raise InvalidArgument(
+                    "image_base64 is not valid base64: send the file's bytes in standard base64 "
+                    "(A-Z, a-z, 0-9, +, /, =)",
+                    field="image_base64",
+                ) from None
             task, options = parse_task(body.task), parse_options(body.options)
             names, timeout = body.model_names, body.timeout_s
+        else:
+            unsupported = InvalidArgument(
+                f"content type {content_type or '(none)'} is not supported; send application/json "
+                "(image_base64) or multipart/form-data (an image file)",
+                reason="UNSUPPORTED_MEDIA_TYPE",
+            )
+            return error_response(unsupported, 415)
         if len(data) > limit:
             raise TooLarge(f"image is {len(data)} bytes, over the limit of {limit}", field="image")
         message = cs.CompareRequest(image=pb.Image(encoded=data), task=task, options=options, model_names=names)
         return to_json(await comparator.compare(message, timeout))
 
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html")
+
+    # Not a catch-all mount at "/": that would answer every API path's wrong method (405) for itself.
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="web")
     app.mount("/samples", StaticFiles(directory=SAMPLES_DIR, check_dir=False), name="samples")
-    app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
     return app

@@ -144,6 +144,66 @@ def test_unexpected_error_is_500_with_a_request_id_only(services: list[ServicePr
             assert client.get("/v1/models").status_code == 200  # still serving
 
 
+def test_openapi_task_is_an_enum_and_errors_are_documented(http: httpx.Client) -> None:
+    spec = http.get("/openapi.json").json()
+    compare = spec["paths"]["/v1/compare"]["post"]
+    content = compare["requestBody"]["content"]
+    assert compare["requestBody"]["required"] is True
+    for media in ("application/json", "multipart/form-data"):
+        task = content[media]["schema"]["properties"]["task"]
+        assert "TASK_OBJECT_DETECTION" in task["enum"] and "object-detection" in task["enum"]
+        assert "TASK_UNSPECIFIED" not in task["enum"]
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    for status in ("400", "401", "404", "413", "415", "429", "500", "503", "504"):
+        assert compare["responses"][status]["content"]["application/json"]["schema"] == error_ref, status
+    assert set(spec["components"]["schemas"]["ErrorBody"]["required"]) >= {"code", "message", "field_violations"}
+
+
+@pytest.mark.parametrize(("method", "path", "allow"),
+                         [("PATCH", "/v1/compare", "POST"), ("OPTIONS", "/v1/compare", "POST"),
+                          ("POST", "/v1/models", "GET"), ("DELETE", "/healthz", "GET"), ("POST", "/", "GET")])
+def test_wrong_method_is_405_with_the_allowed_ones(http: httpx.Client, method: str, path: str, allow: str) -> None:
+    response = http.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+    assert response.json()["reason"] == "METHOD_NOT_ALLOWED"
+
+
+def test_page_assets_and_unknown_paths(http: httpx.Client) -> None:
+    assert "/static/app.js" in http.get("/").text
+    assert http.get("/static/app.js").status_code == 200
+    missing = http.get("/nope")
+    assert missing.status_code == 404 and missing.json()["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "field", "needle"),
+    [
+        ({"json": {"image_base64": "\u00dd", "task": "object-detection"}}, 400, "image_base64", "not valid base64"),
+        ({"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "object-detection", "options": []}},
+         400, "options", None),
+        ({"files": {"image": ("x.png", PNG, "image/png")}, "data": {"task": "object-detection", "options": "1.5"}},
+         400, "options", "must be a JSON object"),
+        ({"files": {"image": ("x.png", PNG, "image/png"), "task": ("t", b"object-detection", "text/plain")}},
+         400, "task", "must be text, not a file"),
+        ({"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "Object_Detection"}}, 400, "task",
+         "unknown task"),
+        ({"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "object-detection", "image": "x"}},
+         400, "image", None),
+        ({"content": b"task=object-detection", "headers": {"content-type": "text/plain"}}, 415, None,
+         "send application/json"),
+    ],
+)
+def test_malformed_requests_are_4xx_not_500(
+    http: httpx.Client, kwargs: dict, status: int, field: str | None, needle: str | None
+) -> None:
+    response = http.post("/v1/compare", **kwargs)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert [v["field"] for v in body["field_violations"]] == ([field] if field else [])
+    assert needle is None or needle in body["message"]
+
+
 def test_no_reachable_model_is_503() -> None:
     dead = f"dns:///127.0.0.1:{free_port()}"
     with GatewayThread({"ghost": dead}, http_port=0) as gw:
