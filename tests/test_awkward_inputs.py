@@ -8,6 +8,7 @@ found, with boxes and masks inside the image.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,12 @@ from services.maskrcnn.options import input_shape
 from services.maskrcnn.settings import MaskRCNNSettings
 from services.maskrcnn.transform import AnyAspectTransform
 from services.runtime.client import Result, VisionModelClient
-from services.runtime.types import Task, TaskOptions
+from services.runtime.types import Box, Point, Task, TaskOptions
+from services.samclip import composed
+from services.samclip.composed import ClipPreprocess
+from services.samclip.model import SamClipModel
+from services.samclip.openvocab import mask_crop
+from services.samclip.settings import SamClipSettings
 from tests.images import encode
 from tests.serving import ServerThread
 
@@ -76,3 +82,80 @@ def test_the_resize_is_torchvisions_except_that_no_side_is_0_px() -> None:
         assert torch.equal(got.tensors, expected.tensors)
     assert ours([torch.rand(3, 1, 289)])[0].image_sizes == [(1, 288)]  # torchvision: 0 x 288, and a crash
     assert ours([torch.rand(3, 4000, 1)])[0].image_sizes == [(288, 1)]
+
+
+# --- SAM-CLIP ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def samclip() -> Iterator[VisionModelClient]:
+    s = SamClipSettings(host="127.0.0.1", port=0, metrics_port=None, log_json=False, device="cpu")
+    with ServerThread(SamClipModel(s), s) as srv, VisionModelClient(srv.address, timeout=60) as client:
+        yield client
+
+
+@pytest.mark.parametrize(("width", "height"), SHAPES, ids=[f"{w}x{h}" for w, h in SHAPES])
+def test_samclip_answers_every_task_for_extreme_shapes(samclip: VisionModelClient, width: int, height: int) -> None:
+    image = encode(noise(width, height))
+    labels = ["circle", "square", "triangle"]
+    scores = samclip.classify(image, labels).scores
+    assert sorted(s.label.name for s in scores) == labels
+    prompts = [
+        TaskOptions(points=(Point(width / 2, height / 2),)),
+        TaskOptions(boxes=(Box(0, 0, width, height),), multimask_output=True),
+        TaskOptions(points=(Point(0, 0), Point(width, height, positive=False)), boxes=(Box(0, 0, width, height),)),
+    ]
+    for options in prompts:
+        result = samclip.segment(image, Task.PROMPTED_SEGMENTATION, options)
+        assert_inside(result, width, height)
+        assert result.instances
+    assert_inside(samclip.segment(image, Task.AUTOMATIC_SEGMENTATION, TaskOptions(score_threshold=0.0)), width, height)
+    everything = TaskOptions(labels=tuple(labels), score_threshold=0.0)
+    for task in (Task.INSTANCE_SEGMENTATION, Task.SEMANTIC_SEGMENTATION):
+        result = samclip.segment(image, task, everything)
+        assert_inside(result, width, height)
+    assert result.label_map is not None and result.label_map.indices.shape == (height, width)
+    assert_inside(samclip.detect(image, Task.OBJECT_DETECTION, everything), width, height)
+
+
+def test_samclip_labels_masks_of_one_pixel() -> None:
+    """A 1-pixel mask's crop is a 1 x 1 image that CLIP's preprocessing scales up."""
+    image = noise(16, 12)
+    mask = np.zeros((12, 16), bool)
+    mask[5, 7] = True
+    crop = mask_crop(image, mask)
+    assert crop.shape == (1, 1, 3) and (crop[0, 0] == image[5, 7]).all()
+    preprocess = ClipPreprocess(size=(48, 48))
+    assert preprocess(crop).shape == (3, 48, 48)
+    assert preprocess(noise(4000, 1)).shape == preprocess(noise(1, 4000)).shape == (3, 48, 48)
+
+
+def test_clip_preprocess_of_a_strip_scales_only_its_centre(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scaling a 1 x 40000 strip's shorter side to 48 px would make a 48 x 1.92M image
+    (1.1 GB of floats) before the centre crop; only the part the crop keeps is scaled, to
+    nearly the same pixels."""
+    interpolate, sizes = torch.nn.functional.interpolate, []
+
+    def recording(*args: Any, **kwargs: Any) -> torch.Tensor:
+        out = interpolate(*args, **kwargs)
+        sizes.append(out.numel())
+        return out
+
+    monkeypatch.setattr(torch.nn.functional, "interpolate", recording)
+    preprocess = ClipPreprocess(size=(48, 48))
+    assert preprocess(noise(40_000, 1)).shape == (3, 48, 48)
+    assert max(sizes) <= 48 * 400 * 3  # the crop and its margins, not 48 x 1.92M
+    assert preprocess(noise(4_000, 1)).shape == (3, 48, 48) and sizes[-1] == sizes[0]  # whatever the length
+    waves = np.linspace(0, 6 * np.pi, 300)  # a smooth 300 x 5 strip, scaled whole to 2880 x 48
+    strip = np.stack([127 + 100 * np.sin(waves), 127 + 100 * np.cos(0.7 * waves), 127 + 0 * waves], axis=-1)
+    strip = np.repeat(strip[None].astype(np.uint8), 5, axis=0)
+    cut = preprocess(strip)
+    monkeypatch.setattr(composed, "MAX_OVERSIZE", 10**6)
+    whole = preprocess(strip)
+    assert max(sizes) == 48 * 2880 * 3
+    assert torch.allclose(cut, whole, atol=0.02)  # the cut part is scaled by a ratio a hair apart
+    monkeypatch.setattr(composed, "MAX_OVERSIZE", 4)
+    for width, height in [(64, 48), (48, 64), (192, 48), (48, 192)]:  # up to 4:1, scaled whole as before
+        image = noise(width, height)
+        assert preprocess._centre_part(image) is image
+    assert preprocess._centre_part(noise(193, 48)).shape == (48, 55, 3)  # 48, 3 px a side, 1 to centre

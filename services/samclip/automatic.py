@@ -23,6 +23,7 @@ from segment_anything.utils.amg import (
     rle_to_mask,
     uncrop_masks,
 )
+from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops.boxes import batched_nms
 
 from services.runtime.types import Box, Mask, RleMask
@@ -30,11 +31,27 @@ from services.samclip.backend import AutomaticParams, ImageEmbedding, ProposedMa
 from services.samclip.regions import remove_small_regions
 
 
+class SamResize(ResizeLongestSide):
+    """segment-anything's resize to the encoder's input, with no side under 1 px.
+
+    Its own rounds the shorter side of an image more elongated than 2 x img_size : 1
+    to 0 px (4000 x 1 at 1024 px, 289 x 1 at the shapes SAM's 128), which cannot be
+    resized to; every other size is the same. Images, points and boxes all go
+    through `get_preprocess_shape`, so they stay consistent.
+    """
+
+    @staticmethod
+    def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
+        newh, neww = ResizeLongestSide.get_preprocess_shape(oldh, oldw, long_side_length)
+        return max(1, newh), max(1, neww)
+
+
 class EmbeddedPredictor(SamPredictor):
     """A SamPredictor whose `set_image` installs a given embedding of the same image."""
 
     def __init__(self, sam: Any, embedding: ImageEmbedding) -> None:
         super().__init__(sam)
+        self.transform = SamResize(sam.image_encoder.img_size)  # as the embedding was made
         self._embedding = embedding
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from segment_anything.utils.transforms import ResizeLongestSide
 
 from services.runtime.device import DevicePlan
 from services.runtime.types import ModelComponent
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 POSTPROCESS_CHUNK = 8  # prompt queries upsampled to full size at a time
+MAX_OVERSIZE = 4  # how much longer than CLIP's crop an image may be scaled before it is cut first
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,10 @@ class ClipPreprocess:
         )
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
-        x = torch.tensor(image, dtype=torch.float32).permute(2, 0, 1)[None] / 255.0
         th, tw = self.size
+        if self.resize_mode == "shortest":
+            image = self._centre_part(image)
+        x = torch.tensor(image, dtype=torch.float32).permute(2, 0, 1)[None] / 255.0
         h, w = x.shape[-2:]
         mode = "bilinear" if self.interpolation == "bilinear" else "bicubic"
         if self.resize_mode == "squash":
@@ -84,6 +87,27 @@ class ClipPreprocess:
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         return ((x.clamp(0.0, 1.0) - mean) / std)[0]
+
+    def _centre_part(self, image: np.ndarray) -> np.ndarray:
+        """For "shortest": the centred part of an elongated image that the centre crop keeps.
+
+        Scaled whole, a strip would first become far larger than the crop (1 x 40000 to
+        48 x 1.92M px at 48 px, 1.1 GB of floats). Along a side that would be scaled to
+        more than MAX_OVERSIZE times the crop, only the centred source pixels that the
+        crop keeps are scaled, with a margin for the filter; images less elongated than
+        that are scaled whole, as before.
+        """
+        (th, tw), (h, w) = self.size, image.shape[:2]
+        scale = max(th / h, tw / w)
+        margin = math.ceil(2 * max(1.0, 1.0 / scale)) + 1  # bicubic reaches 2 px of the coarser grid
+        keep = []
+        for n, t in ((h, th), (w, tw)):
+            k = n if n * scale <= MAX_OVERSIZE * t else min(n, math.ceil(t / scale) + 2 * margin)
+            keep.append(k + (n - k) % 2)  # same parity: the part's centre is the image's
+        if keep == [h, w]:
+            return image
+        top, left = (h - keep[0]) // 2, (w - keep[1]) // 2
+        return image[top : top + keep[0], left : left + keep[1]]
 
 
 class ComposedSamOpenClip:
@@ -116,7 +140,7 @@ class ComposedSamOpenClip:
         self.preprocess = preprocess
         self._autocast = plan.autocast()
         self._description = description
-        self._resize = ResizeLongestSide(self.sam.image_encoder.img_size)
+        self._resize = automatic.SamResize(self.sam.image_encoder.img_size)
         self.image_cache: ByteLru[ImageEmbedding] = ByteLru(embedding_cache_bytes, lambda e: e.nbytes)
         self.text_cache: ByteLru[np.ndarray] = ByteLru(text_cache_bytes, lambda v: int(v.nbytes))
         self.image_batch_size = image_batch_size
