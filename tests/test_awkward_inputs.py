@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import torch
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from services.maskrcnn.model import MaskRCNNModel
@@ -159,3 +162,20 @@ def test_clip_preprocess_of_a_strip_scales_only_its_centre(monkeypatch: pytest.M
         image = noise(width, height)
         assert preprocess._centre_part(image) is image
     assert preprocess._centre_part(noise(193, 48)).shape == (48, 55, 3)  # 48, 3 px a side, 1 to centre
+
+
+def test_a_box_prompt_without_area_is_invalid_argument_and_the_server_serves_on(samclip: VisionModelClient) -> None:
+    image = encode(noise(60, 40))
+    for box, field in [
+        (Box(10, 5, 10, 20), "options.prompts.boxes[0]"),
+        (Box(5, 20, 30, 20), "options.prompts.boxes[0]"),
+    ]:
+        with pytest.raises(grpc.RpcError) as err:
+            samclip.segment(image, Task.PROMPTED_SEGMENTATION, TaskOptions(boxes=(box,)))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "no area" in err.value.details() and "x2 > x1 and y2 > y1" in err.value.details()
+        status = rpc_status.from_call(err.value)
+        bad = error_details_pb2.BadRequest()
+        assert status is not None and any(d.Unpack(bad) for d in status.details)
+        assert [v.field for v in bad.field_violations] == [field]
+    assert samclip.segment(image, Task.PROMPTED_SEGMENTATION, TaskOptions(boxes=(Box(10, 5, 11, 20),))).instances

@@ -52,6 +52,19 @@ CASES: list[tuple[str, Task, dict[str, Any], str, str]] = [
     ("box outside", P, {"boxes": (Box(10, 10, 70, 30),)}, "options.prompts.boxes[0]", "outside the 60x40"),
     ("box x2 < x1", P, {"boxes": (Box(30, 5, 10, 20),)}, "options.prompts.boxes[0]", "x2 < x1"),
     ("box y2 < y1", P, {"boxes": (Box(1, 1, 5, 5), Box(5, 20, 10, 10))}, "options.prompts.boxes[1]", "y2 < y1"),
+    ("box x2 == x1", P, {"boxes": (Box(10, 5, 10, 20),)}, "options.prompts.boxes[0]", "no area"),
+    ("box y2 == y1", P, {"boxes": (Box(1, 1, 5, 5), Box(5, 20, 10, 20))}, "options.prompts.boxes[1]", "no area"),
+    ("box a point", P, {"boxes": (Box(0, 0, 0, 0),)}, "options.prompts.boxes[0]", "x2 > x1 and y2 > y1"),
+    ("box inf", P, {"boxes": (Box(0, 0, float("inf"), 5),)}, "options.prompts.boxes[0]", "non-finite"),
+    ("box left of image", P, {"boxes": (Box(-1, 0, 5, 5),)}, "options.prompts.boxes[0]", "outside the 60x40"),
+    ("point below image", P, {"points": (Point(5, 40.5),)}, "options.prompts.points[0]", "y in [0, 40]"),
+    (
+        "negative points only",
+        P,
+        {"points": (Point(1, 1, positive=False), Point(9, 9, positive=False))},
+        "options.prompts.points",
+        "add a positive point or a box",
+    ),
     ("no prompt", P, {}, "options.prompts", "at least one point or box"),
     ("too many points", P, {"points": (Point(1, 1),) * 4}, "options.prompts.points", "at most 3"),
     ("too many boxes", P, {"boxes": (Box(1, 1, 2, 2),) * 3}, "options.prompts.boxes", "at most 2"),
@@ -147,6 +160,9 @@ def test_bad_input_is_invalid_argument(
 def test_good_inputs_at_the_edges_pass(model: SamClipModel) -> None:
     edge = TaskOptions(points=(Point(0, 0), Point(60, 40)), boxes=(Box(0, 0, 60, 40),), mask_threshold=0.7)
     model.validate(InferenceRequest(P, IMAGE, edge))
+    # A sub-pixel box has an area; negative points beside a box are fine.
+    thin = TaskOptions(points=(Point(3, 3, positive=False),), boxes=(Box(59.5, 0, 60, 0.25),))
+    model.validate(InferenceRequest(P, IMAGE, thin))
     model.validate(InferenceRequest(A, IMAGE, TaskOptions(automatic=AutomaticOptions(16, 1.0, 0.0, 500))))
     model.validate(InferenceRequest(C, IMAGE, TaskOptions(labels=("a", "b", "c", "d"), prompt_templates=("{}",))))
     [answer] = model.predict([InferenceRequest(P, IMAGE, edge)])

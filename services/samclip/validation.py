@@ -166,19 +166,34 @@ def check_prompts(request: InferenceRequest, s: SamClipSettings) -> None:
         field = f"options.prompts.boxes[{i}]"
         coords = (b.x1, b.y1, b.x2, b.y2)
         if not all(math.isfinite(c) for c in coords):
-            raise InvalidArgument(f"{field} has a non-finite coordinate {coords}", field=field)
+            raise InvalidArgument(
+                f"{field} has a non-finite coordinate {coords}; give x1, y1, x2, y2 in pixels of the image",
+                field=field,
+            )
         if b.x2 < b.x1 or b.y2 < b.y1:
             raise InvalidArgument(
                 f"{field} is ({b.x1}, {b.y1}, {b.x2}, {b.y2}) with x2 < x1 or y2 < y1; "
                 "boxes are (x1, y1) top-left and (x2, y2) bottom-right",
                 field=field,
             )
+        if b.x2 == b.x1 or b.y2 == b.y1:
+            raise InvalidArgument(
+                f"{field} is ({b.x1}, {b.y1}, {b.x2}, {b.y2}) with x2 == x1 or y2 == y1: it has no area; "
+                "give a box with x2 > x1 and y2 > y1 around the object, or a point prompt for one spot",
+                field=field,
+            )
         if b.x1 < 0 or b.y1 < 0 or b.x2 > w or b.y2 > h:
             raise InvalidArgument(
                 f"{field} ({b.x1}, {b.y1}, {b.x2}, {b.y2}) lies outside the {w}x{h} image; "
-                f"keep 0 <= x1 <= x2 <= {w} and 0 <= y1 <= y2 <= {h}",
+                f"keep 0 <= x1 < x2 <= {w} and 0 <= y1 < y2 <= {h}",
                 field=field,
             )
+    if o.points and not o.boxes and not any(p.positive for p in o.points):
+        raise InvalidArgument(
+            "options.prompts.points are all negative and there is no box: negative points only say "
+            "where the object is not; add a positive point or a box on the object to segment",
+            field="options.prompts.points",
+        )
 
 
 def check_automatic(a: AutomaticOptions, s: SamClipSettings) -> None:
