@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import io
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
@@ -14,8 +15,35 @@ from visioncompare.v1 import vision_model_service_pb2 as vms
 from services.runtime.masks import decode_rle
 from services.runtime.types import RleMask
 
-HEADER_PX = 44
+#: Panels are drawn with their longer side in this range: small images are upscaled
+#: (a 245 px scene is unreadable at 1:1 next to 16 px text), huge ones downscaled.
+MIN_PANEL_PX = 480
+MAX_PANEL_PX = 1024
+HEADER_FONT_PX = 16
+LABEL_FONT_PX = 14
+PAD_PX = 6
 GAP_PX = 8
+MAX_HEADER_LINES = 8
+BACKGROUND = (24, 24, 24)
+
+
+@dataclass(frozen=True)
+class TextBox:
+    """Where a piece of text went on the sheet: its box and the box of its panel (or header cell)."""
+
+    text: str
+    box: tuple[int, int, int, int]
+    area: tuple[int, int, int, int]
+    kind: str  # "header", "label" or "score"
+
+
+@dataclass
+class Sheet:
+    """The side-by-side picture and the text drawn on it (for checks that nothing spills out)."""
+
+    image: Image.Image
+    texts: list[TextBox] = field(default_factory=list)
+    scale: float = 1.0
 
 
 def palette(n: int) -> list[tuple[int, int, int]]:
@@ -31,69 +59,211 @@ def task_name(task: int) -> str:
 
 
 def _output(result: cs.ModelResult) -> vms.DetectResponse | vms.SegmentResponse | vms.ClassifyResponse | None:
-    field = result.WhichOneof("output")
-    return getattr(result, field) if field else None
+    name = result.WhichOneof("output")
+    return getattr(result, name) if name else None
 
 
-def _draw_panel(base: Image.Image, result: cs.ModelResult, font: ImageFont.ImageFont) -> Image.Image:
+def panel_scale(width: int, height: int) -> float:
+    """The factor that brings the longer side into [MIN_PANEL_PX, MAX_PANEL_PX]."""
+    longest = max(width, height, 1)
+    if longest < MIN_PANEL_PX:
+        return MIN_PANEL_PX / longest
+    if longest > MAX_PANEL_PX:
+        return MAX_PANEL_PX / longest
+    return 1.0
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)  # scalable since Pillow 10.1
+
+
+def _width(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str) -> float:
+    return font.getlength(text)
+
+
+def _fit(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: float) -> str:
+    """`text`, cut with an ellipsis if it is wider than `width`."""
+    if _width(font, text) <= width:
+        return text
+    while text and _width(font, text + "…") > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: float) -> list[str]:
+    """Lines of `text` no wider than `width`: broken at spaces, long words broken where they must."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        candidate = f"{line} {word}" if line else word
+        if _width(font, candidate) <= width:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        while _width(font, word) > width:  # a word wider than the panel: split it
+            cut = len(word)
+            while cut > 1 and _width(font, word[:cut]) > width:
+                cut -= 1
+            lines.append(word[:cut])
+            word = word[cut:]
+        line = word
+    if line:
+        lines.append(line)
+    return lines
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return max(w, 0) * max(h, 0)
+
+
+def place_label(
+    size: tuple[int, int], box: tuple[float, float, float, float], panel: tuple[int, int],
+    taken: list[tuple[int, int, int, int]],
+) -> tuple[int, int, int, int]:
+    """A spot for a w x h label by its box, inside the panel, overlapping the labels placed so far the least.
+
+    Tried in order: above the box, inside its top, below it, inside its bottom.
+    """
+    w, h = size
+    x1, y1, x2, y2 = box
+    candidates = [(x1, y1 - h), (x1, y1), (x1, y2), (x1, y2 - h)]
+    best: tuple[int, int, int, int] | None = None
+    best_overlap = 0
+    for x, y in candidates:
+        left = int(min(max(x, 0), max(panel[0] - w, 0)))
+        top = int(min(max(y, 0), max(panel[1] - h, 0)))
+        spot = (left, top, left + w, top + h)
+        overlap = sum(_overlap(spot, t) for t in taken)
+        if overlap == 0:
+            return spot
+        if best is None or overlap < best_overlap:
+            best, best_overlap = spot, overlap
+    assert best is not None
+    return best
+
+
+def _draw_panel(base: Image.Image, result: cs.ModelResult, scale: float) -> tuple[Image.Image, list[TextBox]]:
+    """One model's panel at `scale` x the image's size, and the text drawn on it (panel coordinates)."""
     output = _output(result)
-    canvas = base.convert("RGBA")
+    size = (max(round(base.width * scale), 1), max(round(base.height * scale), 1))
+    # Upscaled: pixels stay pixels (no ringing, and the masks, scaled the same way, line up exactly).
+    resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
+    canvas = base.resize(size, resample).convert("RGBA")
     if result.status.code != 0 or output is None:
-        canvas = ImageOps.grayscale(base).convert("RGBA")
+        canvas = ImageOps.grayscale(canvas).convert("RGBA")
     overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
+    font = _font(LABEL_FONT_PX)
+    line, radius = (3, 4) if scale > 1.5 else (2, 3)
     instances = list(getattr(output, "instances", []))
     colours = palette(len(instances))
     for instance, colour in zip(instances, colours, strict=True):
         if instance.HasField("mask"):
             r = instance.mask.rle
             mask = decode_rle(RleMask(r.height, r.width, r.counts))
-            if mask.shape == (canvas.height, canvas.width):
-                tint = Image.new("RGBA", canvas.size, (*colour, 110))
-                overlay.paste(tint, (0, 0), Image.fromarray(mask.astype(np.uint8) * 255))
+            if mask.shape == (base.height, base.width):
+                alpha = Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)
+                overlay.paste(Image.new("RGBA", size, (*colour, 110)), (0, 0), alpha)
+    texts: list[TextBox] = []
+    taken: list[tuple[int, int, int, int]] = []
+    for instance, colour in zip(instances, colours, strict=True):
         b = instance.box
-        draw.rectangle([b.x1, b.y1, b.x2, b.y2], outline=(*colour, 255), width=2)
-        text = f"{instance.label.name} {instance.score:.2f}" if instance.HasField("label") else f"{instance.score:.2f}"
-        draw.text((b.x1 + 2, max(b.y1 - 11, 0)), text, fill=(*colour, 255), font=font)
+        box = (b.x1 * scale, b.y1 * scale, b.x2 * scale, b.y2 * scale)
+        draw.rectangle(box, outline=(*colour, 255), width=line)
         for k in instance.keypoints:
-            draw.ellipse([k.x - 2, k.y - 2, k.x + 2, k.y + 2], fill=(*colour, 255))
+            x, y = k.x * scale, k.y * scale
+            draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=(*colour, 255), outline=(0, 0, 0, 255))
+    for instance, colour in zip(instances, colours, strict=True):  # labels last: on top of every box
+        b = instance.box
+        text = f"{instance.label.name} {instance.score:.2f}" if instance.HasField("label") else f"{instance.score:.2f}"
+        text = _fit(text, font, size[0] - 4)
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        spot = place_label((right - left + 4, bottom - top + 4), (b.x1 * scale, b.y1 * scale, b.x2 * scale,
+                                                                   b.y2 * scale), size, taken)
+        taken.append(spot)
+        draw.rectangle(spot, fill=(*colour, 230))
+        draw.text((spot[0] + 2 - left, spot[1] + 2 - top), text, fill=(0, 0, 0, 255), font=font)
+        texts.append(TextBox(text, spot, (0, 0, *size), "label"))
     if isinstance(output, vms.SegmentResponse) and output.HasField("label_map"):
         lm = output.label_map
         indices = np.frombuffer(lm.class_indices_u16le, dtype="<u2").reshape(lm.height, lm.width)
         colours_lm = np.array([(0, 0, 0), *palette(len(lm.class_names))], dtype=np.uint8)
         rgba = np.dstack([colours_lm[np.minimum(indices, len(colours_lm) - 1)], np.where(indices > 0, 110, 0)])
-        overlay = Image.alpha_composite(overlay, Image.fromarray(rgba.astype(np.uint8), "RGBA"))
+        tint = Image.fromarray(rgba.astype(np.uint8), "RGBA").resize(size, Image.Resampling.NEAREST)
+        overlay = Image.alpha_composite(tint, overlay)
+        draw = ImageDraw.Draw(overlay)
     if isinstance(output, vms.ClassifyResponse):
-        for row, score in enumerate(output.scores[:5]):
-            text = f"{score.label.name}: {score.label.score:.2f}"
-            draw.text((4, 4 + 12 * row), text, fill=(255, 255, 0, 255), font=font)
-    return Image.alpha_composite(canvas, overlay).convert("RGB")
+        y = PAD_PX
+        for score in output.scores[:5]:
+            text = _fit(f"{score.label.name}: {score.label.score:.2f}", font, size[0] - 2 * PAD_PX - 4)
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+            spot = (PAD_PX, y, PAD_PX + right - left + 4, y + bottom - top + 4)
+            if spot[3] > size[1]:
+                break
+            draw.rectangle(spot, fill=(0, 0, 0, 180))
+            draw.text((spot[0] + 2 - left, spot[1] + 2 - top), text, fill=(255, 255, 0, 255), font=font)
+            texts.append(TextBox(text, spot, (0, 0, *size), "score"))
+            y = spot[3] + 2
+    return Image.alpha_composite(canvas, overlay).convert("RGB"), texts
 
 
 def _header(result: cs.ModelResult) -> list[str]:
     output = _output(result)
     status = "OK" if result.status.code == 0 else f"ERROR {result.status.code}: {result.status.message}"
-    lines = [f"{result.model_name}  {result.latency_ms:.0f} ms  {status}"]
+    lines = [f"{result.model_name} · {result.latency_ms:.0f} ms · {status}"]
     if output is not None and output.info.warnings:
         lines.append("; ".join(output.info.warnings))
     return lines
 
 
-def side_by_side(image_bytes: bytes, response: cs.CompareResponse) -> Image.Image:
-    """One panel per model, each the image with that model's output drawn on it."""
+def header_lines(result: cs.ModelResult, width: float) -> list[str]:
+    """The header of one panel, wrapped to `width` px (at most MAX_HEADER_LINES, the last cut with …)."""
+    font = _font(HEADER_FONT_PX)
+    lines = [wrapped for line in _header(result) for wrapped in wrap(line, font, width)]
+    if len(lines) > MAX_HEADER_LINES:
+        lines = [*lines[: MAX_HEADER_LINES - 1], _fit(lines[MAX_HEADER_LINES - 1] + " …", font, width)]
+    return lines
+
+
+def render(image_bytes: bytes, response: cs.CompareResponse) -> Sheet:
+    """One panel per model, each the image with that model's output drawn on it, under a wrapped header."""
     base = ImageOps.exif_transpose(Image.open(io.BytesIO(image_bytes))).convert("RGB")
-    font = ImageFont.load_default()
-    panels = [_draw_panel(base, r, font) for r in response.results]
-    width = sum(p.width for p in panels) + GAP_PX * (len(panels) - 1)
-    sheet = Image.new("RGB", (max(width, 1), base.height + HEADER_PX), (24, 24, 24))
-    draw = ImageDraw.Draw(sheet)
+    scale = panel_scale(base.width, base.height)
+    drawn = [_draw_panel(base, r, scale) for r in response.results]
+    font = _font(HEADER_FONT_PX)
+    ascent, descent = font.getmetrics()
+    line_px = ascent + descent + 2
+    headers = [header_lines(r, panel.width - 2 * PAD_PX) for r, (panel, _) in zip(response.results, drawn,
+                                                                                     strict=True)]
+    header_px = 2 * PAD_PX + line_px * max((len(h) for h in headers), default=1)
+    width = sum(p.width for p, _ in drawn) + GAP_PX * max(len(drawn) - 1, 0)
+    height = max((p.height for p, _ in drawn), default=base.height) + header_px
+    sheet = Sheet(Image.new("RGB", (max(width, 1), height), BACKGROUND), scale=scale)
+    draw = ImageDraw.Draw(sheet.image)
     x = 0
-    for panel, result in zip(panels, response.results, strict=True):
-        sheet.paste(panel, (x, HEADER_PX))
-        for row, line in enumerate(_header(result)):
-            draw.text((x + 4, 4 + 13 * row), line[: max(panel.width // 6, 10)], fill=(235, 235, 235), font=font)
+    for (panel, texts), lines in zip(drawn, headers, strict=True):
+        sheet.image.paste(panel, (x, header_px))
+        cell = (x, 0, x + panel.width, header_px)
+        for row, line in enumerate(lines):
+            origin = (x + PAD_PX, PAD_PX + row * line_px)
+            draw.text(origin, line, fill=(235, 235, 235), font=font)
+            box = draw.textbbox(origin, line, font=font)
+            sheet.texts.append(TextBox(line, box, cell, "header"))  # type: ignore[arg-type]
+        area = (x, header_px, x + panel.width, header_px + panel.height)
+        for text in texts:
+            left, top, right, bottom = text.box
+            moved = (left + x, top + header_px, right + x, bottom + header_px)
+            sheet.texts.append(TextBox(text.text, moved, area, text.kind))
         x += panel.width + GAP_PX
     return sheet
+
+
+def side_by_side(image_bytes: bytes, response: cs.CompareResponse) -> Image.Image:
+    """The side-by-side picture (see `render`)."""
+    return render(image_bytes, response).image
 
 
 def summary(response: cs.CompareResponse) -> str:

@@ -59,12 +59,14 @@ def test_compare_prints_results_and_writes_one_panel_per_model(gateway: GatewayT
     assert "agreement left vs right: 1 matched (mask IoU" in result.stdout and "mean IoU 1.000" in result.stdout
     assert "random weights" in result.stdout
     picture = np.asarray(Image.open(out).convert("RGB"))
-    assert picture.shape == (48 + 44, 64 * 2 + 8, 3)  # header + two 64 px panels and a gap
-    gap = picture[44:, 64:72]
+    assert picture.shape[1] == 480 * 2 + 8  # two 64 x 48 panels, upscaled 7.5x to be legible, and a gap
+    header = picture.shape[0] - 360
+    assert header > 30  # a wrapped header above the panels
+    gap = picture[header:, 480:488]
     assert (gap == 24).all()  # the separator between the two panels
-    for x0 in (0, 72):
-        panel = picture[44:, x0:x0 + 64].astype(int)
-        assert (panel[8:20, 10:30] != 230).any()  # the mask tint changed the bright region
+    for x0 in (0, 488):
+        panel = picture[header:, x0:x0 + 480].astype(int)
+        assert (panel[8 * 8:20 * 7, 10 * 8:30 * 7] != 230).all(axis=2).all()  # the mask tint covers the bright box
 
 
 def test_compare_json_is_the_full_response(gateway: GatewayThread, tmp_path: Path) -> None:
