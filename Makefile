@@ -27,6 +27,7 @@ lint: setup
 	cd protos && ../node_modules/.bin/buf lint
 	$(BIN)/python tools/gen_protos.py --check
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports  # the layers in pyproject.toml [tool.importlinter]
 
 test: lint
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q  # idle torch threads must not spin on a shared CPU

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -148,3 +149,45 @@ def test_fetch_weights_lists_the_torchvision_checkpoints(tmp_path: Path, capsys:
     ]
     assert all(Path(path).parent == tmp_path / "hub" / "checkpoints" for _, path, _ in lines)
     assert all(url.startswith("https://download.pytorch.org/models/") for *_, url in lines)
+
+
+def test_a_service_registers_its_files_through_the_entry_point_group(
+    server: FileServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A third service needs no change to the runtime: its distribution names its files in the group."""
+    file = torchvision_style(server, GOOD)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "third_service_weights.py").write_text(
+        "from services.runtime.weights import WeightFile\n\n\n"
+        "def weight_files():\n"
+        f"    return [WeightFile({file.name!r}, {file.url!r}, None, {file.filename!r}, {file.subdir!r}, "
+        f"{file.sha256_prefix!r})]\n"
+    )
+    dist_info = site / "third_service-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: third-service\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(
+        f"[{weights.ENTRY_POINT_GROUP}]\nthird = third_service_weights:weight_files\n"
+    )
+    monkeypatch.syspath_prepend(str(site))  # an installed distribution; invalidates import caches
+    request.addfinalizer(lambda: sys.modules.pop("third_service_weights", None))
+
+    found = weights.registry()
+    assert sorted(found) == ["maskrcnn", "samclip", "third"]  # the project's own services register alike
+    assert found["third"] == [file]
+    cache = tmp_path / "cache"
+    assert fetch_main(["third", "--cache-dir", str(cache)]) == 0
+    assert file.path(cache).read_bytes() == GOOD
+
+
+def test_fetch_weights_says_when_no_service_is_registered(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(weights, "entry_points", lambda group: [])
+    with pytest.raises(SystemExit):
+        fetch_main(["--list"])
+    assert "no service registers weight files" in capsys.readouterr().err

@@ -17,11 +17,14 @@ import tempfile
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
+#: Where services register their downloadable files (see `registry`).
+ENTRY_POINT_GROUP = "visioncompare.weights"
 
 
 @dataclass(frozen=True)
@@ -90,11 +93,23 @@ def fetch(file: WeightFile, cache_dir: Path, *, timeout_s: float = 60.0) -> Path
 
 
 def registry() -> dict[str, list[WeightFile]]:
-    """Official files by service; imported lazily so the runtime has no model deps."""
-    from services.maskrcnn.weights import WEIGHT_FILES as maskrcnn_files
-    from services.samclip.weights import WEIGHT_FILES as samclip_files
+    """Official files by service, as the services register them: each names its list of
+    `WeightFile`s (or a function returning one) under the `ENTRY_POINT_GROUP` entry-point
+    group of its distribution, e.g. in pyproject.toml
 
-    return {"maskrcnn": list(maskrcnn_files), "samclip": list(samclip_files)}
+        [project.entry-points."visioncompare.weights"]
+        myservice = "myservice.weights:WEIGHT_FILES"
+
+    The runtime names no service: a new one registers itself. Loaded lazily, so the
+    runtime has no model deps; services sorted by name.
+    """
+    found: dict[str, list[WeightFile]] = {}
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+        if ep.name in found:  # the same distribution seen twice on sys.path: the first wins
+            continue
+        files = ep.load()
+        found[ep.name] = list(files() if callable(files) else files)
+    return found
 
 
 def fetch_main(argv: Sequence[str] | None = None) -> int:
@@ -107,6 +122,11 @@ def fetch_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list files and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not files_by_service:
+        parser.error(
+            f"no service registers weight files (entry-point group {ENTRY_POINT_GROUP!r}); "
+            "install the project first: pip install -e ."
+        )
     unknown = sorted(set(args.services) - set(files_by_service))
     if unknown:
         parser.error(f"unknown service(s) {unknown}; choose from {sorted(files_by_service)}")
