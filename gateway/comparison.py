@@ -32,7 +32,8 @@ from services.runtime.errors import (
 )
 from services.runtime.images import check_image
 from services.runtime.metrics import LATENCY_BUCKETS
-from services.runtime.model import RPC_TASKS
+from services.runtime.tasks import Rpc, spec
+from services.runtime.types import Task
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,6 @@ class GatewayMetrics:
             "model_latency_seconds", "Model call latency seen by the gateway", ["model"],
             namespace="visioncompare_gateway", registry=registry, buckets=LATENCY_BUCKETS,
         )
-
-
-def rpc_for(task: int) -> str:
-    return next(rpc for rpc, tasks in RPC_TASKS.items() if task in tasks)
 
 
 def status_from_error(error: grpc.aio.AioRpcError) -> cs.ModelStatus:
@@ -168,7 +165,7 @@ class Comparator:
         budget = timeout_s if timeout_s is not None else self.settings.default_timeout_s
         deadline = time.monotonic() + budget - self.settings.deadline_margin_ms / 1000.0
         results = await asyncio.gather(
-            *(self._call(t, request, int(task), labels_used, deadline) for t in targets)
+            *(self._call(t, request, task, labels_used, deadline) for t in targets)
         )
         error = image_error(list(results))
         if error is not None:
@@ -180,21 +177,19 @@ class Comparator:
             agreements=pairwise(results, self.settings.iou_threshold),
         )
 
-    def _model_request(self, target: Target, request: cs.CompareRequest, task: int, labels: list[str]) -> Any:
+    def _model_request(
+        self, target: Target, request: cs.CompareRequest, task: Task, labels: list[str]
+    ) -> tuple[Rpc, Any]:
         options = pb.TaskOptions()
         options.CopyFrom(request.options)
         cap = target.task_capability(task)
         if labels and cap is not None and cap.vocabulary == vms.VOCABULARY_OPEN:
             options.labels.extend(labels)
-        rpc = rpc_for(task)
-        if rpc == "Detect":
-            return rpc, vms.DetectRequest(image=request.image, task=task, options=options)
-        if rpc == "Segment":
-            return rpc, vms.SegmentRequest(image=request.image, task=task, options=options)
-        return rpc, vms.ClassifyRequest(image=request.image, options=options)
+        rpc = spec(task).rpc
+        return rpc, rpc.request(task, request.image, options)
 
     async def _call(
-        self, target: Target, request: cs.CompareRequest, task: int, labels: list[str], deadline: float
+        self, target: Target, request: cs.CompareRequest, task: Task, labels: list[str], deadline: float
     ) -> cs.ModelResult:
         result = cs.ModelResult(model_name=target.name, endpoint=target.address)
         if not target.serving:
@@ -210,9 +205,8 @@ class Comparator:
         timeout = max(deadline - start, 0.001)
         code = grpc.StatusCode.OK
         try:
-            response = await getattr(target.stub, rpc)(model_request, timeout=timeout, metadata=target.metadata)
-            output = {"Detect": "detect", "Segment": "segment", "Classify": "classify"}[rpc]
-            getattr(result, output).CopyFrom(response)
+            response = await rpc.method(target.stub)(model_request, timeout=timeout, metadata=target.metadata)
+            getattr(result, rpc.result_field).CopyFrom(response)
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             result.status.CopyFrom(status_from_error(exc))

@@ -58,6 +58,10 @@ def task_name(task: int) -> str:
     return pb.Task.Name(task).removeprefix("TASK_").lower().replace("_", "-")
 
 
+def option_name(option: int) -> str:
+    return pb.TaskOption.Name(option).removeprefix("TASK_OPTION_").lower()
+
+
 def _output(result: cs.ModelResult) -> vms.DetectResponse | vms.SegmentResponse | vms.ClassifyResponse | None:
     name = result.WhichOneof("output")
     return getattr(result, name) if name else None
@@ -341,4 +345,13 @@ def capability_table(models: cs.ListModelsResponse) -> str:
     for name, values in rows:
         cells = [v[:60].ljust(w) for v, w in zip(values, widths, strict=True)]
         out.append(f"{name.ljust(width0)} | " + " | ".join(cells))
+    accepted = [
+        (m.model_name, task_name(t.task), ", ".join(option_name(o) for o in t.accepted_options) or "none")
+        for m in models.models
+        for t in m.capabilities.tasks
+    ]
+    if accepted:
+        out += ["", "Options accepted (TaskOptions fields; any other is INVALID_ARGUMENT):"]
+        w_model, w_task = (max(len(row[i]) for row in accepted) for i in (0, 1))
+        out += [f"  {name.ljust(w_model)}  {task.ljust(w_task)}  {names}" for name, task, names in accepted]
     return "\n".join(out)

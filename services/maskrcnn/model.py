@@ -31,7 +31,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 from services.maskrcnn.builders import ARCHS, ArchSpec, parameter_count
 from services.maskrcnn.categories import COCO, LabelSet, label_set_from_file
 from services.maskrcnn.heads import use_filtered_heads
-from services.maskrcnn.options import ResolvedOptions, padded_shape, resolve_options
+from services.maskrcnn.options import ResolvedOptions, accepted_options, padded_shape, resolve_options
 from services.maskrcnn.settings import MaskRCNNSettings
 from services.maskrcnn.transform import use_any_aspect_transform
 from services.maskrcnn.weights import ResolvedWeights, WeightsSource, load_weights, resolve, scheme_of
@@ -190,13 +190,20 @@ class MaskRCNNModel(VisionModel):
         detector = self.networks[DETECTOR]
         nets = list(self.networks.values())
         tasks = [
-            TaskCapability(Task.OBJECT_DETECTION, Vocabulary.FIXED, detector.labels.vocabulary),
-            TaskCapability(Task.INSTANCE_SEGMENTATION, Vocabulary.FIXED, detector.labels.vocabulary),
+            TaskCapability(
+                task, Vocabulary.FIXED, detector.labels.vocabulary, accepted_options=accepted_options(task)
+            )
+            for task in (Task.OBJECT_DETECTION, Task.INSTANCE_SEGMENTATION)
         ]
         features = ["Object Detection", "Instance Segmentation"]
         if KEYPOINTS in self.networks:
             tasks.append(
-                TaskCapability(Task.KEYPOINT_DETECTION, Vocabulary.FIXED, self.networks[KEYPOINTS].labels.vocabulary)
+                TaskCapability(
+                    Task.KEYPOINT_DETECTION,
+                    Vocabulary.FIXED,
+                    self.networks[KEYPOINTS].labels.vocabulary,
+                    accepted_options=accepted_options(Task.KEYPOINT_DETECTION),
+                )
             )
             features.append("Keypoint Detection")
         described = ", ".join(f"{n.arch.name} ({n.weights.source})" for n in nets)
@@ -232,9 +239,9 @@ class MaskRCNNModel(VisionModel):
         return Capabilities(card=card, tasks=tuple(tasks), runtime=runtime)
 
     def _options(self, request: InferenceRequest) -> ResolvedOptions:
-        super().validate(request)  # UNIMPLEMENTED for tasks not served
+        super().validate(request)  # UNIMPLEMENTED for tasks not served; options the task does not take
         labels = self.networks[TASK_NETWORK[request.task]].labels
-        return resolve_options(request, self.settings, labels, self.name)
+        return resolve_options(request, self.settings, labels)
 
     def validate(self, request: InferenceRequest) -> None:
         self._options(request)

@@ -10,7 +10,8 @@ import numpy as np
 from services.maskrcnn.categories import LabelSet
 from services.maskrcnn.settings import MaskRCNNSettings
 from services.runtime.errors import InvalidArgument
-from services.runtime.types import AutomaticOptions, InferenceRequest, Task
+from services.runtime.tasks import accepted
+from services.runtime.types import InferenceRequest, Task, TaskOption
 
 SIZE_DIVISIBLE = 32  # GeneralizedRCNNTransform pads batches to multiples of this
 MIN_RESIZE = 32
@@ -27,18 +28,14 @@ class ResolvedOptions:
     nms_iou_threshold: float
 
 
-def _unused(request: InferenceRequest) -> list[str]:
-    o = request.options
-    unused = []
-    if o.prompt_templates:
-        unused.append("prompt_templates")
-    if o.points or o.boxes or o.multimask_output:
-        unused.append("prompts")
-    if o.automatic != AutomaticOptions():
-        unused.append("automatic")
-    if o.mask_threshold is not None and request.task != Task.INSTANCE_SEGMENTATION:
-        unused.append("mask_threshold")
-    return unused
+#: Options the task table applies to Mask R-CNN's tasks that it does not read: its
+#: vocabulary is fixed (no prompt templates) and it proposes no masks automatically.
+NOT_READ = frozenset({TaskOption.PROMPT_TEMPLATES, TaskOption.AUTOMATIC})
+
+
+def accepted_options(task: Task) -> tuple[TaskOption, ...]:
+    """TaskCapability.accepted_options of `task`; the runtime refuses any other set option."""
+    return accepted(task, without=NOT_READ)
 
 
 def _bounded(
@@ -59,17 +56,11 @@ def check_image(request: InferenceRequest) -> None:
         raise InvalidArgument(f"image has no pixels ({image.shape[1]}x{image.shape[0]})", field="image")
 
 
-def resolve_options(
-    request: InferenceRequest, settings: MaskRCNNSettings, labels: LabelSet, model_name: str
-) -> ResolvedOptions:
-    """Check a request's options (raising InvalidArgument) and fill in the defaults."""
+def resolve_options(request: InferenceRequest, settings: MaskRCNNSettings, labels: LabelSet) -> ResolvedOptions:
+    """Check a request's option values (raising InvalidArgument) and fill in the defaults.
+
+    Which options the task takes is checked before, by the runtime (`accepted_options`)."""
     check_image(request)
-    unused = _unused(request)
-    if unused:
-        raise InvalidArgument(
-            f"{model_name} does not use options.{', options.'.join(unused)} for {request.task.name}; leave them unset",
-            field_violations=[(f"options.{u}", f"not used by {request.task.name}") for u in unused],
-        )
     o = request.options
     score = settings.score_threshold if o.score_threshold is None else float(o.score_threshold)
     _bounded("score_threshold", score, 0.0, 1.0)

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc
 from services.runtime import convert
 from services.runtime.masks import decode_rle
 from services.runtime.server import channel_options
+from services.runtime.tasks import CLASSIFY, DETECT, SEGMENT, Rpc, spec
 from services.runtime.types import (
     Capabilities,
     ClassScore,
@@ -148,23 +149,22 @@ class VisionModelClient:
     def capabilities(self) -> Capabilities:
         return convert.capabilities_from_proto(self._call(self._stub.Capabilities, vms.CapabilitiesRequest()))
 
+    def run(self, image: ImageInput, task: Task, options: TaskOptions | None = None) -> Result:
+        """Any task, through the RPC the task table names for it."""
+        return self._run(spec(task).rpc, task, image, options)
+
     def detect(
         self, image: ImageInput, task: Task = Task.OBJECT_DETECTION, options: TaskOptions | None = None
     ) -> Result:
-        request = vms.DetectRequest(
-            image=image_to_proto(image), task=int(task), options=convert.options_to_proto(options or TaskOptions())
-        )
-        return result_from_proto(self._call(self._stub.Detect, request))
+        return self._run(DETECT, task, image, options)
 
     def segment(self, image: ImageInput, task: Task, options: TaskOptions | None = None) -> Result:
-        request = vms.SegmentRequest(
-            image=image_to_proto(image), task=int(task), options=convert.options_to_proto(options or TaskOptions())
-        )
-        return result_from_proto(self._call(self._stub.Segment, request))
+        return self._run(SEGMENT, task, image, options)
 
     def classify(self, image: ImageInput, labels: list[str], options: TaskOptions | None = None) -> Result:
-        opts = convert.options_to_proto(options or TaskOptions())
-        del opts.labels[:]
-        opts.labels.extend(labels)
-        request = vms.ClassifyRequest(image=image_to_proto(image), options=opts)
-        return result_from_proto(self._call(self._stub.Classify, request))
+        opts = replace(options or TaskOptions(), labels=tuple(labels))
+        return self._run(CLASSIFY, Task.ZERO_SHOT_CLASSIFICATION, image, opts)
+
+    def _run(self, rpc: Rpc, task: Task, image: ImageInput, options: TaskOptions | None) -> Result:
+        request = rpc.request(task, image_to_proto(image), convert.options_to_proto(options or TaskOptions()))
+        return result_from_proto(self._call(rpc.method(self._stub), request))

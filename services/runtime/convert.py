@@ -26,6 +26,7 @@ from services.runtime.types import (
     RuntimeInfo,
     Task,
     TaskCapability,
+    TaskOption,
     TaskOptions,
     Timing,
     Vocabulary,
@@ -198,6 +199,7 @@ def capabilities_to_proto(c: Capabilities) -> vms.CapabilitiesResponse:
                 vocabulary=int(t.vocabulary),
                 label_names=t.label_names,
                 prompt_kinds=[int(k) for k in t.prompt_kinds],
+                accepted_options=[int(o) for o in t.accepted_options],
             )
             for t in c.tasks
         ],
@@ -242,6 +244,9 @@ def capabilities_from_proto(m: vms.CapabilitiesResponse) -> Capabilities:
                 vocabulary=Vocabulary(t.vocabulary),
                 label_names=tuple(t.label_names),
                 prompt_kinds=tuple(PromptKind(k) for k in t.prompt_kinds),
+                accepted_options=tuple(
+                    TaskOption(o) for o in t.accepted_options if o in TaskOption._value2member_map_
+                ),
             )
             for t in m.tasks
             if t.task in Task._value2member_map_

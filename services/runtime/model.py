@@ -12,20 +12,9 @@ import time
 from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 
-from services.runtime.errors import InvalidArgument, ServiceError, Unimplemented
-from services.runtime.types import (
-    CLASSIFY_TASKS,
-    DETECT_TASKS,
-    SEGMENT_TASKS,
-    Capabilities,
-    InferenceRequest,
-    Prediction,
-    Task,
-    Timing,
-)
-
-# Which RPC serves which tasks; used to reject e.g. Detect with a segmentation task.
-RPC_TASKS = {"Detect": DETECT_TASKS, "Segment": SEGMENT_TASKS, "Classify": CLASSIFY_TASKS}
+from services.runtime.errors import ServiceError, Unimplemented
+from services.runtime.tasks import check_options
+from services.runtime.types import Capabilities, InferenceRequest, Prediction, Task, Timing
 
 
 class VisionModel(abc.ABC):
@@ -51,14 +40,18 @@ class VisionModel(abc.ABC):
         """Run one batch; the i-th answer belongs to the i-th request."""
 
     def validate(self, request: InferenceRequest) -> None:
-        """Reject a bad request before it is queued. Override to add task checks."""
-        served = self.served_tasks()
+        """Reject a bad request before it is queued: UNIMPLEMENTED for a task not served,
+        INVALID_ARGUMENT for a set option the task's capability does not accept. Override
+        to add the model's own checks (after calling this)."""
+        capabilities = self.capabilities()
+        served = frozenset(t.task for t in capabilities.tasks)
         if request.task not in served:
             names = ", ".join(t.name for t in sorted(served))
             raise Unimplemented(
                 f"{self.name} does not serve {request.task.name}; it serves: {names}",
                 metadata={"served_tasks": names},
             )
+        check_options(request, capabilities, self.name)
 
     def batch_key(self, request: InferenceRequest) -> Hashable:
         """Requests with equal keys may share a batch."""
@@ -69,15 +62,6 @@ class VisionModel(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - an optional hook
         """Release resources (called once at shutdown)."""
-
-
-def check_rpc_task(rpc: str, task: Task) -> None:
-    """Reject a task sent to the wrong RPC, naming the right one."""
-    if task not in RPC_TASKS[rpc]:
-        right = next(name for name, tasks in RPC_TASKS.items() if task in tasks)
-        raise InvalidArgument(
-            f"task {task.name} is not served by {rpc}; call {right} instead", field="task"
-        )
 
 
 class StageTimer:

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import vision_model_service_pb2 as vms
 from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc
@@ -20,9 +21,10 @@ from services.runtime.errors import ModelNotReady
 from services.runtime.images import decode_image
 from services.runtime.interceptors import task_var
 from services.runtime.logs import request_id_var
-from services.runtime.model import VisionModel, check_rpc_task
+from services.runtime.model import VisionModel
 from services.runtime.scheduler import BatchScheduler
-from services.runtime.types import Capabilities, InferenceRequest, Prediction, Task
+from services.runtime.tasks import CLASSIFY, DETECT, SEGMENT, Rpc, check_rpc_task
+from services.runtime.types import Capabilities, InferenceRequest
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -50,24 +52,17 @@ class VisionModelServicer(vms_grpc.VisionModelServiceServicer):
         return convert.capabilities_to_proto(self.capabilities)
 
     async def Detect(self, request: vms.DetectRequest, context: Context) -> vms.DetectResponse:
-        prediction, info = await self._predict("Detect", request, context, default_task=Task.OBJECT_DETECTION)
-        return vms.DetectResponse(instances=convert.prediction_fields(prediction)["instances"], info=info)
+        return await self._serve(DETECT, request, context)  # type: ignore[return-value]
 
     async def Segment(self, request: vms.SegmentRequest, context: Context) -> vms.SegmentResponse:
-        prediction, info = await self._predict("Segment", request, context, default_task=None)
-        fields = convert.prediction_fields(prediction)
-        return vms.SegmentResponse(instances=fields["instances"], label_map=fields.get("label_map"), info=info)
+        return await self._serve(SEGMENT, request, context)  # type: ignore[return-value]
 
     async def Classify(self, request: vms.ClassifyRequest, context: Context) -> vms.ClassifyResponse:
-        prediction, info = await self._predict(
-            "Classify", request, context, default_task=Task.ZERO_SHOT_CLASSIFICATION
-        )
-        return vms.ClassifyResponse(scores=convert.prediction_fields(prediction)["scores"], info=info)
+        return await self._serve(CLASSIFY, request, context)  # type: ignore[return-value]
 
-    async def _predict(
-        self, rpc: str, request: Any, context: Context, *, default_task: Task | None
-    ) -> tuple[Prediction, pb.InferenceInfo]:
-        task = convert.task_from_proto(getattr(request, "task", 0), default=default_task)
+    async def _serve(self, rpc: Rpc, request: Any, context: Context) -> Message:
+        """Any task RPC: the task table says which tasks it carries and what it answers."""
+        task = convert.task_from_proto(request.task if rpc.takes_task else 0, default=rpc.default_task)
         task_var.set(task.name)
         check_rpc_task(rpc, task)
         self._check_ready()
@@ -92,7 +87,7 @@ class VisionModelServicer(vms_grpc.VisionModelServiceServicer):
             warnings=list(dict.fromkeys([*caps.runtime.warnings, *prediction.warnings])),
             batch_size=prediction.batch_size,
         )
-        return prediction, info
+        return rpc.response(convert.prediction_fields(prediction), info)
 
     def close(self) -> None:
         self._decoder.shutdown(wait=False)

@@ -38,6 +38,26 @@ class PromptKind(enum.IntEnum):
     TEXT = 3
 
 
+class TaskOption(enum.IntEnum):
+    """The fields of visioncompare.v1.TaskOptions; values are their field numbers
+    (mirrors visioncompare.v1.TaskOption value for value)."""
+
+    SCORE_THRESHOLD = 1
+    MAX_RESULTS = 2
+    LABELS = 3
+    PROMPT_TEMPLATES = 4
+    MASK_THRESHOLD = 5
+    RESIZE = 6
+    PROMPTS = 7
+    AUTOMATIC = 8
+    NMS_IOU_THRESHOLD = 9
+
+    @property
+    def field(self) -> str:
+        """The field's path in a request, as error messages and field violations name it."""
+        return f"options.{self.name.lower()}"
+
+
 @dataclass(frozen=True)
 class Box:
     x1: float
@@ -80,6 +100,21 @@ class TaskOptions:
     multimask_output: bool = False
     automatic: AutomaticOptions = field(default_factory=AutomaticOptions)
     nms_iou_threshold: float | None = None
+
+    def given(self) -> tuple[TaskOption, ...]:
+        """The options this request sets, in field order."""
+        given = {
+            TaskOption.SCORE_THRESHOLD: self.score_threshold is not None,
+            TaskOption.MAX_RESULTS: self.max_results is not None,
+            TaskOption.LABELS: bool(self.labels),
+            TaskOption.PROMPT_TEMPLATES: bool(self.prompt_templates),
+            TaskOption.MASK_THRESHOLD: self.mask_threshold is not None,
+            TaskOption.RESIZE: self.min_size is not None or self.max_size is not None,
+            TaskOption.PROMPTS: bool(self.points or self.boxes or self.multimask_output),
+            TaskOption.AUTOMATIC: self.automatic != AutomaticOptions(),
+            TaskOption.NMS_IOU_THRESHOLD: self.nms_iou_threshold is not None,
+        }
+        return tuple(option for option, is_set in given.items() if is_set)
 
 
 @dataclass
@@ -204,6 +239,16 @@ class TaskCapability:
     vocabulary: Vocabulary
     label_names: tuple[str, ...] = ()
     prompt_kinds: tuple[PromptKind, ...] = ()
+    #: The TaskOptions fields the model reads for this task; the runtime refuses any
+    #: other (`services.runtime.tasks.check_options`). None: every option the task
+    #: table (`services.runtime.tasks.TASK_TABLE`) applies to the task.
+    accepted_options: tuple[TaskOption, ...] = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.accepted_options is None:
+            from services.runtime.tasks import spec  # the table imports this module
+
+            object.__setattr__(self, "accepted_options", tuple(sorted(spec(self.task).options)))
 
 
 @dataclass(frozen=True)
@@ -236,15 +281,3 @@ class Capabilities:
     def capability(self, task: Task) -> TaskCapability | None:
         return next((t for t in self.tasks if t.task == task), None)
 
-
-# Which RPC carries which tasks.
-DETECT_TASKS = frozenset({Task.OBJECT_DETECTION, Task.KEYPOINT_DETECTION})
-SEGMENT_TASKS = frozenset(
-    {
-        Task.INSTANCE_SEGMENTATION,
-        Task.PROMPTED_SEGMENTATION,
-        Task.AUTOMATIC_SEGMENTATION,
-        Task.SEMANTIC_SEGMENTATION,
-    }
-)
-CLASSIFY_TASKS = frozenset({Task.ZERO_SHOT_CLASSIFICATION})

@@ -36,7 +36,7 @@ from services.runtime.types import (
 from services.samclip import dense, openvocab
 from services.samclip.backend import AutomaticParams, ImageEmbedding, MaskPrompts, SamClipBackend
 from services.samclip.settings import SamClipSettings
-from services.samclip.validation import check_request
+from services.samclip.validation import accepted_options, check_request
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,16 @@ SAM_TASKS = frozenset(
     }
 )
 
-TASKS = (
-    TaskCapability(Task.ZERO_SHOT_CLASSIFICATION, Vocabulary.OPEN, prompt_kinds=(PromptKind.TEXT,)),
-    TaskCapability(Task.PROMPTED_SEGMENTATION, Vocabulary.NONE, prompt_kinds=(PromptKind.POINT, PromptKind.BOX)),
-    TaskCapability(Task.AUTOMATIC_SEGMENTATION, Vocabulary.NONE),
-    TaskCapability(Task.SEMANTIC_SEGMENTATION, Vocabulary.OPEN, prompt_kinds=(PromptKind.TEXT,)),
-    TaskCapability(Task.OBJECT_DETECTION, Vocabulary.OPEN, prompt_kinds=(PromptKind.TEXT,)),
-    TaskCapability(Task.INSTANCE_SEGMENTATION, Vocabulary.OPEN, prompt_kinds=(PromptKind.TEXT,)),
+TASKS = tuple(
+    TaskCapability(task, vocabulary, prompt_kinds=prompt_kinds, accepted_options=accepted_options(task))
+    for task, vocabulary, prompt_kinds in (
+        (Task.ZERO_SHOT_CLASSIFICATION, Vocabulary.OPEN, (PromptKind.TEXT,)),
+        (Task.PROMPTED_SEGMENTATION, Vocabulary.NONE, (PromptKind.POINT, PromptKind.BOX)),
+        (Task.AUTOMATIC_SEGMENTATION, Vocabulary.NONE, ()),
+        (Task.SEMANTIC_SEGMENTATION, Vocabulary.OPEN, (PromptKind.TEXT,)),
+        (Task.OBJECT_DETECTION, Vocabulary.OPEN, (PromptKind.TEXT,)),
+        (Task.INSTANCE_SEGMENTATION, Vocabulary.OPEN, (PromptKind.TEXT,)),
+    )
 )
 
 FEATURES = (

@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 
 from services.runtime.errors import InvalidArgument
-from services.runtime.types import AutomaticOptions, InferenceRequest, Task, TaskOptions
+from services.runtime.tasks import accepted
+from services.runtime.types import AutomaticOptions, InferenceRequest, Task, TaskOption, TaskOptions
 from services.samclip.settings import SamClipSettings
 
 LABELLED = frozenset(
@@ -23,55 +24,19 @@ LABELLED = frozenset(
 MASK_PROPOSALS = frozenset(
     {Task.AUTOMATIC_SEGMENTATION, Task.OBJECT_DETECTION, Task.INSTANCE_SEGMENTATION, Task.SEMANTIC_SEGMENTATION}
 )
-_TEXT = frozenset({"labels", "prompt_templates"})
-
-#: The TaskOptions fields each task reads; any other set field is rejected.
-USES: dict[Task, frozenset[str]] = {
-    Task.ZERO_SHOT_CLASSIFICATION: _TEXT | {"max_results", "score_threshold"},
-    Task.PROMPTED_SEGMENTATION: frozenset({"prompts", "mask_threshold"}),
-    Task.AUTOMATIC_SEGMENTATION: frozenset({"automatic", "max_results", "score_threshold", "nms_iou_threshold"}),
-    Task.OBJECT_DETECTION: _TEXT | {"automatic", "max_results", "score_threshold", "nms_iou_threshold"},
-    Task.INSTANCE_SEGMENTATION: _TEXT | {"automatic", "max_results", "score_threshold", "nms_iou_threshold"},
-    Task.SEMANTIC_SEGMENTATION: _TEXT | {"automatic", "score_threshold"},
+#: Options the task table applies to SAM-CLIP's tasks that it does not read: SAM and
+#: CLIP resize to their fixed input sizes, and its instances are SAM's automatic
+#: proposals, which the automatic generator thresholds itself (mask_threshold is
+#: read for prompted masks only).
+NOT_READ: dict[Task, frozenset[TaskOption]] = {
+    Task.OBJECT_DETECTION: frozenset({TaskOption.RESIZE}),
+    Task.INSTANCE_SEGMENTATION: frozenset({TaskOption.RESIZE, TaskOption.MASK_THRESHOLD}),
 }
 
 
-def _set_fields(o: TaskOptions) -> dict[str, str]:
-    """The options a request sets, by name, with the proto field to name in errors."""
-    present = {
-        "labels": bool(o.labels),
-        "prompt_templates": bool(o.prompt_templates),
-        "prompts": bool(o.points or o.boxes or o.multimask_output),
-        "automatic": o.automatic != AutomaticOptions(),
-        "resize": o.min_size is not None or o.max_size is not None,
-        **{
-            name: getattr(o, name) is not None
-            for name in ("max_results", "score_threshold", "mask_threshold", "nms_iou_threshold")
-        },
-    }
-    return {name: f"options.{name}" for name, is_set in present.items() if is_set}
-
-
-def _unused(task: Task, name: str, field: str) -> InvalidArgument:
-    if name == "prompts":
-        return InvalidArgument(
-            f"{task.name} takes no point or box prompts; remove options.prompts, "
-            "or use PROMPTED_SEGMENTATION to segment what the prompts point at",
-            field=field,
-        )
-    if name in _TEXT:
-        return InvalidArgument(
-            f"{task.name} takes no text labels or templates; remove {field}, or use a labelled task "
-            "(ZERO_SHOT_CLASSIFICATION, OBJECT_DETECTION, INSTANCE_SEGMENTATION, SEMANTIC_SEGMENTATION)",
-            field=field,
-        )
-    if name == "resize":
-        return InvalidArgument(
-            "options.resize is not used by samclip: SAM and CLIP resize to their fixed input sizes; leave it unset",
-            field=field,
-        )
-    users = ", ".join(t.name for t, uses in USES.items() if name in uses) or "no task"
-    return InvalidArgument(f"{field} is not used by {task.name} (it is used by {users}); leave it unset", field=field)
+def accepted_options(task: Task) -> tuple[TaskOption, ...]:
+    """TaskCapability.accepted_options of `task`; the runtime refuses any other set option."""
+    return accepted(task, without=NOT_READ.get(task, ()))
 
 
 def _in_range(
@@ -215,12 +180,10 @@ def check_automatic(a: AutomaticOptions, s: SamClipSettings) -> None:
 
 
 def check_request(request: InferenceRequest, s: SamClipSettings) -> None:
-    """Raise InvalidArgument for anything the task cannot run with."""
+    """Raise InvalidArgument for anything the task cannot run with.
+
+    Which options the task takes is checked before, by the runtime (`accepted_options`)."""
     task, o = request.task, request.options
-    uses = USES[task]
-    for name, field in _set_fields(o).items():
-        if name not in uses:
-            raise _unused(task, name, field)
     _in_range(o.score_threshold, "options.score_threshold", 0.0, 1.0)
     _in_range(o.nms_iou_threshold, "options.nms_iou_threshold", 0.0, 1.0, open_low=True)
     _in_range(o.mask_threshold, "options.mask_threshold", 0.0, 1.0, open_low=True, open_high=True)

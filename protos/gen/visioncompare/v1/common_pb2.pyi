@@ -24,6 +24,19 @@ class PromptKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROMPT_KIND_POINT: _ClassVar[PromptKind]
     PROMPT_KIND_BOX: _ClassVar[PromptKind]
     PROMPT_KIND_TEXT: _ClassVar[PromptKind]
+
+class TaskOption(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_OPTION_UNSPECIFIED: _ClassVar[TaskOption]
+    TASK_OPTION_SCORE_THRESHOLD: _ClassVar[TaskOption]
+    TASK_OPTION_MAX_RESULTS: _ClassVar[TaskOption]
+    TASK_OPTION_LABELS: _ClassVar[TaskOption]
+    TASK_OPTION_PROMPT_TEMPLATES: _ClassVar[TaskOption]
+    TASK_OPTION_MASK_THRESHOLD: _ClassVar[TaskOption]
+    TASK_OPTION_RESIZE: _ClassVar[TaskOption]
+    TASK_OPTION_PROMPTS: _ClassVar[TaskOption]
+    TASK_OPTION_AUTOMATIC: _ClassVar[TaskOption]
+    TASK_OPTION_NMS_IOU_THRESHOLD: _ClassVar[TaskOption]
 TASK_UNSPECIFIED: Task
 TASK_OBJECT_DETECTION: Task
 TASK_INSTANCE_SEGMENTATION: Task
@@ -36,6 +49,16 @@ PROMPT_KIND_UNSPECIFIED: PromptKind
 PROMPT_KIND_POINT: PromptKind
 PROMPT_KIND_BOX: PromptKind
 PROMPT_KIND_TEXT: PromptKind
+TASK_OPTION_UNSPECIFIED: TaskOption
+TASK_OPTION_SCORE_THRESHOLD: TaskOption
+TASK_OPTION_MAX_RESULTS: TaskOption
+TASK_OPTION_LABELS: TaskOption
+TASK_OPTION_PROMPT_TEMPLATES: TaskOption
+TASK_OPTION_MASK_THRESHOLD: TaskOption
+TASK_OPTION_RESIZE: TaskOption
+TASK_OPTION_PROMPTS: TaskOption
+TASK_OPTION_AUTOMATIC: TaskOption
+TASK_OPTION_NMS_IOU_THRESHOLD: TaskOption
 
 class Image(_message.Message):
     __slots__ = ("encoded", "raw")

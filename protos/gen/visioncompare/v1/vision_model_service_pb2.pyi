@@ -57,16 +57,18 @@ class ModelCard(_message.Message):
     def __init__(self, name: _Optional[str] = ..., organization: _Optional[str] = ..., category: _Optional[str] = ..., modality: _Optional[str] = ..., release_date: _Optional[str] = ..., parameter_count: _Optional[int] = ..., license: _Optional[str] = ..., paper_url: _Optional[str] = ..., description: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TaskCapability(_message.Message):
-    __slots__ = ("task", "vocabulary", "label_names", "prompt_kinds")
+    __slots__ = ("task", "vocabulary", "label_names", "prompt_kinds", "accepted_options")
     TASK_FIELD_NUMBER: _ClassVar[int]
     VOCABULARY_FIELD_NUMBER: _ClassVar[int]
     LABEL_NAMES_FIELD_NUMBER: _ClassVar[int]
     PROMPT_KINDS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     task: _common_pb2.Task
     vocabulary: Vocabulary
     label_names: _containers.RepeatedScalarFieldContainer[str]
     prompt_kinds: _containers.RepeatedScalarFieldContainer[_common_pb2.PromptKind]
-    def __init__(self, task: _Optional[_Union[_common_pb2.Task, str]] = ..., vocabulary: _Optional[_Union[Vocabulary, str]] = ..., label_names: _Optional[_Iterable[str]] = ..., prompt_kinds: _Optional[_Iterable[_Union[_common_pb2.PromptKind, str]]] = ...) -> None: ...
+    accepted_options: _containers.RepeatedScalarFieldContainer[_common_pb2.TaskOption]
+    def __init__(self, task: _Optional[_Union[_common_pb2.Task, str]] = ..., vocabulary: _Optional[_Union[Vocabulary, str]] = ..., label_names: _Optional[_Iterable[str]] = ..., prompt_kinds: _Optional[_Iterable[_Union[_common_pb2.PromptKind, str]]] = ..., accepted_options: _Optional[_Iterable[_Union[_common_pb2.TaskOption, str]]] = ...) -> None: ...
 
 class ModelComponent(_message.Message):
     __slots__ = ("name", "weights", "pretrained", "parameter_count")

@@ -1,0 +1,174 @@
+"""The task table: for every Task, the RPC that carries it and the options that apply.
+
+One typed table instead of names spread over the code: the servicer answers each
+RPC with it, the gateway calls the right RPC and files the response with it, and
+`check_options` (run by every VisionModel's `validate`) refuses a set option that
+the model does not accept for the task, with one message for every model.
+
+    >>> spec(Task.KEYPOINT_DETECTION).rpc.name
+    'Detect'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+from visioncompare.v1 import common_pb2 as pb
+from visioncompare.v1 import vision_model_service_pb2 as vms
+
+from services.runtime.errors import InvalidArgument
+from services.runtime.types import Capabilities, InferenceRequest, Task, TaskOption
+
+
+@dataclass(frozen=True)
+class Rpc:
+    """One VisionModelService method that runs tasks."""
+
+    name: str  # the method, e.g. "Detect"
+    request_type: type[Message]
+    response_type: type[Message]
+    #: The field of ComparisonService's ModelResult.output that holds this RPC's response.
+    result_field: str
+    #: The task an unset request.task means (None: the task is required).
+    default_task: Task | None
+    #: The method on a VisionModelService stub (blocking or asyncio).
+    method: Callable[[Any], Callable[..., Any]]
+
+    @property
+    def takes_task(self) -> bool:
+        """Whether the request names its task (ClassifyRequest does not: it has one)."""
+        return "task" in self.request_type.DESCRIPTOR.fields_by_name
+
+    def request(self, task: Task, image: pb.Image, options: pb.TaskOptions) -> Message:
+        if self.takes_task:
+            return self.request_type(image=image, task=int(task), options=options)
+        return self.request_type(image=image, options=options)
+
+    def response(self, fields: Mapping[str, object], info: pb.InferenceInfo) -> Message:
+        """The response from a prediction's proto fields (`convert.prediction_fields`):
+        those the response type has; the others are empty for this RPC's tasks."""
+        own = self.response_type.DESCRIPTOR.fields_by_name
+        return self.response_type(**{k: v for k, v in fields.items() if k in own and v is not None}, info=info)
+
+
+DETECT = Rpc(
+    "Detect", vms.DetectRequest, vms.DetectResponse, "detect", Task.OBJECT_DETECTION, lambda stub: stub.Detect
+)
+SEGMENT = Rpc("Segment", vms.SegmentRequest, vms.SegmentResponse, "segment", None, lambda stub: stub.Segment)
+CLASSIFY = Rpc(
+    "Classify",
+    vms.ClassifyRequest,
+    vms.ClassifyResponse,
+    "classify",
+    Task.ZERO_SHOT_CLASSIFICATION,
+    lambda stub: stub.Classify,
+)
+RPCS = (DETECT, SEGMENT, CLASSIFY)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    task: Task
+    rpc: Rpc
+    #: The TaskOptions fields that apply to the task in this API. A model may accept
+    #: fewer (TaskCapability.accepted_options); none accepts more.
+    options: frozenset[TaskOption]
+
+
+_O = TaskOption
+_TEXT = frozenset({_O.LABELS, _O.PROMPT_TEMPLATES})
+_RESULTS = frozenset({_O.SCORE_THRESHOLD, _O.MAX_RESULTS, _O.NMS_IOU_THRESHOLD})
+_DETECTOR = _RESULTS | _TEXT | {_O.RESIZE, _O.AUTOMATIC}  # fixed- or open-vocabulary detectors
+
+TASK_TABLE: Mapping[Task, TaskSpec] = {
+    s.task: s
+    for s in (
+        TaskSpec(Task.OBJECT_DETECTION, DETECT, _DETECTOR),
+        TaskSpec(Task.INSTANCE_SEGMENTATION, SEGMENT, _DETECTOR | {_O.MASK_THRESHOLD}),
+        TaskSpec(Task.KEYPOINT_DETECTION, DETECT, _RESULTS | {_O.LABELS, _O.RESIZE}),
+        TaskSpec(Task.ZERO_SHOT_CLASSIFICATION, CLASSIFY, _TEXT | {_O.SCORE_THRESHOLD, _O.MAX_RESULTS}),
+        TaskSpec(Task.PROMPTED_SEGMENTATION, SEGMENT, frozenset({_O.PROMPTS, _O.MASK_THRESHOLD})),
+        TaskSpec(Task.AUTOMATIC_SEGMENTATION, SEGMENT, _RESULTS | {_O.AUTOMATIC}),
+        TaskSpec(Task.SEMANTIC_SEGMENTATION, SEGMENT, _TEXT | {_O.SCORE_THRESHOLD, _O.AUTOMATIC}),
+    )
+}
+
+#: What each option is, in words, for messages.
+OPTION_NOUNS: Mapping[TaskOption, str] = {
+    _O.SCORE_THRESHOLD: "score threshold",
+    _O.MAX_RESULTS: "result limit",
+    _O.LABELS: "text labels",
+    _O.PROMPT_TEMPLATES: "text prompt templates",
+    _O.MASK_THRESHOLD: "mask threshold",
+    _O.RESIZE: "input resize bounds",
+    _O.PROMPTS: "point or box prompts",
+    _O.AUTOMATIC: "automatic mask generation settings",
+    _O.NMS_IOU_THRESHOLD: "NMS IoU threshold",
+}
+
+
+def spec(task: Task) -> TaskSpec:
+    return TASK_TABLE[task]
+
+
+def tasks_of(rpc: Rpc) -> tuple[Task, ...]:
+    return tuple(t for t, s in TASK_TABLE.items() if s.rpc is rpc)
+
+
+def accepted(task: Task, *, without: Iterable[TaskOption] = ()) -> tuple[TaskOption, ...]:
+    """The options of `task` in the table, less those a model does not read: for
+    TaskCapability.accepted_options."""
+    return tuple(sorted(spec(task).options - set(without)))
+
+
+def check_rpc_task(rpc: Rpc, task: Task) -> None:
+    """Reject a task sent to the wrong RPC, naming the right one."""
+    right = spec(task).rpc
+    if right is not rpc:
+        raise InvalidArgument(
+            f"task {task.name} is not served by {rpc.name}; call {right.name} instead", field="task"
+        )
+
+
+def _names(tasks: Iterable[Task]) -> str:
+    return ", ".join(t.name for t in sorted(tasks))
+
+
+def check_options(request: InferenceRequest, capabilities: Capabilities, model: str) -> None:
+    """Refuse the options set in a request that the model does not read for its task.
+
+    An option the table does not apply to the task gets the same words from every
+    model; one the task may take but this model does not says so, naming the model.
+    """
+    task = request.task
+    capability = capabilities.capability(task)
+    if capability is None:  # not served: VisionModel.validate answers UNIMPLEMENTED
+        return
+    refused = [o for o in request.options.given() if o not in capability.accepted_options]
+    if not refused:
+        return
+    table = spec(task).options
+    fields = ", ".join(o.field for o in refused)
+    if any(o in table for o in refused):  # the model's own choice
+        subject = f"{model} does not use {fields} for {task.name}"
+    else:  # the API's: the same words from every model
+        subject = f"{task.name} does not use {fields}"
+    reasons = []
+    for o in refused:
+        noun = OPTION_NOUNS[o]
+        if o in table:
+            users = [c.task for c in capabilities.tasks if o in c.accepted_options]
+            reason = f"{model} takes no {noun} for {task.name}" + (
+                f"; it reads {o.field} for {_names(users)}" if users else ""
+            )
+        else:
+            users = [t for t, s in TASK_TABLE.items() if o in s.options]
+            reason = f"{o.field} is not used by {task.name}, which takes no {noun}; it is for {_names(users)}"
+        reasons.append((o.field, reason))
+    raise InvalidArgument(
+        f"{subject}; leave {'it' if len(refused) == 1 else 'them'} unset. " + ". ".join(r for _, r in reasons) + ".",
+        field_violations=reasons,
+    )
