@@ -17,11 +17,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 GEN_ROOT = PROTO_ROOT / "gen"
-PACKAGE = "visioncompare"
+#: The proto packages under protos/, each generated into a Python package of the same name:
+#: the project's contract, and the Open Inference Protocol (KServe v2) it also serves.
+PACKAGES = ("visioncompare", "inference")
 
 
 def generate(out_dir: Path) -> None:
-    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in (PROTO_ROOT / PACKAGE).rglob("*.proto"))
+    protos = sorted(
+        str(p.relative_to(PROTO_ROOT)) for package in PACKAGES for p in (PROTO_ROOT / package).rglob("*.proto")
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
     cmd = [
@@ -35,9 +39,10 @@ def generate(out_dir: Path) -> None:
         *protos,
     ]
     subprocess.run(cmd, check=True, cwd=PROTO_ROOT)
-    for package_dir in [out_dir / PACKAGE, *(p for p in (out_dir / PACKAGE).rglob("*") if p.is_dir())]:
-        (package_dir / "__init__.py").touch()
-    (out_dir / PACKAGE / "py.typed").touch()
+    for package in PACKAGES:
+        for package_dir in [out_dir / package, *(p for p in (out_dir / package).rglob("*") if p.is_dir())]:
+            (package_dir / "__init__.py").touch()
+        (out_dir / package / "py.typed").touch()
 
 
 def differences(a: Path, b: Path) -> list[str]:

@@ -136,12 +136,20 @@ class ModelServer(GrpcServer):
             on_health=self._on_scheduler_health,
         )
         self.servicer = VisionModelServicer(model, self.scheduler, max_image_pixels=settings.max_image_pixels)
-        super().__init__(
-            settings,
-            [VISION_SERVICE],
-            lambda server: vms_grpc.add_VisionModelServiceServicer_to_server(self.servicer, server),
-            metrics,
-        )
+        # The Open Inference Protocol (KServe v2) on the same port, scheduler and interceptor.
+        # Imported here, not at the top: only a model server loads the `inference` protos
+        # (their names are the protocol's, so they clash in protobuf's default pool with
+        # another copy such as tritonclient's), while clients and the gateway import this
+        # module for channel_options.
+        from services.runtime import oip
+
+        self.oip = oip.OipServicer(self.servicer, server_version=software_version())
+
+        def register(server: grpc.aio.Server) -> None:
+            vms_grpc.add_VisionModelServiceServicer_to_server(self.servicer, server)
+            oip.add_to_server(self.oip, server)
+
+        super().__init__(settings, [VISION_SERVICE, oip.SERVICE_NAME], register, metrics)
         self._loading: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
