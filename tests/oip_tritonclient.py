@@ -35,7 +35,7 @@ class Input:
 
 @dataclass
 class Call:
-    op: str  # live, ready, model_ready, server_metadata, model_metadata, infer
+    op: str  # live, ready, model_ready, server_metadata, model_metadata, model_config, statistics, infer
     model: str = ""
     version: str = ""
     inputs: list[Input] = field(default_factory=list)
@@ -77,6 +77,10 @@ def _one(client: Any, call: Call) -> dict[str, Any]:
             return client.get_server_metadata(as_json=True, **kw)  # type: ignore[no-any-return]
         if call.op == "model_metadata":
             return client.get_model_metadata(call.model, call.version, as_json=True, **kw)  # type: ignore[no-any-return]
+        if call.op == "model_config":
+            return client.get_model_config(call.model, call.version, as_json=True, **kw)  # type: ignore[no-any-return]
+        if call.op == "statistics":
+            return client.get_inference_statistics(call.model, call.version, as_json=True, **kw)  # type: ignore[no-any-return]
         if call.op == "infer":
             inputs = []
             for i in call.inputs:

@@ -119,7 +119,8 @@ def test_readiness_follows_the_model_load() -> None:
 
 def test_server_and_model_metadata(stub: oip_grpc.GRPCInferenceServiceStub) -> None:
     meta = stub.ServerMetadata(oip.ServerMetadataRequest(), timeout=5)
-    assert meta.name == "visioncompare-bright" and meta.version and list(meta.extensions) == ["parameters"]
+    assert meta.name == "visioncompare-bright" and meta.version
+    assert list(meta.extensions) == ["parameters", "model_configuration", "statistics"]
     model = stub.ModelMetadata(oip.ModelMetadataRequest(name=SEGMENT), timeout=5)
     assert (model.name, list(model.versions), model.platform) == (SEGMENT, ["1"], "visioncompare_torch")
     # the tiny model takes labels for instance segmentation: the table's text options
@@ -140,6 +141,43 @@ def test_server_and_model_metadata(stub: oip_grpc.GRPCInferenceServiceStub) -> N
     for task in TASKS:
         name = f"bright.{task.name.lower().replace('_', '-')}"
         assert stub.ModelReady(oip.ModelReadyRequest(name=name), timeout=5).ready
+
+
+def test_model_config_for_perf_analyzer(stub: oip_grpc.GRPCInferenceServiceStub) -> None:
+    """Triton's ModelConfig extension: no batch dimension in requests, ModelMetadata's tensors."""
+    from inference import model_config_pb2 as config_pb
+
+    config = stub.ModelConfig(oip.ModelConfigRequest(name=PROMPTED), timeout=5).config
+    assert (config.name, config.max_batch_size, config.platform) == (PROMPTED, 0, "visioncompare_torch")
+    assert [(i.name, config_pb.DataType.Name(i.data_type), list(i.dims), i.optional) for i in config.input] == [
+        ("IMAGE", "TYPE_STRING", [1], False),
+        ("POINTS", "TYPE_FP32", [-1, 2], True),
+        ("POINT_LABELS", "TYPE_INT32", [-1], True),
+        ("BOXES", "TYPE_FP32", [-1, 4], True),
+    ]
+    assert [(o.name, config_pb.DataType.Name(o.data_type)) for o in config.output] == [
+        ("BOXES", "TYPE_FP32"),
+        ("SCORES", "TYPE_FP32"),
+        ("MASKS", "TYPE_STRING"),
+        ("PREDICTED_IOU", "TYPE_FP32"),
+    ]
+
+
+def test_model_statistics_count_the_calls() -> None:
+    with ServerThread(BrightSpotModel(tasks=TASKS)) as srv, grpc.insecure_channel(srv.address) as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        for _ in range(2):
+            stub.ModelInfer(infer_request(SEGMENT, image_tensor()), timeout=5)
+        error_of(lambda: stub.ModelInfer(infer_request(SEGMENT), timeout=5))  # no IMAGE
+        [stats] = stub.ModelStatistics(oip.ModelStatisticsRequest(name=SEGMENT), timeout=5).model_stats
+        everything = stub.ModelStatistics(oip.ModelStatisticsRequest(), timeout=5).model_stats
+    assert (stats.name, stats.version, stats.inference_count, stats.execution_count) == (SEGMENT, "1", 2, 2)
+    s = stats.inference_stats
+    assert (s.success.count, s.fail.count, s.queue.count, s.compute_infer.count) == (2, 1, 2, 2)
+    assert s.success.ns >= s.queue.ns + s.compute_infer.ns > 0 and s.fail.ns > 0
+    assert stats.last_inference > 1_700_000_000_000
+    assert [m.name for m in everything] == [f"bright.{t.name.lower().replace('_', '-')}" for t in TASKS]
+    assert [m.inference_count for m in everything] == [0, 2, 0]
 
 
 @pytest.mark.parametrize(

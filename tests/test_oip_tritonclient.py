@@ -207,8 +207,21 @@ def test_readiness_metadata_and_bad_tensor_codes_through_tritonclient() -> None:
                 Call("infer", model, inputs=[image], outputs=["KEYPOINTS"]),
                 Call("infer", model, inputs=[image], version="7"),
                 Call("infer", model, inputs=[image]),
+                Call("model_config", model),  # Triton's extensions, as perf_analyzer reads them
+                Call("statistics", model),
             ],
         )
+    stats, config = results.pop()["model_stats"], results.pop()["config"]
+    assert config["name"] == model and config.get("max_batch_size", 0) == 0
+    assert [(i["name"], i["data_type"], i["dims"], i.get("optional", False)) for i in config["input"]] == [
+        ("IMAGE", "TYPE_STRING", ["1"], False),
+        ("LABELS", "TYPE_STRING", ["-1"], True),
+        ("PROMPT_TEMPLATES", "TYPE_STRING", ["-1"], True),
+    ]
+    assert [o["name"] for o in config["output"]] == ["BOXES", "SCORES", "LABELS", "MASKS"]
+    [stat] = stats
+    assert (stat["name"], stat["version"], stat["inference_count"]) == (model, "1", "1")
+    assert stat["inference_stats"]["fail"]["count"] == "7" and stat["inference_stats"]["success"]["count"] == "1"
     codes = [r["error"]["code"] if "error" in r else "OK" for r in results]
     assert codes == [
         "StatusCode.NOT_FOUND",

@@ -31,12 +31,18 @@ sent in `raw_output_contents`, BYTES elements each preceded by its length as a
 4-byte little-endian unsigned integer, as the protocol says. A bad tensor (unknown
 name, wrong datatype or shape, raw contents that do not match the shape, a missing
 IMAGE) or parameter is INVALID_ARGUMENT naming it; an unknown model NOT_FOUND.
+
+Two of Triton's extensions are served too, because perf_analyzer calls them:
+ModelConfig (max_batch_size 0: requests carry no batch dimension, the server
+batches requests itself; every input but IMAGE optional) and ModelStatistics (the
+counts and durations of each model's ModelInfer calls).
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -45,6 +51,7 @@ import grpc
 import numpy as np
 from inference import grpc_predict_v2_pb2 as oip
 from inference import grpc_predict_v2_pb2_grpc as oip_grpc
+from inference import model_config_pb2 as config_pb
 
 from services.runtime.errors import InvalidArgument, ModelNotReady, NotFound, ServiceError
 from services.runtime.images import decode_bytes
@@ -70,8 +77,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 SERVICE_NAME = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 MODEL_VERSION = "1"
-#: What ServerMetadata lists: request parameters carry the task options.
-EXTENSIONS = ("parameters",)
+#: What ServerMetadata lists: request parameters carry the task options; and two of Triton's
+#: extensions, which perf_analyzer calls: ModelConfig and ModelStatistics.
+EXTENSIONS = ("parameters", "model_configuration", "statistics")
 
 #: numpy dtypes of the numeric datatypes used here, little-endian as the protocol's raw contents are.
 DTYPES: Mapping[str, np.dtype[Any]] = {
@@ -113,6 +121,11 @@ class Tensor:
 
     def metadata(self) -> oip.ModelMetadataResponse.TensorMetadata:
         return oip.ModelMetadataResponse.TensorMetadata(name=self.name, datatype=self.datatype, shape=self.shape)
+
+    @property
+    def config_type(self) -> int:
+        """Triton's model-configuration DataType (BYTES is TYPE_STRING there)."""
+        return config_pb.DataType.Value("TYPE_STRING" if self.datatype == "BYTES" else f"TYPE_{self.datatype}")
 
 
 # --- inputs -------------------------------------------------------------------------
@@ -378,6 +391,50 @@ def _parameter(value: int | float | str | bool) -> oip.InferParameter:
     return oip.InferParameter(string_param=value)
 
 
+# --- statistics (Triton's "statistics" extension) -------------------------------------------
+
+
+def _duration(count: int, seconds: float) -> oip.StatisticDuration:
+    return oip.StatisticDuration(count=count, ns=max(int(seconds * 1e9), 0))
+
+
+@dataclass
+class ModelStats:
+    """What ModelStatistics reports for one OIP model: its ModelInfer calls (VisionModelService
+    requests for the same task are in the Prometheus metrics, not here)."""
+
+    success: int = 0
+    success_s: float = 0.0
+    fail: int = 0
+    fail_s: float = 0.0
+    queue_s: float = 0.0
+    input_s: float = 0.0  # image decoding and the model's preprocessing
+    infer_s: float = 0.0
+    output_s: float = 0.0  # the model's postprocessing and building the output tensors
+    executions: float = 0.0  # each request is 1/batch size of one model execution
+    last_inference_ms: int = 0
+
+    def to_proto(self, name: str) -> oip.ModelStatistics:
+        n = self.success
+        return oip.ModelStatistics(
+            name=name,
+            version=MODEL_VERSION,
+            last_inference=self.last_inference_ms,
+            inference_count=n,
+            execution_count=round(self.executions),
+            inference_stats=oip.InferStatistics(
+                success=_duration(n, self.success_s),
+                fail=_duration(self.fail, self.fail_s),
+                queue=_duration(n, self.queue_s),
+                compute_input=_duration(n, self.input_s),
+                compute_infer=_duration(n, self.infer_s),
+                compute_output=_duration(n, self.output_s),
+                cache_hit=_duration(0, 0),
+                cache_miss=_duration(0, 0),
+            ),
+        )
+
+
 # --- the servicer -------------------------------------------------------------------
 
 
@@ -390,6 +447,7 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
         self.model = vision.model
         self.scheduler = vision.scheduler
         self.server_version = server_version
+        self.stats: dict[Task, ModelStats] = {}
 
     # --- health and metadata ---
 
@@ -460,10 +518,58 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
             outputs=[t.metadata() for t in OUTPUTS[task]],
         )
 
+    async def ModelConfig(self, request: oip.ModelConfigRequest, context: Context) -> oip.ModelConfigResponse:
+        """Triton's extension, as perf_analyzer reads it: max_batch_size 0 (requests carry no batch
+        dimension; the server batches requests itself), the inputs and outputs of ModelMetadata,
+        every input but IMAGE optional."""
+        task = self._task(request.name, request.version)
+        caps = self._capabilities()
+        capability = caps.capability(task)
+        assert capability is not None
+        config = config_pb.ModelConfig(
+            name=request.name,
+            platform=f"visioncompare_{caps.runtime.backend}",
+            backend="visioncompare",
+            max_batch_size=0,
+            input=[
+                config_pb.ModelInput(name=t.name, data_type=t.config_type, dims=t.shape, optional=t is not IMAGE)
+                for t in inputs_of(capability)
+            ],
+            output=[config_pb.ModelOutput(name=t.name, data_type=t.config_type, dims=t.shape) for t in OUTPUTS[task]],
+        )
+        return oip.ModelConfigResponse(config=config)
+
+    async def ModelStatistics(
+        self, request: oip.ModelStatisticsRequest, context: Context
+    ) -> oip.ModelStatisticsResponse:
+        """Triton's extension: one model's statistics, or every served model's without a name."""
+        if request.name:
+            tasks = [self._task(request.name, request.version)]
+        else:
+            tasks = sorted(self._served())
+        return oip.ModelStatisticsResponse(
+            model_stats=[self.stats.get(t, ModelStats()).to_proto(model_name(self.model.name, t)) for t in tasks]
+        )
+
     # --- inference ---
 
     async def ModelInfer(self, request: oip.ModelInferRequest, context: Context) -> oip.ModelInferResponse:
         task = self._task(request.model_name, request.model_version)
+        stats = self.stats.setdefault(task, ModelStats())
+        start = time.perf_counter()
+        try:
+            return await self._infer(request, task, context, stats)
+        except BaseException:
+            stats.fail += 1
+            stats.fail_s += time.perf_counter() - start
+            raise
+        finally:
+            stats.last_inference_ms = int(time.time() * 1000)
+
+    async def _infer(
+        self, request: oip.ModelInferRequest, task: Task, context: Context, stats: ModelStats
+    ) -> oip.ModelInferResponse:
+        start = time.perf_counter()
         capability = self._capabilities().capability(task)
         assert capability is not None
         name = model_name(self.model.name, task)
@@ -476,12 +582,14 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
         image = await asyncio.get_running_loop().run_in_executor(
             self.vision._decoder, _decode_image, image_bytes[0], self.vision.max_image_pixels
         )
+        decoded = time.perf_counter()
         inference = InferenceRequest(task=task, image=image, options=options, request_id=request_id_var.get())
         self.model.validate(inference)
         remaining = context.time_remaining()
         if timeout_s is not None:
             remaining = timeout_s if remaining is None else min(remaining, timeout_s)
         prediction = await self.scheduler.submit(inference, remaining)
+        answered = time.perf_counter()
         if mask_format == "uint8":  # decoding every mask is CPU work: off the event loop
             outputs = await asyncio.get_running_loop().run_in_executor(
                 self.vision._decoder, outputs_of, prediction, inference, mask_format
@@ -509,6 +617,15 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
             for key, value in (out.parameters or {}).items():
                 tensor.parameters[key].CopyFrom(_parameter(value))
             response.raw_output_contents.append(out.data)
+        done = time.perf_counter()
+        t = prediction.timing
+        stats.success += 1
+        stats.success_s += done - start
+        stats.queue_s += t.queue_ms / 1000
+        stats.input_s += decoded - start + t.preprocess_ms / 1000
+        stats.infer_s += t.inference_ms / 1000
+        stats.output_s += t.postprocess_ms / 1000 + done - answered
+        stats.executions += 1 / max(prediction.batch_size, 1)
         return response
 
     def _parameters(

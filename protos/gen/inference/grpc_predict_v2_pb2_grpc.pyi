@@ -10,7 +10,10 @@ TorchServe clients speak. Package, service, message and field names and field
 numbers are exactly the specification's, since clients (tritonclient,
 perf_analyzer, KServe's SDK) depend on them on the wire; that is also why the
 package has no version suffix (buf.yaml exempts this file from that rule only).
-InferParameter carries the double and uint64 choices that Triton added.
+InferParameter carries the double and uint64 choices that Triton added, and the
+service two of Triton's extensions to the protocol, ModelConfig and
+ModelStatistics, because Triton's perf_analyzer calls them before and while it
+sends load (their messages as in Triton's grpc_service.proto).
 """
 
 from collections import abc as _abc
@@ -57,6 +60,10 @@ class GRPCInferenceServiceStub:
     """A model's versions, platform and the tensors it takes and answers."""
     ModelInfer: _grpc.UnaryUnaryMultiCallable[_grpc_predict_v2_pb2.ModelInferRequest, _grpc_predict_v2_pb2.ModelInferResponse]
     """Run one inference on one model."""
+    ModelStatistics: _grpc.UnaryUnaryMultiCallable[_grpc_predict_v2_pb2.ModelStatisticsRequest, _grpc_predict_v2_pb2.ModelStatisticsResponse]
+    """Triton extension "statistics": inference statistics of one or all models."""
+    ModelConfig: _grpc.UnaryUnaryMultiCallable[_grpc_predict_v2_pb2.ModelConfigRequest, _grpc_predict_v2_pb2.ModelConfigResponse]
+    """Triton extension "model_configuration": a model's configuration."""
 
 @_typing.type_check_only
 class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
@@ -77,6 +84,10 @@ class GRPCInferenceServiceAsyncStub(GRPCInferenceServiceStub):
     """A model's versions, platform and the tensors it takes and answers."""
     ModelInfer: _aio.UnaryUnaryMultiCallable[_grpc_predict_v2_pb2.ModelInferRequest, _grpc_predict_v2_pb2.ModelInferResponse]  # type: ignore[assignment]
     """Run one inference on one model."""
+    ModelStatistics: _aio.UnaryUnaryMultiCallable[_grpc_predict_v2_pb2.ModelStatisticsRequest, _grpc_predict_v2_pb2.ModelStatisticsResponse]  # type: ignore[assignment]
+    """Triton extension "statistics": inference statistics of one or all models."""
+    ModelConfig: _aio.UnaryUnaryMultiCallable[_grpc_predict_v2_pb2.ModelConfigRequest, _grpc_predict_v2_pb2.ModelConfigResponse]  # type: ignore[assignment]
+    """Triton extension "model_configuration": a model's configuration."""
 
 class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Inference server health, metadata and inference, per the Open Inference Protocol."""
@@ -130,5 +141,21 @@ class GRPCInferenceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_grpc_predict_v2_pb2.ModelInferResponse, _abc.Awaitable[_grpc_predict_v2_pb2.ModelInferResponse]]:
         """Run one inference on one model."""
+
+    @_abc_1.abstractmethod
+    def ModelStatistics(
+        self,
+        request: _grpc_predict_v2_pb2.ModelStatisticsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grpc_predict_v2_pb2.ModelStatisticsResponse, _abc.Awaitable[_grpc_predict_v2_pb2.ModelStatisticsResponse]]:
+        """Triton extension "statistics": inference statistics of one or all models."""
+
+    @_abc_1.abstractmethod
+    def ModelConfig(
+        self,
+        request: _grpc_predict_v2_pb2.ModelConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_grpc_predict_v2_pb2.ModelConfigResponse, _abc.Awaitable[_grpc_predict_v2_pb2.ModelConfigResponse]]:
+        """Triton extension "model_configuration": a model's configuration."""
 
 def add_GRPCInferenceServiceServicer_to_server(servicer: GRPCInferenceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
