@@ -21,9 +21,11 @@ from grpc_status import rpc_status
 from inference import grpc_predict_v2_pb2 as oip
 from inference import grpc_predict_v2_pb2_grpc as oip_grpc
 
-from services.runtime.client import VisionModelClient
+from services.runtime.client import VisionModelClient, channel_credentials
 from services.runtime.oip import join_bytes, split_bytes
+from services.runtime.settings import ServerSettings
 from services.runtime.types import Task
+from tests.certs import make_certs
 from tests.images import encode, png_bomb, scene
 from tests.serving import ServerThread
 from tests.tiny_model import BrightSpotModel
@@ -303,6 +305,22 @@ def test_the_bearer_token_guards_the_protocol_too() -> None:
         assert stub.ServerReady(oip.ServerReadyRequest(), timeout=5, metadata=good).ready
         request = infer_request("bright.object-detection", image_tensor())
         assert stub.ModelInfer(request, timeout=5, metadata=good).outputs
+
+
+def test_tls_serves_the_protocol_on_the_same_port(tmp_path_factory: pytest.TempPathFactory) -> None:
+    certs = make_certs(tmp_path_factory.mktemp("certs"))
+    settings = ServerSettings(
+        host="127.0.0.1", port=0, metrics_port=None, tls_cert_file=certs.server_cert, tls_key_file=certs.server_key
+    )
+    with ServerThread(BrightSpotModel(), settings) as srv:
+        creds = channel_credentials(certs.ca.read_bytes())
+        with grpc.secure_channel(f"localhost:{srv.port}", creds) as channel:
+            stub = oip_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ModelInfer(infer_request("bright.object-detection", image_tensor()), timeout=10).outputs
+        with grpc.insecure_channel(srv.address) as channel:
+            plaintext = oip_grpc.GRPCInferenceServiceStub(channel)
+            code, _, _ = error_of(lambda: plaintext.ServerLive(oip.ServerLiveRequest(), timeout=3))
+            assert code == grpc.StatusCode.UNAVAILABLE
 
 
 # --- bad tensors and parameters ------------------------------------------------------------------
