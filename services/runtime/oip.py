@@ -123,9 +123,9 @@ class Tensor:
         return oip.ModelMetadataResponse.TensorMetadata(name=self.name, datatype=self.datatype, shape=self.shape)
 
     @property
-    def config_type(self) -> int:
-        """Triton's model-configuration DataType (BYTES is TYPE_STRING there)."""
-        return config_pb.DataType.Value("TYPE_STRING" if self.datatype == "BYTES" else f"TYPE_{self.datatype}")
+    def config_type(self) -> str:
+        """The name of Triton's model-configuration DataType (BYTES is TYPE_STRING there)."""
+        return config_pb.DataType.Name(config_pb.DataType.Value(f"TYPE_{self.datatype}".replace("BYTES", "STRING")))
 
 
 # --- inputs -------------------------------------------------------------------------
@@ -248,7 +248,8 @@ def _bad(tensor: str, message: str) -> InvalidArgument:
 
 def split_bytes(raw: bytes, count: int, tensor: str) -> list[bytes]:
     """The elements of a raw BYTES tensor: each a 4-byte little-endian length, then its bytes."""
-    items, offset = [], 0
+    items: list[bytes] = []
+    offset = 0
     while offset < len(raw):
         if offset + 4 > len(raw):
             raise _bad(tensor, f"raw contents end inside an element's 4-byte length prefix (at byte {offset})")
@@ -729,7 +730,7 @@ def _prompts_and_text(options: TaskOptions, tensors: Mapping[str, np.ndarray | l
     for key, field in (("LABELS", "labels"), ("PROMPT_TEMPLATES", "prompt_templates")):
         if key in tensors:
             try:
-                updates[field] = tuple(b.decode() for b in tensors[key])  # type: ignore[union-attr]
+                updates[field] = tuple(bytes(b).decode() for b in tensors[key])
             except UnicodeDecodeError:
                 raise _bad(key, "elements must be UTF-8 text") from None
     points = tensors.get("POINTS")
