@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar, cast
+
 import numpy as np
 from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import vision_model_service_pb2 as vms
@@ -34,6 +36,18 @@ from services.runtime.types import (
 
 BACKENDS = {"torch": vms.BACKEND_TORCH, "onnxruntime": vms.BACKEND_ONNXRUNTIME}
 
+_PbEnum = TypeVar("_PbEnum", bound=int)
+
+
+def pb_enum(enum: type[_PbEnum], value: int) -> _PbEnum:
+    """`value` as a value of the generated enum `enum` (e.g. `pb_enum(pb.Task, Task.OBJECT_DETECTION)`).
+
+    protoc's stubs declare each enum as a subclass of int whose values are its instances, but
+    at run time the values are plain ints and the enum (an EnumTypeWrapper) is not callable:
+    a value from elsewhere (one of our IntEnums, a number) reaches the type only by a cast.
+    """
+    return cast(_PbEnum, int(value))
+
 
 # --- requests ----------------------------------------------------------------
 
@@ -50,10 +64,6 @@ def task_from_proto(value: int, *, default: Task | None = None) -> Task:
         raise InvalidArgument(f"unknown task value {value}", field="task") from None
 
 
-def _opt(msg: object, name: str) -> object | None:
-    return getattr(msg, name) if msg.HasField(name) else None  # type: ignore[attr-defined]
-
-
 def box_from_proto(b: pb.BoundingBox) -> Box:
     return Box(b.x1, b.y1, b.x2, b.y2)
 
@@ -61,23 +71,23 @@ def box_from_proto(b: pb.BoundingBox) -> Box:
 def options_from_proto(o: pb.TaskOptions) -> TaskOptions:
     a = o.automatic
     return TaskOptions(
-        score_threshold=_opt(o, "score_threshold"),  # type: ignore[arg-type]
-        max_results=_opt(o, "max_results"),  # type: ignore[arg-type]
+        score_threshold=o.score_threshold if o.HasField("score_threshold") else None,
+        max_results=o.max_results if o.HasField("max_results") else None,
         labels=tuple(o.labels),
         prompt_templates=tuple(o.prompt_templates),
-        mask_threshold=_opt(o, "mask_threshold"),  # type: ignore[arg-type]
+        mask_threshold=o.mask_threshold if o.HasField("mask_threshold") else None,
         min_size=o.resize.min_size or None,
         max_size=o.resize.max_size or None,
         points=tuple(Point(p.x, p.y, p.positive) for p in o.prompts.points),
         boxes=tuple(box_from_proto(b) for b in o.prompts.boxes),
         multimask_output=o.prompts.multimask_output,
         automatic=AutomaticOptions(
-            points_per_side=_opt(a, "points_per_side"),  # type: ignore[arg-type]
-            pred_iou_thresh=_opt(a, "pred_iou_thresh"),  # type: ignore[arg-type]
-            stability_score_thresh=_opt(a, "stability_score_thresh"),  # type: ignore[arg-type]
-            min_mask_region_area=_opt(a, "min_mask_region_area"),  # type: ignore[arg-type]
+            points_per_side=a.points_per_side if a.HasField("points_per_side") else None,
+            pred_iou_thresh=a.pred_iou_thresh if a.HasField("pred_iou_thresh") else None,
+            stability_score_thresh=a.stability_score_thresh if a.HasField("stability_score_thresh") else None,
+            min_mask_region_area=a.min_mask_region_area if a.HasField("min_mask_region_area") else None,
         ),
-        nms_iou_threshold=_opt(o, "nms_iou_threshold"),  # type: ignore[arg-type]
+        nms_iou_threshold=o.nms_iou_threshold if o.HasField("nms_iou_threshold") else None,
     )
 
 
@@ -195,11 +205,11 @@ def capabilities_to_proto(c: Capabilities) -> vms.CapabilitiesResponse:
         ),
         tasks=[
             vms.TaskCapability(
-                task=int(t.task),
-                vocabulary=int(t.vocabulary),
+                task=pb_enum(pb.Task, t.task),
+                vocabulary=pb_enum(vms.Vocabulary, t.vocabulary),
                 label_names=t.label_names,
-                prompt_kinds=[int(k) for k in t.prompt_kinds],
-                accepted_options=[int(o) for o in t.accepted_options],
+                prompt_kinds=[pb_enum(pb.PromptKind, k) for k in t.prompt_kinds],
+                accepted_options=[pb_enum(pb.TaskOption, o) for o in t.accepted_options],
             )
             for t in c.tasks
         ],

@@ -60,9 +60,17 @@ class InvalidArgument(ServiceError):
     code = grpc.StatusCode.INVALID_ARGUMENT
     reason = "INVALID_ARGUMENT"
 
-    def __init__(self, message: str, *, field: str | None = None, **kwargs: object) -> None:
-        violations = kwargs.pop("field_violations", None) or ([(field, message)] if field else [])
-        super().__init__(message, field_violations=violations, **kwargs)  # type: ignore[arg-type]
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        reason: str | None = None,
+        field_violations: Sequence[tuple[str, str]] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        violations = field_violations or ([(field, message)] if field else [])
+        super().__init__(message, reason=reason, field_violations=violations, metadata=metadata)
 
 
 class Unimplemented(ServiceError):

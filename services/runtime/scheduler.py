@@ -23,9 +23,10 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.runtime.errors import DeadlineExceeded, ModelNotReady, Overloaded, ServiceError
 from services.runtime.metrics import ServerMetrics
@@ -54,7 +55,7 @@ class BatchScheduler:
         max_queue_delay_ms: float,
         max_queue_size: int,
         watchdog_s: float | None = None,
-        on_health: Callable[[bool], Awaitable[None]] | None = None,
+        on_health: Callable[[bool], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         """`on_health(serving)` is awaited when the worker dies, and when an inference runs
         past `watchdog_s` (None: no watchdog) or finishes after it did."""

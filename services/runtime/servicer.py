@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -27,6 +27,7 @@ from services.runtime.tasks import CLASSIFY, DETECT, SEGMENT, Rpc, check_rpc_tas
 from services.runtime.types import Capabilities, InferenceRequest
 
 Context = grpc.aio.ServicerContext[Any, Any]
+_Response = TypeVar("_Response", bound=Message)
 
 
 class VisionModelServicer(vms_grpc.VisionModelServiceServicer):
@@ -52,15 +53,15 @@ class VisionModelServicer(vms_grpc.VisionModelServiceServicer):
         return convert.capabilities_to_proto(self.capabilities)
 
     async def Detect(self, request: vms.DetectRequest, context: Context) -> vms.DetectResponse:
-        return await self._serve(DETECT, request, context)  # type: ignore[return-value]
+        return await self._serve(DETECT, request, context)
 
     async def Segment(self, request: vms.SegmentRequest, context: Context) -> vms.SegmentResponse:
-        return await self._serve(SEGMENT, request, context)  # type: ignore[return-value]
+        return await self._serve(SEGMENT, request, context)
 
     async def Classify(self, request: vms.ClassifyRequest, context: Context) -> vms.ClassifyResponse:
-        return await self._serve(CLASSIFY, request, context)  # type: ignore[return-value]
+        return await self._serve(CLASSIFY, request, context)
 
-    async def _serve(self, rpc: Rpc, request: Any, context: Context) -> Message:
+    async def _serve(self, rpc: Rpc[_Response], request: Any, context: Context) -> _Response:
         """Any task RPC: the task table says which tasks it carries and what it answers."""
         task = convert.task_from_proto(request.task if rpc.takes_task else 0, default=rpc.default_task)
         task_var.set(task.name)

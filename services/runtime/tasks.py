@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 from visioncompare.v1 import common_pb2 as pb
@@ -22,14 +22,17 @@ from visioncompare.v1 import vision_model_service_pb2 as vms
 from services.runtime.errors import InvalidArgument
 from services.runtime.types import Capabilities, InferenceRequest, Task, TaskOption
 
+#: An Rpc's response message type.
+_Response = TypeVar("_Response", bound=Message, covariant=True)
+
 
 @dataclass(frozen=True)
-class Rpc:
+class Rpc(Generic[_Response]):
     """One VisionModelService method that runs tasks."""
 
     name: str  # the method, e.g. "Detect"
     request_type: type[Message]
-    response_type: type[Message]
+    response_type: type[_Response]
     #: The field of ComparisonService's ModelResult.output that holds this RPC's response.
     result_field: str
     #: The task an unset request.task means (None: the task is required).
@@ -47,7 +50,7 @@ class Rpc:
             return self.request_type(image=image, task=int(task), options=options)
         return self.request_type(image=image, options=options)
 
-    def response(self, fields: Mapping[str, object], info: pb.InferenceInfo) -> Message:
+    def response(self, fields: Mapping[str, object], info: pb.InferenceInfo) -> _Response:
         """The response from a prediction's proto fields (`convert.prediction_fields`):
         those the response type has; the others are empty for this RPC's tasks."""
         own = self.response_type.DESCRIPTOR.fields_by_name
@@ -72,7 +75,7 @@ RPCS = (DETECT, SEGMENT, CLASSIFY)
 @dataclass(frozen=True)
 class TaskSpec:
     task: Task
-    rpc: Rpc
+    rpc: Rpc[Message]
     #: The TaskOptions fields that apply to the task in this API. A model may accept
     #: fewer (TaskCapability.accepted_options); none accepts more.
     options: frozenset[TaskOption]
