@@ -26,6 +26,7 @@ class FilteredRoIHeads(RoIHeads):
     #: Also suppress boxes that overlap a better box of another class (IoU > nms_thresh):
     #: one object, one label, as torchvision's per-class NMS does not ensure.
     class_agnostic_nms: bool = False
+    detections_per_img: int  # RoIHeads' (torchvision ships no types)
 
     def postprocess_detections(
         self,
@@ -60,9 +61,11 @@ class FilteredRoIHeads(RoIHeads):
         return kept
 
 
-def use_filtered_heads(net: torch.nn.Module) -> None:
-    """Give a built detector the filtering heads (same modules and state, one more method)."""
+def use_filtered_heads(net: torch.nn.Module) -> FilteredRoIHeads:
+    """Give a built detector the filtering heads (same modules and state, one more method);
+    returns them."""
     heads = net.roi_heads
     if not isinstance(heads, RoIHeads):
         raise TypeError(f"expected torchvision RoIHeads, got {type(heads).__name__}")
     heads.__class__ = FilteredRoIHeads
+    return heads

@@ -144,9 +144,9 @@ class MaskRCNNModel(VisionModel):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)  # "random" weights are the same in every process
             net = arch.build(num_classes=labels.num_classes, **kwargs)
-        use_filtered_heads(net)
+        heads = use_filtered_heads(net)
         use_any_aspect_transform(net)
-        net.roi_heads.class_agnostic_nms = s.class_agnostic_nms
+        heads.class_agnostic_nms = s.class_agnostic_nms
         load_weights(net, weights, f"{arch.name} with num_classes={labels.num_classes}")
         weights = replace(weights, state_dict=None)  # the loaded copy lives in the network now
         net.eval().requires_grad_(False).to(self.plan.device)
