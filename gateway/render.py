@@ -48,10 +48,11 @@ class Sheet:
 
 def palette(n: int) -> list[tuple[int, int, int]]:
     """n well-separated colours (golden-ratio hues)."""
-    return [
-        tuple(int(c * 255) for c in colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.75, 1.0))  # type: ignore[misc]
-        for i in range(n)
-    ]
+    colours = []
+    for i in range(n):
+        r, g, b = colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.75, 1.0)
+        colours.append((int(r * 255), int(g * 255), int(b * 255)))
+    return colours
 
 
 def task_name(task: int) -> str:
@@ -77,8 +78,19 @@ def panel_scale(width: int, height: int) -> float:
     return 1.0
 
 
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    return ImageFont.load_default(size=size)  # scalable since Pillow 10.1
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    font = ImageFont.load_default(size=size)  # scalable since Pillow 10.1
+    if not isinstance(font, ImageFont.FreeTypeFont):  # the fixed bitmap font: no size, no metrics
+        raise RuntimeError("Pillow was built without FreeType; the side-by-side picture needs its scalable font")
+    return font
+
+
+def _text_box(
+    draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, font: ImageFont.FreeTypeFont
+) -> tuple[int, int, int, int]:
+    """`draw.textbbox`, in the whole pixels FreeType gives at a whole-pixel origin (Pillow types it as floats)."""
+    left, top, right, bottom = draw.textbbox(xy, text, font=font)
+    return int(left), int(top), int(right), int(bottom)
 
 
 def _width(font: ImageFont.FreeTypeFont | ImageFont.ImageFont, text: str) -> float:
@@ -184,7 +196,7 @@ def _draw_panel(base: Image.Image, result: cs.ModelResult, scale: float) -> tupl
         b = instance.box
         text = f"{instance.label.name} {instance.score:.2f}" if instance.HasField("label") else f"{instance.score:.2f}"
         text = _fit(text, font, size[0] - 4)
-        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        left, top, right, bottom = _text_box(draw, (0, 0), text, font)
         spot = place_label((right - left + 4, bottom - top + 4), (b.x1 * scale, b.y1 * scale, b.x2 * scale,
                                                                    b.y2 * scale), size, taken)
         taken.append(spot)
@@ -203,7 +215,7 @@ def _draw_panel(base: Image.Image, result: cs.ModelResult, scale: float) -> tupl
         y = PAD_PX
         for score in output.scores[:5]:
             text = _fit(f"{score.label.name}: {score.label.score:.2f}", font, size[0] - 2 * PAD_PX - 4)
-            left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+            left, top, right, bottom = _text_box(draw, (0, 0), text, font)
             spot = (PAD_PX, y, PAD_PX + right - left + 4, y + bottom - top + 4)
             if spot[3] > size[1]:
                 break
@@ -254,8 +266,8 @@ def render(image_bytes: bytes, response: cs.CompareResponse) -> Sheet:
         for row, line in enumerate(lines):
             origin = (x + PAD_PX, PAD_PX + row * line_px)
             draw.text(origin, line, fill=(235, 235, 235), font=font)
-            box = draw.textbbox(origin, line, font=font)
-            sheet.texts.append(TextBox(line, box, cell, "header"))  # type: ignore[arg-type]
+            box = _text_box(draw, origin, line, font)
+            sheet.texts.append(TextBox(line, box, cell, "header"))
         area = (x, header_px, x + panel.width, header_px + panel.height)
         for text in texts:
             left, top, right, bottom = text.box

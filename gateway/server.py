@@ -58,18 +58,18 @@ class GatewayServer(GrpcServer):
         await super().start()
         self.registry.start()
         if self.settings.http_port is not None:
-            await self._start_http()
+            await self._start_http(self.settings.http_port)
         await self.set_serving(True)
 
-    async def _start_http(self) -> None:
+    async def _start_http(self, port: int) -> None:
         import uvicorn
 
         from gateway.http import create_app
 
         config = uvicorn.Config(
-            create_app(self.comparator, self.settings),  # type: ignore[arg-type]
+            create_app(self.comparator, self.settings),
             host=self.settings.host,
-            port=self.settings.http_port,  # type: ignore[arg-type]
+            port=port,
             log_config=None,
             lifespan="off",
             access_log=False,

@@ -72,7 +72,7 @@ class Target:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
-    def stub(self) -> vms_grpc.VisionModelServiceStub:
+    def stub(self) -> vms_grpc.VisionModelServiceAsyncStub:  # the stubs' type for an aio channel (.pyi only)
         return vms_grpc.VisionModelServiceStub(self.channel)
 
     def serves(self, task: int) -> bool:
@@ -132,7 +132,10 @@ class TargetRegistry:
         health = health_pb2_grpc.HealthStub(target.channel)
         while True:
             try:
-                call = health.Watch(health_pb2.HealthCheckRequest(service=""), metadata=target.metadata)
+                # types-grpcio-health-checking declares HealthStub without its methods
+                call = health.Watch(  # type: ignore[attr-defined]
+                    health_pb2.HealthCheckRequest(service=""), metadata=target.metadata
+                )
                 async for response in call:
                     if response.status == health_pb2.HealthCheckResponse.SERVING:
                         if not target.serving:
