@@ -2,6 +2,7 @@
 
     GET  /v1/models      capability table (JSON)
     POST /v1/compare     multipart upload or JSON with base64 image
+    POST /v1/compare/png the same request; answers the side-by-side PNG the CLI draws
     GET  /healthz        the process is up
     GET  /readyz         at least one model serves
     GET  /               the comparison page (assets under /static/); /docs has the OpenAPI docs
@@ -12,8 +13,10 @@ status of its canonical code; /openapi.json documents each one an operation retu
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
+import io
 import json
 import logging
 import uuid
@@ -31,6 +34,7 @@ from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
 
 from gateway.comparison import Comparator
+from gateway.render import side_by_side
 from gateway.settings import GatewaySettings
 from services.runtime.errors import InvalidArgument, ServiceError, TooLarge, Unauthenticated, client_text
 
@@ -87,6 +91,45 @@ class CompareJson(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict, description="visioncompare.v1.TaskOptions as JSON")
     model_names: list[str] = Field(default_factory=list, description="models by name; empty means every one")
     timeout_s: float | None = Field(None, gt=0, le=600, description="deadline in seconds")
+
+
+#: The request body of POST /v1/compare and /v1/compare/png.
+COMPARE_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": CompareJson.model_json_schema()},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["image", "task"],
+                "properties": {
+                    "image": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "the image file (JPEG, PNG, WebP, BMP, GIF or TIFF)",
+                    },
+                    "task": TASK_FIELD,
+                    "options": {"type": "string", "description": "TaskOptions as JSON"},
+                    "model_names": {"type": "string", "description": "comma-separated"},
+                },
+            }
+        },
+    },
+}
+
+
+class UnsupportedMediaType(InvalidArgument):
+    """A body that is neither JSON nor multipart: INVALID_ARGUMENT, answered with HTTP 415."""
+
+
+def draw_png(image: bytes, response: cs.CompareResponse) -> bytes:
+    """The side-by-side PNG of a comparison (gateway.render.side_by_side)."""
+    buffer = io.BytesIO()
+    try:
+        side_by_side(image, response).save(buffer, format="PNG")
+    except (OSError, ValueError) as exc:  # pixels the models read but Pillow cannot draw
+        raise InvalidArgument(f"the image cannot be drawn: {exc}", field="image") from None
+    return buffer.getvalue()
 
 
 class FieldViolation(BaseModel):
@@ -181,7 +224,10 @@ def error_response(exc: ServiceError, status: int | None = None, headers: dict[s
         "field_violations": [{"field": f, "description": client_text(d)} for f, d in exc.field_violations],
     }
     if status is None:
-        status = 413 if isinstance(exc, TooLarge) else HTTP_STATUS.get(exc.code, 500)
+        if isinstance(exc, UnsupportedMediaType):
+            status = 415
+        else:
+            status = 413 if isinstance(exc, TooLarge) else HTTP_STATUS.get(exc.code, 500)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -260,38 +306,8 @@ def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
     async def samples() -> list[str]:
         return sorted(p.name for p in SAMPLES_DIR.glob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
 
-    @app.post(
-        "/v1/compare",
-        summary="Compare every model serving the task on one image",
-        description="A model that fails only fails its own result (its status is in the 200 answer); "
-        "the error statuses below fail the whole call.",
-        responses=errors(400, 401, 404, 413, 415, 429, 500, 503, 504),
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": CompareJson.model_json_schema()},
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["image", "task"],
-                            "properties": {
-                                "image": {
-                                    "type": "string",
-                                    "format": "binary",
-                                    "description": "the image file (JPEG, PNG, WebP, BMP, GIF or TIFF)",
-                                },
-                                "task": TASK_FIELD,
-                                "options": {"type": "string", "description": "TaskOptions as JSON"},
-                                "model_names": {"type": "string", "description": "comma-separated"},
-                            },
-                        }
-                    },
-                }
-            }
-        },
-    )
-    async def compare(request: Request) -> dict[str, Any]:
+    async def read_compare(request: Request) -> tuple[cs.CompareRequest, float | None]:
+        """The CompareRequest of a POST /v1/compare body (multipart or JSON), and its deadline."""
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "multipart/form-data":
             form = await request.form(max_part_size=limit)
@@ -319,16 +335,48 @@ def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
             task, options = parse_task(body.task), parse_options(body.options)
             names, timeout = body.model_names, body.timeout_s
         else:
-            unsupported = InvalidArgument(
+            raise UnsupportedMediaType(
                 f"content type {content_type or '(none)'} is not supported; send application/json "
                 "(image_base64) or multipart/form-data (an image file)",
                 reason="UNSUPPORTED_MEDIA_TYPE",
             )
-            return error_response(unsupported, 415)
         if len(data) > limit:
             raise TooLarge(f"image is {len(data)} bytes, over the limit of {limit}", field="image")
         message = cs.CompareRequest(image=pb.Image(encoded=data), task=task, options=options, model_names=names)
+        return message, timeout
+
+    @app.post(
+        "/v1/compare",
+        summary="Compare every model serving the task on one image",
+        description="A model that fails only fails its own result (its status is in the 200 answer); "
+        "the error statuses below fail the whole call.",
+        responses=errors(400, 401, 404, 413, 415, 429, 500, 503, 504),
+        openapi_extra={"requestBody": COMPARE_BODY},
+    )
+    async def compare(request: Request) -> dict[str, Any]:
+        message, timeout = await read_compare(request)
         return to_json(await comparator.compare(message, timeout))
+
+    @app.post(
+        "/v1/compare/png",
+        summary="Compare, and answer the side-by-side PNG (as `vcompare compare --out` draws it)",
+        description="The same request as POST /v1/compare; the answer is one PNG with a panel per model "
+        "(its output drawn on the image, under a header with its latency and status). A model that fails "
+        "gets a grey panel; the error statuses below fail the whole call.",
+        response_class=Response,
+        responses={
+            200: {"description": "the side-by-side picture",
+                  "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+            **errors(400, 401, 404, 413, 415, 429, 500, 503, 504),
+        },
+        openapi_extra={"requestBody": COMPARE_BODY},
+    )
+    async def compare_png(request: Request) -> Response:
+        message, timeout = await read_compare(request)
+        response = await comparator.compare(message, timeout)
+        png = await asyncio.to_thread(draw_png, message.image.encoded, response)
+        return Response(png, media_type="image/png",
+                        headers={"content-disposition": 'attachment; filename="side_by_side.png"'})
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

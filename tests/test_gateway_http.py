@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from PIL import Image
 
 from tests.gateway_support import GatewayThread
 from tests.images import encode, scene
@@ -64,6 +66,48 @@ def test_compare_multipart(http: httpx.Client) -> None:
     box = body["results"][0]["detect"]["instances"][0]["box"]
     assert (box["x1"], box["y1"], box["x2"], box["y2"]) == (10, 8, 30, 20)
     assert body["agreements"][0]["instances"]["mean_iou"] == pytest.approx(1.0)
+
+
+def test_compare_png_is_the_side_by_side_picture(http: httpx.Client) -> None:
+    for request in (
+        {"files": {"image": ("scene.png", PNG, "image/png")}, "data": {"task": "object-detection"}},
+        {"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "object-detection"}},
+    ):
+        response = http.post("/v1/compare/png", **request)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "image/png"
+        assert 'filename="side_by_side.png"' in response.headers["content-disposition"]
+        picture = Image.open(io.BytesIO(response.content))
+        assert picture.format == "PNG"
+        # Two panels (one, two), each the 64x48 scene scaled to 480 px wide, 8 px apart, under a header.
+        assert picture.width == 2 * 480 + 8 and picture.height > 360
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "needle"),
+    [
+        ({"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "flying"}}, 400, "unknown task"),
+        ({"files": {"image": ("x.png", b"not an image", "image/png")}, "data": {"task": "object-detection"}},
+         400, "not a readable JPEG"),
+        ({"content": b"task=object-detection", "headers": {"content-type": "text/plain"}}, 415,
+         "send application/json"),
+    ],
+)
+def test_compare_png_errors_are_json(http: httpx.Client, kwargs: dict, status: int, needle: str) -> None:
+    response = http.post("/v1/compare/png", **kwargs)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert needle in response.json()["message"]
+
+
+def test_openapi_documents_the_png_answer(http: httpx.Client) -> None:
+    spec = http.get("/openapi.json").json()
+    png = spec["paths"]["/v1/compare/png"]["post"]
+    assert png["requestBody"] == spec["paths"]["/v1/compare"]["post"]["requestBody"]
+    assert list(png["responses"]["200"]["content"]) == ["image/png"]
+    for status in ("400", "401", "404", "413", "415", "429", "500", "503", "504"):
+        assert png["responses"][status]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorBody"}, status
 
 
 def test_compare_json_base64_with_masks_as_rle(http: httpx.Client) -> None:
