@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pycocotools.coco import COCO
@@ -27,7 +27,9 @@ def binary_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def ground_truth(scenes: Sequence[Scene]) -> COCO:
     coco = COCO()
-    coco.dataset = coco_dataset(scenes)
+    # types-pycocotools types the dataset without keypoints (annotations' keypoints and num_keypoints,
+    # categories' keypoints and skeleton), which COCO and COCOeval read
+    coco.dataset = coco_dataset(scenes)  # type: ignore[assignment]
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
@@ -57,7 +59,12 @@ def detections(
     return results
 
 
-def evaluate(gt: COCO, results: list[dict], iou_type: str, category_ids: Sequence[int] | None = None) -> float:
+def evaluate(
+    gt: COCO,
+    results: list[dict],
+    iou_type: Literal["bbox", "segm", "keypoints"],
+    category_ids: Sequence[int] | None = None,
+) -> float:
     """AP@[.5:.95] for `iou_type` ("bbox", "segm" or "keypoints", the last with the triangle
     corners' OKS constants), over `category_ids` (default: all); 0 when there are no results."""
     if not results:
@@ -106,7 +113,8 @@ def corner_errors(gt: COCO, results: list[dict], score_threshold: float) -> dict
             continue
         found += 1
         best = max(candidates, key=lambda d: d["score"])
-        truth = np.asarray(ann["keypoints"], dtype=np.float64).reshape(-1, 3)[:, :2]
+        corners = ann["keypoints"]  # type: ignore[typeddict-item]  # not in the stubs: see ground_truth
+        truth = np.asarray(corners, dtype=np.float64).reshape(-1, 3)[:, :2]
         guess = np.asarray(best["keypoints"], dtype=np.float64).reshape(-1, 3)[:, :2]
         distances = np.linalg.norm(truth[:, None] - guess[None], axis=2)
         ordered.append(float(np.diag(distances).mean()))

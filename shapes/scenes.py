@@ -173,7 +173,8 @@ def coco_categories() -> list[dict[str, object]]:
 
 def coco_dataset(scenes: Iterable[Scene]) -> dict[str, object]:
     """COCO instances for `scenes` (e.g. `generate_scene(s) for s in seeds`); image ids are the seeds."""
-    images, annotations = [], []
+    images: list[dict[str, object]] = []
+    annotations: list[dict[str, object]] = []
     for scene in scenes:
         h, w = scene.image.shape[:2]
         images.append({"id": scene.seed, "width": w, "height": h, "file_name": f"{scene.seed}.png"})

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torchvision.models.detection import KeypointRCNN
 
 from services.maskrcnn.categories import SHAPES_KEYPOINT_CATEGORIES
 from services.maskrcnn.settings import PRESET_DEFAULTS
@@ -45,7 +46,7 @@ TRAINED_LOSSES = ("loss_classifier", "loss_box_reg", "loss_keypoint")
 SCORE_THRESHOLD = float(PRESET_DEFAULTS["shapes"]["score_threshold"])  # as served; for the corner errors
 
 
-def build() -> torch.nn.Module:
+def build() -> KeypointRCNN:
     return build_shapes_keypointrcnn(num_classes=len(CLASSES), num_keypoints=len(TRIANGLE_KEYPOINTS))
 
 
@@ -79,7 +80,8 @@ def keypoint_targets(scene: Scene) -> dict[str, torch.Tensor]:
 
 def scenes_with_triangles(first_seed: int, count: int) -> tuple[list[Scene], int]:
     """The next `count` scenes from `first_seed` on that hold a triangle, and the seed after them."""
-    scenes, seed = [], first_seed
+    scenes: list[Scene] = []
+    seed = first_seed
     while len(scenes) < count:
         scene = generate_scene(TRAIN_SEEDS[seed])
         seed += 1

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from shapes.evaluation import binary_iou
@@ -56,7 +57,7 @@ def box_of(mask: np.ndarray) -> list[float]:
 class Prompted:
     """Runs a SAM on one image and prompts, the way the service does."""
 
-    def __init__(self, sam: torch.nn.Module) -> None:
+    def __init__(self, sam: Sam) -> None:
         self.sam = sam
         self.resize = ResizeLongestSide(IMG_SIZE)
 
