@@ -26,6 +26,7 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.tokenizer import SimpleTokenizer
 
 from services.samclip.composed import ClipPreprocess
 from services.samclip.model import SamClipModel
@@ -133,27 +134,28 @@ def proposal_crops(seeds: Sequence[int], sam_clip: SamClipModel, preprocess: Cli
     return out
 
 
-def proposal_accuracy(model: torch.nn.Module, tokenizer: object, crops: Sequence[ProposalCrop]) -> float:
+def proposal_accuracy(model: open_clip.CLIP, tokenizer: SimpleTokenizer, crops: Sequence[ProposalCrop]) -> float:
     """Zero-shot top-1 (shape names, the service's templates) on proposal crops of objects."""
-    objects = [c for c in crops if c.target is not None]
+    objects = [(c.image, c.target) for c in crops if c.target is not None]
     if not objects:
         return 0.0
     model.eval()
     with torch.inference_mode():
         text = class_vectors(model, tokenizer)
-        pred = (F.normalize(model.encode_image(torch.stack([c.image for c in objects])), dim=-1) @ text.T).argmax(1)
+        images = torch.stack([image for image, _ in objects])
+        pred = (F.normalize(model.encode_image(images), dim=-1) @ text.T).argmax(1)
     model.train()
-    return sum(int(p) == CLASSES.index(c.target.category) for p, c in zip(pred, objects, strict=True)) / len(objects)
+    return sum(int(p) == CLASSES.index(t.category) for p, (_, t) in zip(pred, objects, strict=True)) / len(objects)
 
 
-def class_vectors(model: torch.nn.Module, tokenizer: object) -> torch.Tensor:
+def class_vectors(model: open_clip.CLIP, tokenizer: SimpleTokenizer) -> torch.Tensor:
     texts = [[t.format(c) for t in DEFAULT_TEMPLATES] for c in CLASSES]
     return torch.stack([
         F.normalize(F.normalize(model.encode_text(tokenizer(ts)), dim=-1).mean(0), dim=-1) for ts in texts
     ])
 
 
-def accuracy(model: torch.nn.Module, tokenizer: object, preprocess: ClipPreprocess, seeds: range,
+def accuracy(model: open_clip.CLIP, tokenizer: SimpleTokenizer, preprocess: ClipPreprocess, seeds: range,
              degraded: bool = False) -> float:
     """Zero-shot top-1 on eval object crops with the service's default templates and bare names;
     `degraded`: crops cut with proposal-like masks (a fixed draw)."""
@@ -243,12 +245,12 @@ def main() -> None:
             else:
                 captions.append(caption(rng, crop.target))
                 classes.append(CLASSES.index(crop.target.category))
-        images, texts, classes = torch.stack(images), tokenizer(captions), torch.tensor(classes)
-        image_features = F.normalize(model.encode_image(images), dim=-1)
-        text_features = F.normalize(model.encode_text(texts), dim=-1)
+        image_batch, text_batch, class_ids = torch.stack(images), tokenizer(captions), torch.tensor(classes)
+        image_features = F.normalize(model.encode_image(image_batch), dim=-1)
+        text_features = F.normalize(model.encode_text(text_batch), dim=-1)
         logits = model.logit_scale.exp() * image_features @ text_features.T
         # Crops of the same class are positives of each other: soft multi-positive targets.
-        same = (classes[:, None] == classes[None, :]).float()
+        same = (class_ids[:, None] == class_ids[None, :]).float()
         targets = same / same.sum(1, keepdim=True)
         loss = (torch.sum(-targets * logits.log_softmax(1), 1).mean()
                 + torch.sum(-targets * logits.T.log_softmax(1), 1).mean()) / 2
