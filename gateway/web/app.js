@@ -1,14 +1,49 @@
-// The comparison page: plain JS over the gateway's JSON API (/v1/models, /v1/compare).
+// The comparison page: plain JS over the gateway's JSON API (/v1/models, /v1/compare, /v1/compare/png).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { models: [], blob: null, image: null, points: [], boxes: [], result: null };
+
+/** Result panels and the prompt canvas show the image fitted into a BOX x BOX px square. */
+const BOX = 400;
 const PROMPT_TASKS = new Set(["TASK_PROMPTED_SEGMENTATION"]);
 const LABEL_TASKS = new Set(["TASK_ZERO_SHOT_CLASSIFICATION", "TASK_SEMANTIC_SEGMENTATION",
   "TASK_OBJECT_DETECTION", "TASK_INSTANCE_SEGMENTATION"]);
+/** google.rpc.Code names by number: errors show the name, never the number. */
+const STATUS_NAMES = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+  "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE",
+  "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"];
+const TIMING_STAGES = [["queue_ms", "queue", "queue", "queue"], ["preprocess_ms", "preprocess", "pre-processing", "pre"],
+  ["inference_ms", "inference", "inference", "inference"], ["postprocess_ms", "postprocess", "post-processing", "post"]];
+
+const state = {
+  models: [], samples: {},
+  blob: null, image: null, imageToken: 0, sampleName: "", sampleClasses: null,
+  points: [], boxes: [], promptOrder: [], cursor: null, boxCorner: null,
+  task: "", labelsEdited: false, suggestion: null,
+  request: null,            // what the shown result was asked with: task, options, blob, image, prompts
+  result: null,             // the CompareResponse JSON
+  views: [],                // one per result: decoded masks, label map, threshold
+  classOrder: [], hiddenClasses: new Set(),
+};
 
 const taskTitle = (t) => t.replace(/^TASK_/, "").toLowerCase().replace(/_/g, " ");
-const colour = (i, a = 1) => `hsla(${(i * 137.508) % 360}, 80%, 50%, ${a})`;
+const statusName = (code) => STATUS_NAMES[code] || "UNKNOWN";
+const hue = (i) => (i * 137.508) % 360;
+const colour = (h, a = 1) => `hsla(${h}, 80%, 50%, ${a})`;  // h: a hue in degrees
+/** Masks without a class (prompted, automatic): blues and purples first, apart from the prompts' colours. */
+const maskHue = (i) => (200 + i * 137.508) % 360;
+const fmt = (x, d = 2) => Number(x || 0).toFixed(d);
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "dataset") Object.assign(node.dataset, v);
+    else if (k.startsWith("aria-") || k === "role" || k === "for") node.setAttribute(k, v);
+    else node[k] = v;
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
 
 // --- COCO compressed RLE (pycocotools' string format) ---------------------------------
 function rleCounts(str) {
@@ -40,12 +75,73 @@ function decodeMask(rle) {  // -> Uint8Array, row-major h*w
   return out;
 }
 
+/**
+ * A mask cut to its bounding box, and a canvas of it in one colour (drawn scaled, with alpha).
+ * `test(i)` says whether row-major pixel i is in the mask; only `region` (x0, y0, x1, y1, inclusive) is searched.
+ */
+function cropMask(test, w, h, rgb, region = { x0: 0, y0: 0, x1: w - 1, y1: h - 1 }) {
+  let x0 = w, y0 = h, x1 = -1, y1 = -1, count = 0;
+  const rx0 = Math.max(0, region.x0), ry0 = Math.max(0, region.y0);
+  const rx1 = Math.min(w - 1, region.x1), ry1 = Math.min(h - 1, region.y1);
+  for (let y = ry0; y <= ry1; y++) {
+    for (let x = rx0; x <= rx1; x++) {
+      if (!test(y * w + x)) continue;
+      count++;
+      if (x < x0) x0 = x; if (x > x1) x1 = x; if (y < y0) y0 = y; if (y > y1) y1 = y;
+    }
+  }
+  if (!count) return { count: 0 };
+  const cw = x1 - x0 + 1, ch = y1 - y0 + 1, data = new Uint8Array(cw * ch);
+  const canvas = document.createElement("canvas");
+  canvas.width = cw; canvas.height = ch;
+  const ctx = canvas.getContext("2d"), pixels = ctx.createImageData(cw, ch);
+  for (let y = 0; y < ch; y++) {
+    for (let x = 0; x < cw; x++) {
+      if (!test((y + y0) * w + x + x0)) continue;
+      const o = y * cw + x;
+      data[o] = 1;
+      pixels.data[4 * o] = rgb[0]; pixels.data[4 * o + 1] = rgb[1]; pixels.data[4 * o + 2] = rgb[2]; pixels.data[4 * o + 3] = 255;
+    }
+  }
+  ctx.putImageData(pixels, 0, 0);
+  return { count, x0, y0, cw, ch, data, canvas };
+}
+
+/** Each class of a label map (index k > 0) as a cropped mask: one pass for the boxes, then each box. */
+function labelMapMasks(indices, w, h, classes) {
+  const n = classes + 1, x0 = new Int32Array(n).fill(w), y0 = new Int32Array(n).fill(h);
+  const x1 = new Int32Array(n).fill(-1), y1 = new Int32Array(n).fill(-1);
+  for (let y = 0, i = 0; y < h; y++) {
+    for (let x = 0; x < w; x++, i++) {
+      const k = indices[i];
+      if (!k || k >= n) continue;
+      if (x < x0[k]) x0[k] = x; if (x > x1[k]) x1[k] = x; if (y < y0[k]) y0[k] = y; if (y > y1[k]) y1[k] = y;
+    }
+  }
+  return (k, rgb) => (x1[k] < 0 ? { count: 0 }
+    : cropMask((j) => indices[j] === k, w, h, rgb, { x0: x0[k], y0: y0[k], x1: x1[k], y1: y1[k] }));
+}
+
+function hslToRgb(h) {
+  const f = (n) => { const k = (n + h / 30) % 12; return 255 * (0.5 - 0.4 * Math.max(-1, Math.min(k - 3, 9 - k, 1))); };
+  return [f(0), f(8), f(4)];
+}
+
 // --- API -------------------------------------------------------------------------------
-async function api(path, options) {
+class ApiError extends Error {
+  constructor(body, fallback) {
+    super(`${body.code || "UNKNOWN"}: ${body.message || fallback}`);
+    this.violations = body.field_violations || [];
+  }
+}
+
+async function api(path, options, as = "json") {
   const response = await fetch(path, options);
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) throw new Error(`${response.status} ${body.code || ""}: ${body.message || response.statusText}`);
-  return body;
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new ApiError(body, response.statusText);
+  }
+  return as === "blob" ? response.blob() : response.json();
 }
 
 async function loadModels() {
@@ -56,10 +152,15 @@ async function loadModels() {
 }
 
 function servingModels() { return state.models.filter((m) => m.state === "MODEL_STATE_SERVING"); }
-
-function taskServers(task) {
-  return servingModels().filter((m) => (m.capabilities?.tasks || []).some((t) => t.task === task));
-}
+function capability(model, task) { return (model.capabilities?.tasks || []).find((t) => t.task === task); }
+function taskServers(task) { return servingModels().filter((m) => capability(m, task)); }
+const isOpen = (m, task) => capability(m, task)?.vocabulary === "VOCABULARY_OPEN";
+const fixedLabels = (m, task) => {
+  const t = capability(m, task);
+  return t?.vocabulary === "VOCABULARY_FIXED" && t.label_names?.length ? t.label_names : null;
+};
+const accepts = (task, option) => taskServers(task).length > 0 &&
+  taskServers(task).every((m) => (capability(m, task).accepted_options || []).includes(option));
 
 function renderTaskChoices() {
   const select = $("task"), previous = select.value;
@@ -68,129 +169,430 @@ function renderTaskChoices() {
   select.replaceChildren();
   for (const task of [...tasks].sort()) {
     const servers = taskServers(task).map((m) => m.model_name);
-    const option = new Option(`${taskTitle(task)} ${servers.length > 1 ? "(comparable)" : `(only ${servers[0]})`}`, task);
-    select.add(option);
+    select.add(new Option(`${taskTitle(task)} ${servers.length > 1 ? "(comparable)" : `(only ${servers[0]})`}`, task));
   }
-  if ([...tasks].includes(previous)) select.value = previous;
+  if (tasks.has(previous)) select.value = previous;
   else if (tasks.has("TASK_INSTANCE_SEGMENTATION")) select.value = "TASK_INSTANCE_SEGMENTATION";
   onTaskChange();
 }
 
-function fixedVocabulary(task) {
+// --- labels: suggested where a vocabulary is known -------------------------------------
+/** The labels to offer for a task, and where they come from; null when no vocabulary is known. */
+function suggestLabels(task) {
   for (const m of taskServers(task)) {
-    const t = m.capabilities.tasks.find((x) => x.task === task);
-    if (t.vocabulary === "VOCABULARY_FIXED" && t.label_names?.length) return t.label_names;
+    const names = fixedLabels(m, task);
+    if (names) return { labels: names, source: `${m.model_name}'s fixed vocabulary`, fixed: true };
   }
-  return [];
+  if (state.sampleClasses?.length) {
+    return { labels: state.sampleClasses, source: `the classes in the sample ${state.sampleName}` };
+  }
+  for (const m of state.models) {
+    for (const t of m.capabilities?.tasks || []) {
+      const names = fixedLabels(m, t.task);
+      if (names) return { labels: names, source: `${m.model_name}'s labels for ${taskTitle(t.task)}` };
+    }
+  }
+  return null;
+}
+
+/** An open-vocabulary model serves the task and no fixed-vocabulary one gives the gateway labels to send. */
+function labelsRequired(task) {
+  const servers = taskServers(task);
+  return servers.some((m) => isOpen(m, task)) && !servers.some((m) => fixedLabels(m, task));
+}
+
+function currentLabels() { return $("labels").value.split(",").map((s) => s.trim()).filter(Boolean); }
+
+function updateLabels({ taskChanged = false } = {}) {
+  const task = $("task").value;
+  const suggestion = LABEL_TASKS.has(task) ? suggestLabels(task) : null;
+  state.suggestion = suggestion;
+  // A fixed-vocabulary model refuses other labels: its vocabulary replaces what was typed for another task.
+  if (!state.labelsEdited || (taskChanged && suggestion?.fixed)) {
+    $("labels").value = suggestion ? suggestion.labels.join(", ") : "";
+    state.labelsEdited = false;
+  }
+  const required = labelsRequired(task);
+  let text;
+  if (state.labelsEdited) text = required ? "Required for this task." : "Your labels.";
+  else if (suggestion) text = `Suggested: ${suggestion.source} (${suggestion.labels.length}). Edit freely.`;
+  else text = required ? "Required: list the classes to look for, e.g. cat, dog." : "Optional.";
+  $("labels-source").textContent = text;
+  $("labels-reset").hidden = !(state.labelsEdited && suggestion);
 }
 
 function onTaskChange() {
-  const task = $("task").value;
+  const task = $("task").value, changed = task !== state.task;
+  state.task = task;
   const servers = taskServers(task).map((m) => m.model_name);
   $("task-help").textContent = servers.length ? `served by ${servers.join(", ")}` : "";
-  const open = taskServers(task).some((m) => m.capabilities.tasks.find((t) => t.task === task).vocabulary === "VOCABULARY_OPEN");
+  const open = taskServers(task).some((m) => isOpen(m, task));
   $("labels-row").hidden = !(open && LABEL_TASKS.has(task));
-  if (!$("labels").value) $("labels").value = fixedVocabulary(task).join(", ");
+  $("score-row").hidden = !accepts(task, "TASK_OPTION_SCORE_THRESHOLD");
+  updateLabels({ taskChanged: changed });
   $("prompt-area").hidden = !PROMPT_TASKS.has(task);
+  clearProblems();
   drawPromptCanvas();
-  updateRunButton();
 }
 
-function updateRunButton() { $("run").disabled = !state.blob || !$("task").value; }
-
 // --- image choice ----------------------------------------------------------------------
-async function setImage(blob) {
-  state.blob = blob;
-  state.points = []; state.boxes = [];
-  state.image = await createImageBitmap(blob, { imageOrientation: "from-image" });
-  drawPromptCanvas();
-  updateRunButton();
-  $("status").textContent = `image ${state.image.width}×${state.image.height}`;
+async function setImage(blob, sample = "") {
+  const token = ++state.imageToken;
+  const image = await createImageBitmap(blob, { imageOrientation: "from-image" });
+  if (token !== state.imageToken) return;  // a later choice won
+  Object.assign(state, { blob, image, points: [], boxes: [], promptOrder: [], cursor: null, boxCorner: null, sampleName: sample });
+  state.sampleClasses = sample ? state.samples[sample]?.classes || null : null;
+  if (!sample) $("sample").value = "";
+  updateLabels();
+  clearProblems();
+  promptsChanged();
+  $("status").textContent = `image ${image.width}×${image.height}${sample ? ` (${sample})` : ""}`;
 }
 
 async function loadSamples() {
   const names = await api("/v1/samples");
+  state.samples = await fetch("/static/samples.json").then((r) => (r.ok ? r.json() : {})).catch(() => ({}));
   for (const name of names) $("sample").add(new Option(name, name));
+  return names;
+}
+
+async function chooseSample(name) {
+  const token = state.imageToken;
+  const response = await fetch(`/samples/${encodeURIComponent(name)}`);
+  const blob = await response.blob();
+  if (token !== state.imageToken) return;  // an image was chosen meanwhile
+  $("sample").value = name;
+  await setImage(blob, name);
 }
 
 // --- prompts ---------------------------------------------------------------------------
-let dragStart = null;
-function canvasPoint(canvas, event) {
-  const r = canvas.getBoundingClientRect();
-  return { x: (event.clientX - r.left) * canvas.width / r.width, y: (event.clientY - r.top) * canvas.height / r.height };
+function fit(width, height, box = BOX) {
+  const scale = Math.min(box / width, box / height);
+  return { scale, w: Math.max(1, Math.round(width * scale)), h: Math.max(1, Math.round(height * scale)) };
 }
+
+/** Sizes a canvas for w x h CSS px (sharp on high-DPI screens); the context draws in CSS px. */
+function sizeCanvas(canvas, w, h, maxPixels = 16e6) {
+  const dpr = Math.max(1, Math.min(window.devicePixelRatio || 1, Math.sqrt(maxPixels / (w * h))));
+  canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
+  canvas.style.width = `${w}px`;
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(canvas.width / w, 0, 0, canvas.height / h, 0, 0);
+  return ctx;
+}
+
+function imagePoint(canvas, event, image) {
+  const r = canvas.getBoundingClientRect();
+  const x = Math.min(Math.max((event.clientX - r.left) / r.width, 0), 1) * image.width;
+  const y = Math.min(Math.max((event.clientY - r.top) / r.height, 0), 1) * image.height;
+  return { x: Math.round(x * 10) / 10, y: Math.round(y * 10) / 10 };
+}
+
+const box = (a, b) => ({ x1: Math.min(a.x, b.x), y1: Math.min(a.y, b.y), x2: Math.max(a.x, b.x), y2: Math.max(a.y, b.y) });
+
+/** Points (green +, red −) and boxes (yellow) at `scale` CSS px per image px. */
+function drawPrompts(ctx, prompts, scale, preview = null) {
+  ctx.save();
+  ctx.setLineDash([]);
+  for (const b of [...prompts.boxes, ...(preview ? [preview] : [])]) {
+    const rect = [b.x1 * scale, b.y1 * scale, (b.x2 - b.x1) * scale, (b.y2 - b.y1) * scale];
+    ctx.lineWidth = 4; ctx.strokeStyle = "#000a"; ctx.strokeRect(...rect);
+    ctx.lineWidth = 2; ctx.strokeStyle = "#f5b400"; ctx.strokeRect(...rect);
+  }
+  for (const p of prompts.points) {
+    const x = p.x * scale, y = p.y * scale;
+    ctx.beginPath(); ctx.arc(x, y, 7, 0, 2 * Math.PI);
+    ctx.fillStyle = p.positive ? "#17a643" : "#e0362c"; ctx.fill();
+    ctx.lineWidth = 2; ctx.strokeStyle = "#fff"; ctx.stroke();
+    ctx.beginPath();
+    ctx.moveTo(x - 3.5, y); ctx.lineTo(x + 3.5, y);
+    if (p.positive) { ctx.moveTo(x, y - 3.5); ctx.lineTo(x, y + 3.5); }
+    ctx.stroke();
+  }
+  ctx.restore();
+}
+
+const promptWords = (prompts) => {
+  const pos = prompts.points.filter((p) => p.positive).length, neg = prompts.points.length - pos;
+  const parts = [];
+  if (pos) parts.push(`${pos} positive point${pos > 1 ? "s" : ""}`);
+  if (neg) parts.push(`${neg} negative point${neg > 1 ? "s" : ""}`);
+  if (prompts.boxes.length) parts.push(`${prompts.boxes.length} box${prompts.boxes.length > 1 ? "es" : ""}`);
+  return parts.join(", ") || "no prompts";
+};
 
 function drawPromptCanvas(preview) {
   const canvas = $("prompt-canvas");
   if (!state.image || $("prompt-area").hidden) return;
-  canvas.width = state.image.width; canvas.height = state.image.height;
-  const ctx = canvas.getContext("2d");
-  ctx.drawImage(state.image, 0, 0);
-  ctx.lineWidth = Math.max(2, canvas.width / 300);
-  for (const b of [...state.boxes, ...(preview ? [preview] : [])]) {
-    ctx.strokeStyle = "#f5b400"; ctx.strokeRect(b.x1, b.y1, b.x2 - b.x1, b.y2 - b.y1);
+  const { scale, w, h } = fit(state.image.width, state.image.height);
+  const ctx = sizeCanvas(canvas, w, h);
+  ctx.imageSmoothingEnabled = scale < 1;
+  ctx.drawImage(state.image, 0, 0, w, h);
+  drawPrompts(ctx, state, scale, preview);
+  if (state.cursor && document.activeElement === canvas) {  // the keyboard's cross
+    const x = state.cursor.x * scale, y = state.cursor.y * scale;
+    ctx.strokeStyle = "#fff"; ctx.lineWidth = 3;
+    ctx.beginPath(); ctx.moveTo(x - 10, y); ctx.lineTo(x + 10, y); ctx.moveTo(x, y - 10); ctx.lineTo(x, y + 10); ctx.stroke();
+    ctx.strokeStyle = "#000"; ctx.lineWidth = 1; ctx.stroke();
+    if (state.boxCorner) {
+      const c = state.boxCorner;
+      ctx.setLineDash([4, 3]); ctx.strokeStyle = "#f5b400";
+      ctx.strokeRect(c.x * scale, c.y * scale, x - c.x * scale, y - c.y * scale);
+      ctx.setLineDash([]);
+    }
   }
-  for (const p of state.points) {
-    ctx.fillStyle = p.positive ? "#1bbf4b" : "#e0362c";
-    ctx.beginPath(); ctx.arc(p.x, p.y, Math.max(4, canvas.width / 120), 0, 2 * Math.PI); ctx.fill();
-  }
+  canvas.dataset.scale = String(scale);
+}
+
+/** After the prompts changed: the canvas, the summary and the list of prompts. */
+function promptsChanged() {
+  drawPromptCanvas();
   $("prompt-summary").textContent = `${state.points.length} point(s), ${state.boxes.length} box(es)`;
+  renderPromptList();
+}
+
+function renderPromptList() {
+  const list = $("prompt-list");
+  list.replaceChildren();
+  const items = [
+    ...state.points.map((p, i) => [`${p.positive ? "positive" : "negative"} point (${Math.round(p.x)}, ${Math.round(p.y)})`,
+      () => state.points.splice(i, 1)]),
+    ...state.boxes.map((b, i) => [`box (${Math.round(b.x1)}, ${Math.round(b.y1)})–(${Math.round(b.x2)}, ${Math.round(b.y2)})`,
+      () => state.boxes.splice(i, 1)]),
+  ];
+  for (const [text, remove] of items) {
+    const button = el("button", { type: "button", className: "link", textContent: "×", "aria-label": `remove ${text}` });
+    button.addEventListener("click", () => { remove(); promptsChanged(); $("prompt-canvas").focus(); });
+    list.append(el("li", {}, text, button));
+  }
+}
+
+function undoPrompt() {
+  const last = state.promptOrder.pop();
+  if (last === "box" && state.boxes.length) state.boxes.pop();
+  else if (state.points.length) state.points.pop();
+  else state.boxes.pop();
+  promptsChanged();
+}
+
+function addPrompt(kind, value) {
+  (kind === "box" ? state.boxes : state.points).push(value);
+  state.promptOrder.push(kind);
+  clearProblems();
 }
 
 function setupPrompts() {
   const canvas = $("prompt-canvas");
-  canvas.addEventListener("mousedown", (e) => { dragStart = canvasPoint(canvas, e); });
+  let drag = null;
+  canvas.addEventListener("mousedown", (e) => {
+    if (!state.image) return;
+    drag = { at: imagePoint(canvas, e, state.image), x: e.clientX, y: e.clientY };
+  });
   canvas.addEventListener("mousemove", (e) => {
-    if (!dragStart) return;
-    const p = canvasPoint(canvas, e);
-    drawPromptCanvas(box(dragStart, p));
+    if (drag) drawPromptCanvas(box(drag.at, imagePoint(canvas, e, state.image)));
   });
-  canvas.addEventListener("mouseup", (e) => {
-    const p = canvasPoint(canvas, e), start = dragStart;
-    dragStart = null;
-    if (!start) return;
-    if (Math.hypot(p.x - start.x, p.y - start.y) > 6) state.boxes.push(box(start, p));
-    else state.points.push({ x: p.x, y: p.y, positive: !e.shiftKey });
-    drawPromptCanvas();
+  window.addEventListener("mouseup", (e) => {
+    if (!drag) return;
+    const start = drag, p = imagePoint(canvas, e, state.image);
+    drag = null;
+    if (Math.hypot(e.clientX - start.x, e.clientY - start.y) > 6) {
+      const b = box(start.at, p);
+      if (b.x2 > b.x1 && b.y2 > b.y1) addPrompt("box", b);
+    } else if (e.target === canvas) {
+      addPrompt("point", { x: p.x, y: p.y, positive: !e.shiftKey });
+    }
+    promptsChanged();
   });
-  $("clear-prompts").addEventListener("click", () => { state.points = []; state.boxes = []; drawPromptCanvas(); });
+  canvas.addEventListener("keydown", (e) => {
+    if (!state.image) return;
+    const { width: W, height: H } = state.image;
+    const c = (state.cursor ??= { x: Math.round(W / 2), y: Math.round(H / 2) });
+    const step = Math.max(1, Math.round((e.shiftKey ? 0.1 : 0.02) * Math.max(W, H)));
+    const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+    if (key === "ArrowLeft") c.x = Math.max(0, c.x - step);
+    else if (key === "ArrowRight") c.x = Math.min(W, c.x + step);
+    else if (key === "ArrowUp") c.y = Math.max(0, c.y - step);
+    else if (key === "ArrowDown") c.y = Math.min(H, c.y + step);
+    else if (key === "Enter" || key === " ") addPrompt("point", { x: c.x, y: c.y, positive: !e.shiftKey });
+    else if (key === "n") addPrompt("point", { x: c.x, y: c.y, positive: false });
+    else if (key === "b") {
+      if (!state.boxCorner) state.boxCorner = { ...c };
+      else {
+        const b = box(state.boxCorner, c);
+        state.boxCorner = null;
+        if (b.x2 > b.x1 && b.y2 > b.y1) addPrompt("box", b);
+      }
+    } else if (key === "Backspace" || key === "Delete") undoPrompt();
+    else if (key === "Escape") state.boxCorner = null;
+    else return;
+    e.preventDefault();
+    promptsChanged();
+  });
+  canvas.addEventListener("focus", () => drawPromptCanvas());
+  canvas.addEventListener("blur", () => drawPromptCanvas());
+  $("undo-prompt").addEventListener("click", undoPrompt);
+  $("clear-prompts").addEventListener("click", () => {
+    state.points = []; state.boxes = []; state.promptOrder = []; state.boxCorner = null; promptsChanged();
+  });
 }
-const box = (a, b) => ({ x1: Math.min(a.x, b.x), y1: Math.min(a.y, b.y), x2: Math.max(a.x, b.x), y2: Math.max(a.y, b.y) });
 
-// --- compare ---------------------------------------------------------------------------
-async function runCompare() {
-  const task = $("task").value, options = {};
-  if (!$("labels-row").hidden) {
-    const labels = $("labels").value.split(",").map((s) => s.trim()).filter(Boolean);
-    if (labels.length) options.labels = labels;
+// --- required inputs, checked before sending --------------------------------------------
+/** What is missing or wrong, as [control id, message]; empty when the request can go. */
+function checkInputs() {
+  const problems = [], task = $("task").value;
+  if (!state.blob) problems.push(["file", "Choose an image: drop one, pick a file, or pick a sample."]);
+  if (!task) problems.push(["task", "No task to run: no model serves yet (see the table below)."]);
+  if (task && !$("labels-row").hidden) {
+    const labels = currentLabels(), seen = new Set();
+    const repeated = labels.filter((l) => (seen.has(l) ? true : (seen.add(l), false)));
+    if (!labels.length && labelsRequired(task)) {
+      problems.push(["labels", `${taskTitle(task)[0].toUpperCase()}${taskTitle(task).slice(1)} needs labels: ` +
+        "list the classes to look for, comma-separated (e.g. cat, dog)."]);
+    }
+    if (repeated.length) problems.push(["labels", `Labels repeat ${[...new Set(repeated)].join(", ")}: give each once.`]);
   }
   if (PROMPT_TASKS.has(task)) {
-    options.prompts = { points: state.points, boxes: state.boxes, multimask_output: false };
+    if (!state.points.length && !state.boxes.length) {
+      problems.push(["prompt-canvas", "Prompted segmentation needs a prompt: click the image for a point, or drag a box."]);
+    } else if (!state.boxes.length && !state.points.some((p) => p.positive)) {
+      problems.push(["prompt-canvas", "Add a positive point or a box: negative points alone select nothing."]);
+    }
   }
+  const score = $("score-threshold").value;
+  if (!$("score-row").hidden && score !== "" && !(Number(score) >= 0 && Number(score) <= 1)) {
+    problems.push(["score-threshold", "The minimum score must lie between 0 and 1 (or be empty)."]);
+  }
+  return problems;
+}
+
+function clearProblems() {
+  $("form-errors").replaceChildren();
+  for (const node of document.querySelectorAll("[aria-invalid]")) node.removeAttribute("aria-invalid");
+}
+
+function showProblems(problems) {
+  clearProblems();
+  if (!problems.length) return;
+  const list = el("ul");
+  for (const [id, text] of problems) {
+    $(id)?.setAttribute("aria-invalid", "true");
+    list.append(el("li", { textContent: text }));
+  }
+  $("form-errors").append(el("strong", { textContent: "Not sent:" }), list);
+  $(problems[0][0])?.focus();
+}
+
+// --- compare ---------------------------------------------------------------------------
+function buildRequest() {
+  const task = $("task").value, options = {};
+  if (!$("labels-row").hidden && currentLabels().length) options.labels = currentLabels();
+  if (!$("score-row").hidden && $("score-threshold").value !== "") options.score_threshold = Number($("score-threshold").value);
+  const prompts = { points: state.points.map((p) => ({ ...p })), boxes: state.boxes.map((b) => ({ ...b })) };
+  if (PROMPT_TASKS.has(task)) options.prompts = { ...prompts, multimask_output: false };
+  return { task, options, blob: state.blob, image: state.image, prompts: PROMPT_TASKS.has(task) ? prompts : null };
+}
+
+function formOf(request) {
   const form = new FormData();
-  form.append("image", state.blob, "image");
-  form.append("task", task);
-  form.append("options", JSON.stringify(options));
+  form.append("image", request.blob, "image");
+  form.append("task", request.task);
+  form.append("options", JSON.stringify(request.options));
+  return form;
+}
+
+async function runCompare() {
+  const problems = checkInputs();
+  showProblems(problems);
+  if (problems.length) {
+    $("status").textContent = "not sent: see above";
+    return;
+  }
+  const request = buildRequest();
   $("run").disabled = true;
   $("status").textContent = "running…";
   try {
-    state.result = await api("/v1/compare", { method: "POST", body: form });
-    $("status").textContent = `done: ${state.result.results.length} model(s)`;
+    const result = await api("/v1/compare", { method: "POST", body: formOf(request) });
+    Object.assign(state, { request, result });
+    const ok = result.results.filter((r) => !r.status?.code).length;
+    $("status").textContent = `done: ${result.results.length} model(s), ${ok} OK`;
+    buildViews();
     renderResults();
   } catch (err) {
     $("status").textContent = `error: ${err.message}`;
+    if (err.violations?.length) {
+      showProblems(err.violations.map((v) => [fieldControl(v.field), `${v.field}: ${v.description}`]));
+      $("run").focus();
+    }
   } finally {
-    updateRunButton();
+    $("run").disabled = false;
   }
 }
 
+const fieldControl = (field) => (field.startsWith("options.labels") ? "labels"
+  : field.startsWith("options.prompts") ? "prompt-canvas" : field.startsWith("image") ? "file" : "run");
+
+// --- results: one view per model -------------------------------------------------------
 function outputOf(result) { return result.detect || result.segment || result.classify || null; }
 
-function unmatchedSets() {  // model name -> Set of instance indices matched by no pair
+function buildViews() {
+  const { result, request } = state;
+  const order = [];
+  const add = (name) => { if (name && !order.includes(name)) order.push(name); };
+  const found = new Set();
+  for (const r of result.results) {
+    const out = outputOf(r);
+    for (const inst of out?.instances || []) if (inst.label?.name) found.add(inst.label.name);
+    for (const name of (out?.label_map?.class_names || []).slice(1)) found.add(name);
+  }
+  for (const name of [...(request.options.labels || []), ...(result.labels_used || []), ...found]) {
+    if (found.has(name)) add(name);
+  }
+  state.classOrder = order;
+  state.hiddenClasses = new Set([...state.hiddenClasses].filter((c) => found.has(c)));
+  const w = request.image.width, h = request.image.height;
+  const previous = Object.fromEntries(state.views.map((v) => [v.name, v.threshold]));
+  state.views = result.results.map((r) => {
+    const output = outputOf(r);
+    const view = { name: r.model_name, result: r, output, ok: !r.status?.code && !!output, instances: [], labelMap: null,
+      threshold: previous[r.model_name] ?? Number($("threshold-all").value) };
+    (output?.instances || []).forEach((inst, i) => {
+      const name = inst.label?.name || "";
+      const tone = name ? hue(order.indexOf(name)) : maskHue(i), rgb = hslToRgb(tone);
+      let mask = null;
+      if (inst.mask?.rle && inst.mask.rle.width === w && inst.mask.rle.height === h) {
+        const full = decodeMask(inst.mask.rle), b = inst.mask.bbox;
+        const region = b
+          ? { x0: Math.floor(b.x1 || 0), y0: Math.floor(b.y1 || 0), x1: Math.ceil(b.x2 || 0), y1: Math.ceil(b.y2 || 0) }
+          : undefined;
+        mask = cropMask((j) => full[j], w, h, rgb, region);
+        if (region && mask.count < Number(inst.mask.area_pixels || 0)) mask = cropMask((j) => full[j], w, h, rgb);  // a loose bbox
+      }
+      view.instances.push({ inst, index: i, name, hue: tone, score: inst.score || 0, mask });
+    });
+    const lm = output?.label_map;
+    if (lm && lm.width === w && lm.height === h) {
+      const text = atob(lm.class_indices_u16le || ""), n = w * h, indices = new Uint16Array(n);
+      for (let i = 0; i < n && 2 * i + 1 < text.length; i++) indices[i] = text.charCodeAt(2 * i) | (text.charCodeAt(2 * i + 1) << 8);
+      const names = lm.class_names || [], maskOf = labelMapMasks(indices, w, h, names.length - 1);
+      const classes = names.slice(1).map((name, k) => {
+        const mask = maskOf(k + 1, hslToRgb(hue(order.indexOf(name))));
+        return { name, hue: hue(order.indexOf(name)), count: mask.count, mask };
+      });
+      view.labelMap = { indices, classes, total: n, background: n - classes.reduce((s, c) => s + c.count, 0) };
+    }
+    return view;
+  });
+}
+
+const classShown = (name) => !name || !state.hiddenClasses.has(name);
+function visibleInstances(view) {
+  return view.instances.filter((x) => x.score >= view.threshold && classShown(x.name));
+}
+
+function matchedIndices() {  // model name -> Set of instance indices that some pair matched
   const matched = {};
   for (const pair of state.result.agreements || []) {
-    if (!pair.instances) continue;
-    for (const m of pair.instances.matches || []) {
+    for (const m of pair.instances?.matches || []) {
       (matched[pair.model_a] ??= new Set()).add(m.index_a || 0);
       (matched[pair.model_b] ??= new Set()).add(m.index_b || 0);
     }
@@ -198,162 +600,337 @@ function unmatchedSets() {  // model name -> Set of instance indices matched by 
   return matched;
 }
 
+/** Draws one model's view at `scale` CSS px per image px: masks, label map, boxes, labels, keypoints, prompts. */
+function paint(canvas, view, scale) {
+  const image = state.request.image;
+  const w = Math.max(1, Math.round(image.width * scale)), h = Math.max(1, Math.round(image.height * scale));
+  const ctx = sizeCanvas(canvas, w, h);
+  ctx.imageSmoothingEnabled = scale < 1;
+  if (!view.ok) ctx.filter = "grayscale(1) brightness(0.8)";
+  ctx.drawImage(image, 0, 0, w, h);
+  ctx.filter = "none";
+  ctx.imageSmoothingEnabled = false;  // masks: image pixels stay pixels
+  const draw = (m, alpha) => {
+    ctx.globalAlpha = alpha;
+    ctx.drawImage(m.canvas, m.x0 * scale, m.y0 * scale, m.cw * scale, m.ch * scale);
+  };
+  for (const c of view.labelMap?.classes || []) if (c.count && classShown(c.name)) draw(c.mask, 0.5);
+  const highlight = $("highlight-unmatched").checked && (state.result.agreements || []).length > 0;
+  const matched = highlight ? matchedIndices()[view.name] || new Set() : null;
+  const shown = visibleInstances(view);
+  for (const x of shown) if (x.mask?.count) draw(x.mask, matched?.has(x.index) ? 0.15 : 0.45);
+  ctx.globalAlpha = 1;
+  ctx.imageSmoothingEnabled = true;
+  ctx.font = "12px system-ui, sans-serif";
+  const tags = [];
+  for (const x of shown) {
+    const b = x.inst.box || {}, x1 = (b.x1 || 0) * scale, y1 = (b.y1 || 0) * scale;
+    const unmatched = matched && !matched.has(x.index);
+    ctx.setLineDash(unmatched ? [8, 4] : []);
+    ctx.lineWidth = unmatched ? 3 : 2;
+    ctx.strokeStyle = colour(x.hue, matched && !unmatched ? 0.4 : 1);
+    ctx.strokeRect(x1, y1, ((b.x2 || 0) - (b.x1 || 0)) * scale, ((b.y2 || 0) - (b.y1 || 0)) * scale);
+    for (const k of x.inst.keypoints || []) {
+      ctx.beginPath(); ctx.arc((k.x || 0) * scale, (k.y || 0) * scale, 3.5, 0, 2 * Math.PI);
+      ctx.fillStyle = colour(x.hue); ctx.fill(); ctx.lineWidth = 1; ctx.strokeStyle = "#000"; ctx.stroke();
+    }
+    tags.push([x, x1, y1]);
+  }
+  ctx.setLineDash([]);
+  const taken = [];
+  for (const [x, x1, y1] of tags) {  // labels last, on top, kept inside the panel and apart
+    const text = `${x.name || "mask"} ${fmt(x.score)}`, tw = ctx.measureText(text).width + 14, th = 16;
+    let left = Math.min(Math.max(x1, 0), Math.max(w - tw, 0)), top = y1 - th;
+    if (top < 0) top = Math.min(y1, h - th);
+    while (taken.some((t) => left < t[0] + t[2] && t[0] < left + tw && top < t[1] + th && t[1] < top + th) && top + th < h) top += th;
+    taken.push([left, top, tw]);
+    ctx.fillStyle = "#111d"; ctx.fillRect(left, top, tw, th);
+    ctx.fillStyle = colour(x.hue); ctx.fillRect(left + 3, top + 4, 8, 8);
+    ctx.fillStyle = "#fff"; ctx.fillText(text, left + 13, top + 12);
+  }
+  if (state.request.prompts) drawPrompts(ctx, state.request.prompts, scale);
+  canvas.dataset.scale = String(scale);
+  canvas.dataset.shown = String(shown.length);
+  return { w, h };
+}
+
+function timingOf(view) {
+  const t = view.output?.info?.timing || {};
+  const stages = TIMING_STAGES.map(([key, cls, words, short]) => ({ cls, words, short, ms: Number(t[key] || 0) }));
+  const total = view.result.latency_ms || 0;
+  stages.push({ cls: "other", words: "transport and gateway", short: "transport",
+    ms: Math.max(0, total - stages.reduce((s, x) => s + x.ms, 0)) });
+  return { stages, total };
+}
+
+function timingBar(view, maxLatency) {
+  const { stages, total } = timingOf(view);
+  const words = stages.map((s) => `${s.words} ${fmt(s.ms, 1)} ms`).join(", ");
+  const bar = el("div", { className: "timing", role: "img", "aria-label": `${view.name} took ${fmt(total, 1)} ms: ${words}` });
+  bar.style.width = `${Math.max(2, (100 * total) / (maxLatency || 1))}%`;
+  for (const s of stages) {
+    const seg = el("span", { className: `seg ${s.cls}`, title: `${s.words}: ${fmt(s.ms, 1)} ms`, dataset: { ms: String(s.ms) } });
+    seg.style.width = `${total > 0 ? (100 * s.ms) / total : 0}%`;
+    bar.append(seg);
+  }
+  const text = el("div", { className: "timing-text", "aria-hidden": "true",
+    textContent: `${fmt(total, 0)} ms: ` + stages.filter((s) => s.ms >= 0.05).map((s) => `${s.short} ${fmt(s.ms, 1)}`).join(" · ") });
+  return [bar, text];
+}
+
 function renderResults() {
   const panels = $("panels");
   panels.replaceChildren();
-  const matched = unmatchedSets();
-  const highlight = $("highlight-unmatched").checked && (state.result.agreements || []).length > 0;
-  for (const result of state.result.results) {
-    const panel = document.createElement("article");
-    panel.className = "panel";
-    panel.dataset.model = result.model_name;
-    const title = document.createElement("h3");
-    title.textContent = result.model_name;
-    const meta = document.createElement("div");
-    meta.className = "meta";
-    const output = outputOf(result);
-    const ok = !result.status?.code && output;
-    meta.textContent = `${Math.round(result.latency_ms || 0)} ms · ${ok ? "OK" : "error"}` +
-      (output?.info?.weights ? ` · weights ${output.info.weights}` : "");
-    panel.append(title, meta);
+  $("results-empty").hidden = true;
+  $("result-tools").hidden = false;
+  const maxLatency = Math.max(...state.views.map((v) => v.result.latency_ms || 0), 1);
+  const anyScores = state.views.some((v) => v.instances.length);
+  $("threshold-tool").hidden = !anyScores;
+  for (const view of state.views) {
+    const r = view.result, output = view.output;
+    const panel = el("article", { className: `panel${view.ok ? "" : " error"}`, dataset: { model: view.name },
+      "aria-label": `${view.name} result` });
+    const status = view.ok ? "OK" : statusName(r.status?.code ?? 2);
+    const meta = `${Math.round(r.latency_ms || 0)} ms · ${status}` + (output?.info?.weights ? ` · weights ${output.info.weights}` : "");
+    panel.append(el("h3", { textContent: view.name }), el("div", { className: "meta", textContent: meta, title: meta }));
+    // The picture first, at the same height in every panel; what differs in length goes below it.
+    const canvas = el("canvas");
+    const open = el("button", { type: "button", className: "view", "aria-label": `Open ${view.name}'s result at full resolution` }, canvas);
+    open.addEventListener("click", () => openViewer(view, open));
+    canvas.addEventListener("mousemove", (e) => hover(e, canvas, view));
+    canvas.addEventListener("mouseleave", () => { $("tooltip").hidden = true; });
+    panel.append(open, ...timingBar(view, maxLatency));
+    view.canvas = canvas;
     if (output?.info?.warnings?.length) {
-      const warn = document.createElement("div");
-      warn.className = "meta warn";
-      warn.textContent = `⚠ ${output.info.warnings.join("; ")}`;
-      panel.append(warn);
+      panel.append(el("div", { className: "meta warn", textContent: `⚠ ${output.info.warnings.join("; ")}` }));
     }
-    if (!ok) {
-      panel.classList.add("error");
-      const err = document.createElement("p");
-      err.className = "error-text";
-      err.textContent = `${result.status?.code ?? "?"}: ${result.status?.message || "no output"}`;
-      panel.append(err);
-    } else {
-      panel.append(drawResult(output, highlight ? matched[result.model_name] || new Set() : null));
+    if (!view.ok) {
+      panel.append(el("p", { className: "error-text", textContent: `${status}: ${r.status?.message || "no output"}` }));
+      const violations = (r.status?.details || []).flatMap((d) => d.field_violations || [])
+        .filter((v) => v.description !== r.status?.message);
+      if (violations.length) {
+        const items = violations.map((v) => el("li", { textContent: `${v.field}: ${v.description}` }));
+        panel.append(el("ul", { className: "violations" }, ...items));
+      }
+    }
+    if (view.instances.length) {
+      const input = el("input", { type: "range", min: "0", max: "1", step: "0.01", value: String(view.threshold),
+        className: "threshold", "aria-label": `Minimum score shown for ${view.name}` });
+      const out = el("output", { textContent: fmt(view.threshold) });
+      input.addEventListener("input", () => { view.threshold = Number(input.value); repaint(); });
+      view.thresholdInput = input; view.thresholdOutput = out;
+      view.shownText = el("span", { className: "shown" });
+      panel.append(el("div", { className: "panel-threshold" }, el("span", { textContent: "Min score", "aria-hidden": "true" }), input, out),
+        view.shownText);
+    }
+    if (state.request.prompts) {
+      panel.append(el("p", { className: "prompt-note", textContent: `Prompts drawn: ${promptWords(state.request.prompts)}` }));
+    }
+    if (view.labelMap) {
+      view.legend = el("ul", { className: "legend", "aria-label": `${view.name} label map legend` });
+      panel.append(view.legend);
+    }
+    if (output?.scores) {
+      const list = el("ul", { className: "scores", "aria-label": `${view.name} class scores` });
+      for (const s of output.scores) {
+        const bar = el("span", { className: "bar" });
+        bar.style.width = `${Math.round(100 * (s.label.score || 0))}px`;
+        list.append(el("li", {}, bar, `${s.label.name} ${(100 * (s.label.score || 0)).toFixed(1)}% (sim ${fmt(s.similarity, 3)})`));
+      }
+      panel.append(list);
     }
     panels.append(panel);
   }
+  renderClassToggles();
+  repaint();
   renderAgreement();
 }
 
-function drawResult(output, matched) {
-  const canvas = document.createElement("canvas");
-  canvas.width = state.image.width; canvas.height = state.image.height;
-  const ctx = canvas.getContext("2d");
-  ctx.drawImage(state.image, 0, 0);
-  const instances = output.instances || [];
-  const masks = instances.map((inst) => (inst.mask?.rle ? decodeMask(inst.mask.rle) : null));
-  const frame = ctx.getImageData(0, 0, canvas.width, canvas.height);
-  const tint = (mask, rgb, alpha) => { for (let i = 0; i < mask.length; i++) if (mask[i]) tintPixel(frame, i, rgb, alpha); };
-  instances.forEach((inst, i) => {
-    if (masks[i] && masks[i].length === canvas.width * canvas.height) {
-      const faded = matched && matched.has(i);
-      tint(masks[i], hslToRgb((i * 137.508) % 360), faded ? 0.15 : 0.45);
+/** Redraws every panel for the current thresholds and classes (no DOM rebuilt: focus stays put). */
+function repaint() {
+  if (!state.request) return;
+  const { scale } = fit(state.request.image.width, state.request.image.height);
+  for (const view of state.views) {
+    paint(view.canvas, view, scale);
+    if (view.thresholdInput) {
+      view.thresholdInput.value = String(view.threshold);
+      view.thresholdOutput.textContent = fmt(view.threshold);
+      view.shownText.textContent = `${visibleInstances(view).length} of ${view.instances.length} instances shown`;
     }
-  });
-  if (output.label_map) {
-    const lm = output.label_map, bytes = Uint8Array.from(atob(lm.class_indices_u16le || ""), (c) => c.charCodeAt(0));
-    const view = new DataView(bytes.buffer);
-    for (let i = 0; i < lm.width * lm.height; i++) {
-      const k = view.getUint16(2 * i, true);
-      if (k) tintPixel(frame, i, hslToRgb((k * 137.508) % 360), 0.5);
-    }
+    if (view.legend) renderLegend(view);
   }
-  ctx.putImageData(frame, 0, 0);
-  ctx.lineWidth = Math.max(2, canvas.width / 300);
-  ctx.font = `${Math.max(11, Math.round(canvas.width / 45))}px system-ui`;
-  instances.forEach((inst, i) => {
-    const b = inst.box || {}, x1 = b.x1 || 0, y1 = b.y1 || 0, x2 = b.x2 || 0, y2 = b.y2 || 0;
-    const unmatched = matched && !matched.has(i);
-    ctx.setLineDash(unmatched ? [8, 4] : []);
-    ctx.lineWidth = unmatched ? Math.max(4, canvas.width / 150) : Math.max(2, canvas.width / 300);
-    ctx.strokeStyle = matched && !unmatched ? colour(i, 0.35) : colour(i);
-    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-    ctx.fillStyle = colour(i);
-    ctx.fillText(`${inst.label?.name ?? "mask"} ${(inst.score || 0).toFixed(2)}`, x1 + 2, Math.max(y1 - 3, 12));
-    for (const k of inst.keypoints || []) { ctx.beginPath(); ctx.arc(k.x || 0, k.y || 0, 3, 0, 2 * Math.PI); ctx.fill(); }
+  renderStaleNote();
+}
+
+function renderLegend(view) {
+  const lm = view.labelMap;
+  view.legend.replaceChildren();
+  const row = (name, colourCss, count, off) => {
+    const swatch = el("span", { className: "swatch", "aria-hidden": "true" });
+    swatch.style.background = colourCss;
+    const share = `${((100 * count) / lm.total).toFixed(1)}%`;
+    return el("li", { className: off ? "off" : "", dataset: { class: name, share } }, swatch,
+      el("span", { className: "name", textContent: name + (off ? " (hidden)" : "") }),
+      el("span", { className: "share", textContent: share }));
+  };
+  for (const c of lm.classes) view.legend.append(row(c.name, colour(c.hue), c.count, !classShown(c.name)));
+  view.legend.append(row("background", "transparent", lm.background, false));
+}
+
+function renderClassToggles() {
+  const list = $("class-list");
+  list.replaceChildren();
+  $("class-toggles").hidden = !state.classOrder.length;
+  state.classOrder.forEach((name, i) => {
+    const box = el("input", { type: "checkbox", checked: !state.hiddenClasses.has(name), dataset: { class: name } });
+    box.addEventListener("change", () => {
+      if (box.checked) state.hiddenClasses.delete(name); else state.hiddenClasses.add(name);
+      repaint();
+    });
+    const swatch = el("span", { className: "swatch", "aria-hidden": "true" });
+    swatch.style.background = colour(hue(i));
+    list.append(el("label", {}, box, swatch, name));
   });
-  ctx.setLineDash([]);
-  const wrap = document.createElement("div");
-  wrap.append(canvas);
-  if (output.scores) {
-    const list = document.createElement("ul");
-    list.className = "scores";
-    for (const s of output.scores) {
-      const li = document.createElement("li");
-      const bar = document.createElement("span");
-      bar.className = "bar"; bar.style.width = `${Math.round(100 * (s.label.score || 0))}px`;
-      li.append(bar, `${s.label.name} ${(100 * (s.label.score || 0)).toFixed(1)}% (sim ${(s.similarity || 0).toFixed(3)})`);
-      list.append(li);
-    }
-    wrap.append(list);
+}
+
+function hover(event, canvas, view) {
+  const image = state.request.image, p = imagePoint(canvas, event, image);
+  const x = Math.min(Math.floor(p.x), image.width - 1), y = Math.min(Math.floor(p.y), image.height - 1);
+  let text = "";
+  const shown = visibleInstances(view);
+  for (let i = shown.length - 1; i >= 0 && !text; i--) {
+    const s = shown[i], m = s.mask, b = s.inst.box || {};
+    const hit = m?.count ? (x >= m.x0 && y >= m.y0 && x < m.x0 + m.cw && y < m.y0 + m.ch && m.data[(y - m.y0) * m.cw + x - m.x0])
+      : x >= (b.x1 || 0) && x <= (b.x2 || 0) && y >= (b.y1 || 0) && y <= (b.y2 || 0);
+    if (hit) text = `${s.name || "mask"}: ${fmt(s.score, 3)}`;
   }
-  canvas.addEventListener("mousemove", (e) => hover(e, canvas, instances, masks));
-  canvas.addEventListener("mouseleave", () => { $("tooltip").hidden = true; });
-  return wrap;
-}
-
-function tintPixel(frame, i, rgb, alpha) {
-  const o = 4 * i;
-  for (let c = 0; c < 3; c++) frame.data[o + c] = frame.data[o + c] * (1 - alpha) + rgb[c] * alpha;
-}
-
-function hslToRgb(h) {
-  const f = (n) => { const k = (n + h / 30) % 12; return 255 * (0.5 - 0.4 * Math.max(-1, Math.min(k - 3, 9 - k, 1))); };
-  return [f(0), f(8), f(4)];
-}
-
-function hover(event, canvas, instances, masks) {
-  const p = canvasPoint(canvas, event), x = Math.floor(p.x), y = Math.floor(p.y);
-  let hit = -1;
-  for (let i = instances.length - 1; i >= 0 && hit < 0; i--) {
-    const b = instances[i].box || {};
-    const inBox = x >= (b.x1 || 0) && x <= (b.x2 || 0) && y >= (b.y1 || 0) && y <= (b.y2 || 0);
-    if (masks[i] ? masks[i][y * canvas.width + x] : inBox) hit = i;
+  if (!text && view.labelMap) {
+    const k = view.labelMap.indices[y * image.width + x];
+    if (k && classShown(view.labelMap.classes[k - 1]?.name)) text = view.labelMap.classes[k - 1].name;
   }
   const tip = $("tooltip");
-  if (hit < 0) { tip.hidden = true; return; }
-  const inst = instances[hit];
-  tip.textContent = `${inst.label?.name ?? "mask"}: ${(inst.score || 0).toFixed(3)}`;
+  if (!text) { tip.hidden = true; return; }
+  tip.textContent = text;
   tip.style.left = `${event.clientX + 12}px`; tip.style.top = `${event.clientY + 12}px`;
   tip.hidden = false;
 }
 
+// --- full-resolution view ----------------------------------------------------------------
+function openViewer(view, opener) {
+  const image = state.request.image, dialog = $("viewer"), canvas = $("viewer-canvas");
+  const room = Math.min((window.innerWidth * 0.96 - 40) / image.width, (window.innerHeight * 0.94 - 130) / image.height);
+  const scale = room > 1 ? Math.min(room, 8) : 1;  // never below the image's own pixels; small images enlarged
+  paint(canvas, view, scale);
+  canvas.onmousemove = (e) => hover(e, canvas, view);
+  canvas.onmouseleave = () => { $("tooltip").hidden = true; };
+  $("viewer-title").textContent = `${view.name}: full resolution`;
+  $("viewer-note").textContent = `${image.width}×${image.height} px, ` +
+    (scale === 1 ? "1 image pixel per screen pixel (scroll to pan)" : `enlarged ${scale.toFixed(1)}×`);
+  dialog.dataset.model = view.name;
+  dialog.onclose = () => opener.focus();
+  dialog.showModal();
+}
+
+// --- agreement -----------------------------------------------------------------------------
+function sentThreshold() { return state.request?.options.score_threshold; }
+
 function renderAgreement() {
-  const box = $("agreement");
-  box.replaceChildren();
+  const root = $("agreement");
+  root.replaceChildren();
   const pairs = state.result.agreements || [];
   if (state.result.labels_used?.length) {
-    const p = document.createElement("p");
-    p.className = "help";
-    p.textContent = `Labels sent to open-vocabulary models: ${state.result.labels_used.length} (${state.result.labels_used.slice(0, 10).join(", ")}…)`;
-    box.append(p);
+    const used = state.result.labels_used;
+    root.append(el("p", { className: "help", textContent: `Labels the gateway sent to open-vocabulary models: ${used.length} ` +
+      `(${used.slice(0, 10).join(", ")}${used.length > 10 ? "…" : ""})` }));
   }
   if (!pairs.length) {
-    const p = document.createElement("p"); p.className = "help";
-    p.textContent = "No agreement figures: fewer than two models returned results.";
-    box.append(p); return;
+    root.append(el("p", { className: "help", textContent: "No agreement figures: fewer than two models returned results." }));
+    return;
   }
-  const table = document.createElement("table");
-  table.id = "agreement-table";
-  const head = table.insertRow();
+  const table = el("table", { id: "agreement-table" });
+  const instances = pairs.find((p) => p.instances)?.instances;
+  const sent = sentThreshold();
+  const where = sent === undefined ? "each model's default score threshold (none sent)" : `score ≥ ${fmt(sent)} (sent with the request)`;
+  const caption = el("caption", { id: "agreement-caption" });
+  caption.textContent = instances
+    ? `Computed by the gateway on every instance the models returned, at ${where}; a match needs ` +
+      `${instances.iou_kind === "IOU_KIND_MASK" ? "mask" : "box"} IoU ≥ ${fmt(instances.iou_threshold)}. ` +
+      "The score sliders above filter only what the panels show."
+    : "Computed by the gateway on each model's class scores.";
+  caption.dataset.scoreThreshold = sent === undefined ? "" : String(sent);
+  table.append(caption);
+  const head = table.createTHead().insertRow();
   for (const h of ["Models", "Matched", "Mean IoU", "Label agreement", "Only in A", "Only in B"]) {
-    const th = document.createElement("th"); th.textContent = h; head.append(th);
+    head.append(el("th", { scope: "col", textContent: h }));
   }
+  const body = table.createTBody();
   for (const pair of pairs) {
-    const row = table.insertRow();
+    const row = body.insertRow();
     const cells = pair.instances
-      ? [`${pair.model_a} vs ${pair.model_b} (${pair.instances.iou_kind === "IOU_KIND_MASK" ? "mask" : "box"} IoU ≥ ${(pair.instances.iou_threshold || 0).toFixed(2)})`,
-        (pair.instances.matches || []).length, (pair.instances.mean_iou || 0).toFixed(3),
+      ? [`${pair.model_a} vs ${pair.model_b} ` +
+        `(${pair.instances.iou_kind === "IOU_KIND_MASK" ? "mask" : "box"} IoU ≥ ${fmt(pair.instances.iou_threshold)})`,
+        (pair.instances.matches || []).length, fmt(pair.instances.mean_iou, 3),
         `${Math.round(100 * (pair.instances.label_agreement_rate || 0))}%`,
         pair.instances.only_a_count || 0, pair.instances.only_b_count || 0]
       : [`${pair.model_a} vs ${pair.model_b}`, `top-1 ${pair.classification.top1_agree ? "agrees" : "differs"}`,
-        `top-${pair.classification.k || 0} overlap ${(pair.classification.topk_overlap || 0).toFixed(2)}`, "", "", ""];
+        `top-${pair.classification.k || 0} overlap ${fmt(pair.classification.topk_overlap)}`, "", "", ""];
     for (const c of cells) row.insertCell().textContent = String(c);
   }
-  box.append(table);
+  root.append(table, el("div", { id: "stale-note" }));
+  renderStaleNote();
 }
 
+/** When the panels filter above the score the gateway computed agreement at: say so, offer to recompute. */
+function renderStaleNote() {
+  const note = $("stale-note");
+  if (!note || !state.result) return;
+  note.replaceChildren();
+  note.className = "";
+  const withScores = state.views.filter((v) => v.instances.length);
+  if (!withScores.length) return;
+  const shown = Math.min(...withScores.map((v) => v.threshold));
+  const sent = sentThreshold() ?? 0;
+  if (shown <= sent) return;
+  note.className = "stale";
+  note.append(`The panels show scores ≥ ${fmt(shown)}; the figures above count every instance returned. `);
+  if (accepts(state.request.task, "TASK_OPTION_SCORE_THRESHOLD")) {
+    const again = el("button", { type: "button", className: "secondary", id: "recompute", textContent: `Recompute at ≥ ${fmt(shown)}` });
+    again.addEventListener("click", () => {
+      $("task").value = state.request.task;
+      $("score-threshold").value = fmt(shown);
+      runCompare();
+    });
+    note.append(again);
+  }
+}
+
+// --- downloads --------------------------------------------------------------------------
+function download(blob, name) {
+  const a = el("a", { href: URL.createObjectURL(blob), download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 30000);
+}
+
+const shortTask = (task) => task.replace(/^TASK_/, "").toLowerCase().replace(/_/g, "-");
+
+async function downloadPng() {
+  const button = $("download-png");
+  button.disabled = true;
+  $("status").textContent = "drawing the side-by-side PNG…";
+  try {
+    const blob = await api("/v1/compare/png", { method: "POST", body: formOf(state.request) }, "blob");
+    download(blob, `side_by_side-${shortTask(state.request.task)}.png`);
+    $("status").textContent = "side-by-side PNG downloaded";
+  } catch (err) {
+    $("status").textContent = `error: ${err.message}`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// --- capability table -----------------------------------------------------------------------
 function renderCapabilities() {
   const body = $("capabilities").tBodies[0];
   body.replaceChildren();
@@ -375,7 +952,7 @@ function renderCapabilities() {
   ];
   for (const [name, values] of rows) {
     const row = body.insertRow();
-    const th = document.createElement("th"); th.scope = "row"; th.textContent = name; row.append(th);
+    row.append(el("th", { scope: "row", textContent: name }));
     for (const v of values) row.insertCell().textContent = v ?? "";
   }
 }
@@ -390,17 +967,29 @@ function setup() {
     e.preventDefault(); drop.classList.remove("over");
     if (e.dataTransfer.files[0]) setImage(e.dataTransfer.files[0]);
   });
-  $("sample").addEventListener("change", async (e) => {
-    if (!e.target.value) return;
-    const response = await fetch(`/samples/${encodeURIComponent(e.target.value)}`);
-    setImage(await response.blob());
-  });
-  $("task").addEventListener("change", () => { $("labels").value = ""; onTaskChange(); });
+  $("sample").addEventListener("change", (e) => e.target.value && chooseSample(e.target.value));
+  $("task").addEventListener("change", onTaskChange);
+  $("labels").addEventListener("input", () => { state.labelsEdited = true; updateLabels(); });
+  $("labels-reset").addEventListener("click", () => { state.labelsEdited = false; updateLabels(); $("labels").focus(); });
   $("run").addEventListener("click", runCompare);
-  $("highlight-unmatched").addEventListener("change", () => state.result && renderResults());
+  $("highlight-unmatched").addEventListener("change", repaint);
+  $("threshold-all").addEventListener("input", () => {
+    const value = Number($("threshold-all").value);
+    $("threshold-all-value").textContent = fmt(value);
+    for (const view of state.views) view.threshold = value;
+    repaint();
+  });
+  $("download-json").addEventListener("click", () => {
+    const text = JSON.stringify(state.result, null, 2);
+    download(new Blob([text], { type: "application/json" }), `comparison-${shortTask(state.request.task)}.json`);
+  });
+  $("download-png").addEventListener("click", downloadPng);
+  $("viewer-close").addEventListener("click", () => $("viewer").close());
+  $("viewer").addEventListener("click", (e) => { if (e.target === $("viewer")) $("viewer").close(); });  // the backdrop
   setupPrompts();
   loadModels().catch((err) => { $("status").textContent = `cannot load models: ${err.message}`; });
-  loadSamples().catch(() => {});
+  // A new visitor starts on the bundled sample (unless they chose an image first).
+  loadSamples().then((names) => { if (names.length && state.imageToken === 0) chooseSample(names[0]); }).catch(() => {});
 }
 
 document.addEventListener("DOMContentLoaded", setup);
