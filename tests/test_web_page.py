@@ -226,6 +226,14 @@ def test_label_maps_have_a_legend_with_colour_and_share_of_pixels(page: Page) ->
         swatch = legend.locator("li[data-class=bright] .swatch").evaluate("s => getComputedStyle(s).backgroundColor")
         assert swatch.startswith("rgb") and swatch != "rgba(0, 0, 0, 0)"
     screenshot(page, "web-page-semantic.png")
+    # A class no pixel has: 0.0% in the legend, no toggle; each class keeps its colour across tasks.
+    colours = page.locator("#class-list .swatch").evaluate_all("ss => ss.map(s => s.style.background)")
+    page.fill("#labels", "bright, dark, moon")
+    compare(page, "TASK_SEMANTIC_SEGMENTATION", OPEN_MODELS)
+    expect(panel(page, "samclip").locator(".legend li[data-class=moon]")).to_contain_text("0.0%")
+    expect(page.locator("#class-list input")).to_have_count(2)
+    compare(page)
+    assert page.locator("#class-list .swatch").evaluate_all("ss => ss.map(s => s.style.background)") == colours
 
 
 def test_class_toggles_hide_a_class_in_every_panel(page: Page) -> None:

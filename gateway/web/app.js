@@ -536,8 +536,9 @@ function outputOf(result) { return result.detect || result.segment || result.cla
 
 function buildViews() {
   const { result, request } = state;
-  const order = [];
-  const add = (name) => { if (name && !order.includes(name)) order.push(name); };
+  // Colours follow the vocabulary's order (the same class keeps its colour across tasks); the toggles list
+  // the classes some model found, in that order.
+  const vocabulary = [];
   const found = new Set();
   for (const r of result.results) {
     const out = outputOf(r);
@@ -545,9 +546,10 @@ function buildViews() {
     for (const name of (out?.label_map?.class_names || []).slice(1)) found.add(name);
   }
   for (const name of [...(request.options.labels || []), ...(result.labels_used || []), ...found]) {
-    if (found.has(name)) add(name);
+    if (name && !vocabulary.includes(name)) vocabulary.push(name);
   }
-  state.classOrder = order;
+  const classHue = (name) => hue(vocabulary.indexOf(name));
+  state.classOrder = vocabulary.filter((name) => found.has(name)).map((name) => ({ name, hue: classHue(name) }));
   state.hiddenClasses = new Set([...state.hiddenClasses].filter((c) => found.has(c)));
   const w = request.image.width, h = request.image.height;
   const previous = Object.fromEntries(state.views.map((v) => [v.name, v.threshold]));
@@ -557,7 +559,7 @@ function buildViews() {
       threshold: previous[r.model_name] ?? Number($("threshold-all").value) };
     (output?.instances || []).forEach((inst, i) => {
       const name = inst.label?.name || "";
-      const tone = name ? hue(order.indexOf(name)) : maskHue(i), rgb = hslToRgb(tone);
+      const tone = name ? classHue(name) : maskHue(i), rgb = hslToRgb(tone);
       let mask = null;
       if (inst.mask?.rle && inst.mask.rle.width === w && inst.mask.rle.height === h) {
         const full = decodeMask(inst.mask.rle), b = inst.mask.bbox;
@@ -575,13 +577,16 @@ function buildViews() {
       for (let i = 0; i < n && 2 * i + 1 < text.length; i++) indices[i] = text.charCodeAt(2 * i) | (text.charCodeAt(2 * i + 1) << 8);
       const names = lm.class_names || [], maskOf = labelMapMasks(indices, w, h, names.length - 1);
       const classes = names.slice(1).map((name, k) => {
-        const mask = maskOf(k + 1, hslToRgb(hue(order.indexOf(name))));
-        return { name, hue: hue(order.indexOf(name)), count: mask.count, mask };
+        const mask = maskOf(k + 1, hslToRgb(classHue(name)));
+        return { name, hue: classHue(name), count: mask.count, mask };
       });
       view.labelMap = { indices, classes, total: n, background: n - classes.reduce((s, c) => s + c.count, 0) };
     }
     return view;
   });
+  const present = new Set(state.views.flatMap((v) => [...v.instances.map((x) => x.name),
+    ...(v.labelMap?.classes || []).filter((c) => c.count).map((c) => c.name)]));
+  state.classOrder = state.classOrder.filter((c) => present.has(c.name));  // no toggle for a class nothing found
 }
 
 const classShown = (name) => !name || !state.hiddenClasses.has(name);
@@ -781,16 +786,16 @@ function renderClassToggles() {
   const list = $("class-list");
   list.replaceChildren();
   $("class-toggles").hidden = !state.classOrder.length;
-  state.classOrder.forEach((name, i) => {
+  for (const { name, hue: tone } of state.classOrder) {
     const box = el("input", { type: "checkbox", checked: !state.hiddenClasses.has(name), dataset: { class: name } });
     box.addEventListener("change", () => {
       if (box.checked) state.hiddenClasses.delete(name); else state.hiddenClasses.add(name);
       repaint();
     });
     const swatch = el("span", { className: "swatch", "aria-hidden": "true" });
-    swatch.style.background = colour(hue(i));
+    swatch.style.background = colour(tone);
     list.append(el("label", {}, box, swatch, name));
-  });
+  }
 }
 
 function hover(event, canvas, view) {
