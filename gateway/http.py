@@ -20,6 +20,7 @@ import io
 import json
 import logging
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from visioncompare.v1 import comparison_service_pb2 as cs
 from gateway.comparison import Comparator
 from gateway.render import side_by_side
 from gateway.settings import GatewaySettings
+from services.runtime.convert import pb_enum
 from services.runtime.errors import InvalidArgument, ServiceError, TooLarge, Unauthenticated, client_text
 
 log = logging.getLogger(__name__)
@@ -177,14 +179,15 @@ def to_json(message: Any) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
-def parse_task(name: str) -> int:
+def parse_task(name: str) -> pb.Task:
     """A task by one of TASK_NAMES, exactly as the contract's enum spells them."""
     if name not in TASK_NAMES:
         valid = ", ".join(TASK_NAMES[1::2])
         raise InvalidArgument(
             f"unknown task {name!r}; one of {valid} (or the enum name, e.g. TASK_OBJECT_DETECTION)", field="task"
         )
-    return pb.Task.Value(name if name.startswith("TASK_") else "TASK_" + name.upper().replace("-", "_"))
+    enum_name = name if name.startswith("TASK_") else "TASK_" + name.upper().replace("-", "_")
+    return pb_enum(pb.Task, pb.Task.Value(enum_name))
 
 
 def parse_options(raw: dict[str, Any] | str | None) -> pb.TaskOptions:
@@ -215,7 +218,9 @@ def invalid_body(exc: ValidationError) -> InvalidArgument:
     return InvalidArgument(f"request body is not a valid compare request: {summary}", field_violations=violations)
 
 
-def error_response(exc: ServiceError, status: int | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    exc: ServiceError, status: int | None = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     """The JSON error body; like the gRPC interceptor, it lets no repr, address or path out."""
     body = {
         "code": exc.code.name,
