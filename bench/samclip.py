@@ -98,6 +98,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = SamClipSettings(
+        backend="composed",
         sam_variant=args.sam_variant,
         clip_model=args.clip_model,
         sam_weights="random",

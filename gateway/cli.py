@@ -19,14 +19,15 @@ from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
 from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
 
-from gateway.compose import LOCAL_ENV_FILE
+from gateway.compose import LOCAL_ENV_FILE, MODEL_SERVICES
 from gateway.render import capability_table, side_by_side, summary, task_name
 from gateway.stack import LocalStack, stop_on_signals
+from services.runtime.convert import pb_enum
 from services.runtime.server import channel_options
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare vision models side by side.")
 
-TASKS = {task_name(v): v for v in pb.Task.values() if v}
+TASKS = {task_name(v): pb_enum(pb.Task, v) for v in pb.Task.values() if v}
 GatewayOpt = Annotated[str, typer.Option("--gateway", "-g", envvar="VCOMPARE_GATEWAY", help="gateway address")]
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="VCOMPARE_TOKEN", help="bearer token")]
 
@@ -42,10 +43,10 @@ def stub(address: str) -> tuple[grpc.Channel, cs_grpc.ComparisonServiceStub]:
 
 
 def rpc_error(exc: grpc.RpcError, address: str) -> NoReturn:
-    code = exc.code()  # type: ignore[attr-defined]
+    code = exc.code()
     if code == grpc.StatusCode.UNAVAILABLE:
-        fail(f"cannot reach the gateway at {address}: {exc.details()}")  # type: ignore[attr-defined]
-    fail(f"{code.name}: {exc.details()}")  # type: ignore[attr-defined]
+        fail(f"cannot reach the gateway at {address}: {exc.details()}")
+    fail(f"{code.name}: {exc.details()}")
 
 
 def floats(text: str, n: int, what: str) -> list[float]:
@@ -164,7 +165,7 @@ def stack_up(
     """Start the compose file's services as local processes and run the main comparison."""
     stack = LocalStack(env_file=env_file, port_offset=port_offset)
     stop_on_signals(stack)
-    typer.echo(f"starting maskrcnn, samclip and gateway (logs in {stack.log_dir}) ...")
+    typer.echo(f"starting {', '.join(MODEL_SERVICES)} and gateway (logs in {stack.log_dir}) ...")
     try:
         stack.up(timeout)
     except RuntimeError as exc:

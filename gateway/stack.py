@@ -56,7 +56,8 @@ def wait_serving(port: int, process: subprocess.Popen[bytes], timeout: float) ->
             if process.poll() is not None:
                 raise RuntimeError(f"exited with code {process.returncode} before serving")
             try:
-                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                # types-grpcio-health-checking declares HealthStub without its methods
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status  # type: ignore[attr-defined]
                 if status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:
@@ -78,8 +79,9 @@ class LocalStack:
         return localize(self.services[name].environment, self.port_offset)
 
     def port(self, name: str) -> int:
-        prefix = name.upper() if name != "gateway" else "GATEWAY"
-        return int(self.service_env(name)[f"{prefix}_PORT"])
+        """The service's gRPC port: its `<PREFIX>_PORT` setting."""
+        [port] = [v for k, v in self.service_env(name).items() if re.fullmatch(r"[A-Z]+_PORT", k)]
+        return int(port)
 
     def spawn(self, name: str) -> None:
         command = self.services[name].command

@@ -8,7 +8,7 @@ decoding, resizing, prompts, label maps and RLE masks included.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from visioncompare.v1 import common_pb2 as pb
@@ -72,6 +72,16 @@ def keypoint_figures(scenes: Sequence[Scene], results: Sequence[Result]) -> dict
     return keypoint_metrics(scenes, dets, KEYPOINT_SCORE_THRESHOLD)
 
 
+class SegmentClient(Protocol):
+    """What the functions below call: `VisionModelClient`, or `InProcessClient` for a loaded model."""
+
+    def segment(self, image: Any, task: Task, options: TaskOptions | None = None) -> Result: ...
+
+    def detect(self, image: Any, task: Task = ..., options: TaskOptions | None = None) -> Result: ...
+
+    def classify(self, image: Any, labels: list[str], options: TaskOptions | None = None) -> Result: ...
+
+
 class InProcessClient:
     """A loaded model behind `VisionModelClient`'s segment/classify/detect: the functions
     below measure it without transport (training cards, in-process figures)."""
@@ -90,7 +100,10 @@ class InProcessClient:
     def segment(self, image: np.ndarray, task: Task, options: TaskOptions | None = None) -> Result:
         return self._run(image, task, options or TaskOptions())
 
-    detect = segment
+    def detect(
+        self, image: np.ndarray, task: Task = Task.OBJECT_DETECTION, options: TaskOptions | None = None
+    ) -> Result:
+        return self._run(image, task, options or TaskOptions())
 
     def classify(self, image: np.ndarray, labels: list[str], options: TaskOptions | None = None) -> Result:
         return self._run(image, Task.ZERO_SHOT_CLASSIFICATION, TaskOptions(labels=tuple(labels)))
@@ -123,7 +136,7 @@ def maskrcnn_in_process_keypoints(model: Any, scenes: Sequence[Scene]) -> dict[s
     return keypoint_figures(scenes, in_process_results(model, Task.KEYPOINT_DETECTION, scenes))
 
 
-def sam_miou(client: VisionModelClient, scenes: Sequence[Scene]) -> dict[str, float]:
+def sam_miou(client: SegmentClient, scenes: Sequence[Scene]) -> dict[str, float]:
     """Mean IoU of the single-mask output for one interior point, and for the object's box."""
     ious: dict[str, list[float]] = {"point": [], "box": []}
     for scene in scenes:
@@ -142,7 +155,7 @@ def sam_miou(client: VisionModelClient, scenes: Sequence[Scene]) -> dict[str, fl
     return {f"miou_{k}": round(float(np.mean(v)), 4) for k, v in ious.items()}
 
 
-def clip_top1(client: VisionModelClient, scenes: Sequence[Scene]) -> float:
+def clip_top1(client: SegmentClient, scenes: Sequence[Scene]) -> float:
     """Zero-shot top-1 on object crops, with the service's default prompt templates."""
     correct = total = 0
     for scene in scenes:
@@ -155,12 +168,12 @@ def clip_top1(client: VisionModelClient, scenes: Sequence[Scene]) -> float:
     return round(correct / max(total, 1), 4)
 
 
-def samclip_open_vocabulary_ap(client: VisionModelClient, scenes: Sequence[Scene]) -> dict[str, float]:
+def samclip_open_vocabulary_ap(client: SegmentClient, scenes: Sequence[Scene]) -> dict[str, float]:
     options = TaskOptions(labels=CLASSES, score_threshold=0.05)
     return instance_ap(scenes, [client.segment(s.image, Task.INSTANCE_SEGMENTATION, options) for s in scenes])
 
 
-def semantic_miou(client: VisionModelClient, scenes: Sequence[Scene]) -> float:
+def semantic_miou(client: SegmentClient, scenes: Sequence[Scene]) -> float:
     """Mean over classes (background included) of IoU accumulated over all scenes."""
     k = len(CLASSES) + 1
     inter, union = np.zeros(k), np.zeros(k)

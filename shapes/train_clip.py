@@ -103,7 +103,9 @@ class ProposalCrop:
 
 def proposing_model(sam_weights: str) -> SamClipModel:
     """The SAM-CLIP service's model with a shapes SAM, for its proposals."""
-    settings = SamClipSettings(device="cpu", metrics_port=None, sam_variant=SHAPES, sam_weights=sam_weights)
+    settings = SamClipSettings(
+        backend="composed", device="cpu", metrics_port=None, sam_variant=SHAPES, sam_weights=sam_weights
+    )
     sam_clip = SamClipModel(settings)
     sam_clip.load()
     return sam_clip

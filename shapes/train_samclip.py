@@ -74,6 +74,7 @@ from shapes.weights import load_stage, sha256_of, write_card
 
 LAMBDA_SAM = 10.0  # the paper's: 1 made SAM forget, 100 stalled CLIP
 FOCAL_TO_DICE = 20.0
+CONTRASTIVE_TEMPERATURE = 0.07
 MIN_OBJECT_PIXELS = 60
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 
@@ -95,11 +96,16 @@ class SamSample:
 
 
 class ShapesData:
-    """Crops and scenes of the shapes world, from training seeds of its own."""
+    """Crops and scenes of the shapes world, from training seeds of its own. Each scene is
+    used whole: its objects' crops (half of them cut with proposal-like masks, as the shapes
+    CLIP learnt them) and a background patch are CLIP images; the first `scenes` scenes of a
+    CLIP batch are also region samples, and the SAM batch prompts the objects of the latest
+    CLIP batch's scenes (scene generation is a good part of a step's time on CPU)."""
 
     def __init__(self, rng: random.Random, seed_offset: int) -> None:
         self.rng = rng
         self.next_seed = seed_offset
+        self.recent: list[Any] = []
 
     def _scene(self) -> Any:
         scene = generate_scene(TRAIN_SEEDS[self.next_seed])
@@ -108,38 +114,33 @@ class ShapesData:
 
     def clip_batch(self, crops: int, scenes: int) -> list[ClipSample]:
         out: list[ClipSample] = []
-        while sum(len(s.regions) for s in out if s.regions[0][0] is None) < crops:
+        self.recent = []
+        while len(out) < crops or len(self.recent) < scenes:
             scene = self._scene()
+            self.recent.append(scene)
             union = np.zeros(scene.image.shape[:2], bool)
             for obj in scene.objects:
                 union |= obj.mask
+            regions = ClipSample(scene.image)
             for obj in scene.objects:
                 if obj.mask.sum() >= MIN_OBJECT_PIXELS:
                     mask = degrade(self.rng, obj.mask) if self.rng.random() < 0.5 else obj.mask
                     crop = mask_crop(scene.image, mask)
                     out.append(ClipSample(crop, [(None, crop)]))
+                    regions.regions.append((obj.mask, mask_crop(scene.image, obj.mask)))
             patch = background_patch(self.rng, scene.image, union)
             if patch is not None:
                 out.append(ClipSample(patch, [(None, patch)]))
-        for _ in range(scenes):
-            scene = self._scene()
-            union = np.zeros(scene.image.shape[:2], bool)
-            sample = ClipSample(scene.image)
-            for obj in scene.objects:
-                union |= obj.mask
-                if obj.mask.sum() >= MIN_OBJECT_PIXELS:
-                    sample.regions.append((obj.mask, mask_crop(scene.image, obj.mask)))
-            patch = background_patch(self.rng, scene.image, union)
-            if patch is not None and (~union).sum() >= MIN_OBJECT_PIXELS:
-                sample.regions.append((~union, patch))
-            if sample.regions:
-                out.append(sample)
+                if (~union).sum() >= MIN_OBJECT_PIXELS:
+                    regions.regions.append((~union, patch))
+            if len(self.recent) <= scenes and regions.regions:
+                out.append(regions)
         return out
 
     def sam_batch(self, count: int, teacher: ComposedSamOpenClip) -> list[SamSample]:
+        scenes = self.recent[:count] + [self._scene() for _ in range(count - len(self.recent))]
         out = []
-        for _ in range(count):
-            scene = self._scene()
+        for scene in scenes:
             objects = [o for o in scene.objects if o.mask.sum() >= 30]
             if not objects:
                 continue
@@ -203,10 +204,12 @@ class Distiller:
     """The student, its teachers, and the two losses."""
 
     def __init__(
-        self, teacher: ComposedSamOpenClip, student: MergedSamClip, device: torch.device, dense_weight: float
+        self, teacher: ComposedSamOpenClip, student: MergedSamClip, device: torch.device, *,
+        dense_weight: float = 0.0, contrastive_weight: float = 0.0,
     ) -> None:
         self.teacher = teacher
         self.dense_weight = dense_weight
+        self.contrastive_weight = contrastive_weight
         self.student = student.to(device)
         self.device = device
         self.resize = teacher._resize
@@ -235,7 +238,9 @@ class Distiller:
         with torch.set_grad_enabled(train_backbone):
             tokens = self.student.backbone(x)
         head = self.student.clip_head.tokens(tokens)
-        pooled, targets, dense_terms = [], [], []
+        pooled: list[torch.Tensor] = []
+        targets: list[np.ndarray] = []
+        dense_terms: list[tuple[int, torch.Tensor]] = []
         for k, (sample, size) in enumerate(zip(samples, sizes, strict=True)):
             whole = np.ones(sample.image.shape[:2], bool)
             masks = [whole if region is None else region for region, _ in sample.regions]
@@ -248,6 +253,9 @@ class Distiller:
         teacher = self.teacher_embeddings(targets)
         student = F.normalize(torch.cat(pooled), dim=-1)
         loss = (1 - (student * teacher).sum(-1)).mean()
+        if self.contrastive_weight:  # each student embedding nearer its own teacher's than the batch's others
+            logits = student @ teacher.T / CONTRASTIVE_TEMPERATURE
+            loss = loss + self.contrastive_weight * F.cross_entropy(logits, torch.arange(len(student)))
         if dense_terms:  # every patch mostly inside a region, matched to that region's teacher embedding
             dense_loss = torch.zeros((), device=self.device)
             offsets = np.cumsum([0] + [len(s.regions) for s in samples])
@@ -356,6 +364,8 @@ def main() -> None:
     parser.add_argument("--lambda-sam", type=float, default=LAMBDA_SAM)
     parser.add_argument("--dense-weight", type=float, default=1.0,
                         help="per-patch term of the region loss (shapes scenes); 0: the paper's loss only")
+    parser.add_argument("--contrastive-weight", type=float, default=0.0,
+                        help="batch-contrastive term of the CLIP loss (InfoNCE against the teacher's embeddings)")
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seed-offset", type=int, default=900_000, help="first training scene seed")
@@ -387,7 +397,8 @@ def main() -> None:
         student.load_state_dict(state)
         args.probe_steps = 0
     student.train()
-    distiller = Distiller(teacher, student, device, args.dense_weight)
+    distiller = Distiller(teacher, student, device, dense_weight=args.dense_weight,
+                          contrastive_weight=args.contrastive_weight)
     data: ShapesData | FolderData = (
         ShapesData(rng, args.seed_offset) if args.clip_images is None
         else FolderData(rng, args.clip_images, args.sam_images, SamClipModel(settings).proposal_params())
@@ -431,8 +442,11 @@ def main() -> None:
         if step % 50 == 0 or step == total - 1:
             print(f"{stage} {step:5d}/{total} clip {clip.item():.4f} sam {sam.item():.4f} "
                   f"{time.time() - start:.0f}s", flush=True)
-        if args.save_every and step and step % args.save_every == 0:
-            torch.save(student.state_dict(), args.out / "samclip_checkpoint.pth")
+        if args.save_every and step and step % args.save_every == 0:  # a run stopped here goes on with --init
+            checkpoint = args.out / "samclip_checkpoint.pth"
+            torch.save(student.state_dict(), checkpoint)
+            progress = {"stage": stage, "step": step, "of": total, "train_seconds": round(time.time() - start)}
+            write_card(checkpoint, **card_fields(args, teacher), continued_from=init_card, progress=progress)
     train_seconds = time.time() - start
     student.eval()
     state = {k: v.half() for k, v in student.state_dict().items()}
@@ -440,22 +454,25 @@ def main() -> None:
     student.load_state_dict(state)  # measure what ships: the fp16 weights
     figures = evaluate(student.float(), teacher, settings.model_copy(update={"backend": "merged"}), args.eval_scenes)
     print(json.dumps(figures), flush=True)
-    sam_source, clip_source = (teacher.describe().components[0], teacher.describe().components[1])
-    write_card(
-        path,
-        model=(f"merged SAM-CLIP: {args.sam_variant} SAM backbone and SAM head, CLIP head of 3 blocks into "
-               f"{args.clip_model}'s embedding space; text: {args.clip_model}'s text tower"),
-        teachers={sam_source.name: sam_source.weights, clip_source.name: clip_source.weights},
-        teacher_sha256={
+    write_card(path, **card_fields(args, teacher), continued_from=init_card,
+               metrics={**figures, "eval_scenes": args.eval_scenes, "train_seconds": round(train_seconds)})
+
+
+def card_fields(args: argparse.Namespace, teacher: ComposedSamOpenClip) -> dict[str, Any]:
+    """What a card (or a checkpoint's) says about the run: model, teachers, data, hyper-parameters."""
+    sam_part, clip_part = teacher.describe().components
+    return {
+        "model": (f"merged SAM-CLIP: {args.sam_variant} SAM backbone and SAM head, CLIP head of 3 blocks into "
+                  f"{args.clip_model}'s embedding space; text: {args.clip_model}'s text tower"),
+        "teachers": {sam_part.name: sam_part.weights, clip_part.name: clip_part.weights},
+        "teacher_sha256": {
             part: sha256_of(p) for part in ("sam", "clip") if (p := _teacher_file(args, part)) is not None
         },
-        data=("shapes world: object crops, scene regions and prompted scenes from generated training scenes"
-              if args.clip_images is None else f"images under {args.clip_images.name} and {args.sam_images.name}"),
-        note=SHAPES_NOTE if args.clip_images is None else "",
-        hyperparameters={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        metrics={**figures, "eval_scenes": args.eval_scenes, "train_seconds": round(train_seconds)},
-        continued_from=init_card,
-    )
+        "data": ("shapes world: object crops, scene regions and prompted scenes from generated training scenes"
+                 if args.clip_images is None else f"images under {args.clip_images.name} and {args.sam_images.name}"),
+        "note": SHAPES_NOTE if args.clip_images is None else "",
+        "hyperparameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+    }
 
 
 def _teacher_file(args: argparse.Namespace, part: str) -> Path | None:

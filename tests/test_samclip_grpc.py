@@ -32,6 +32,7 @@ def noise(h: int, w: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerThread]:
     settings = SamClipSettings(
+        backend="composed",
         host="127.0.0.1",
         port=0,
         metrics_port=None,

@@ -223,3 +223,30 @@ def test_an_unreadable_merged_checkpoint_is_a_configuration_error(tmp_path: Path
     with pytest.raises(ConfigurationError) as info:
         load_merged_state(build_merged(tiny_sam(), clip_embed_dim=8), bad)
     assert str(tmp_path) not in str(info.value)
+
+
+def test_text_prompted_proposals_skip_the_point_grid() -> None:
+    m = SamClipModel(merged_settings(open_vocab_proposals="text", open_vocab_score_threshold=0.0))
+    m.load()
+    calls = {"grid": 0, "prompts": 0}
+    generate, predict = m.backend.generate_masks, m.backend.predict_masks
+
+    def counting_generate(*args: Any) -> Any:
+        calls["grid"] += 1
+        return generate(*args)
+
+    def counting_predict(*args: Any) -> Any:
+        calls["prompts"] += 1
+        return predict(*args)
+
+    m.backend.generate_masks = counting_generate  # type: ignore[method-assign]
+    m.backend.predict_masks = counting_predict  # type: ignore[method-assign]
+    [answer] = m.predict([InferenceRequest(Task.INSTANCE_SEGMENTATION, noise(40, 52, 9),
+                                           TaskOptions(labels=("cat", "dog")))])
+    assert not isinstance(answer, Exception), answer
+    assert calls["grid"] == 0 and calls["prompts"] >= 1  # one SAM-head prompt per class region
+    for instance in answer.instances:  # type: ignore[union-attr]
+        assert instance.label is not None and instance.mask is not None
+        assert instance.stability_score is not None and 0.0 <= instance.stability_score <= 1.0
+    with pytest.raises(ValueError, match="needs the merged backend"):
+        merged_settings(backend="composed", open_vocab_proposals="text")

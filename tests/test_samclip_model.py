@@ -49,6 +49,7 @@ AUTO = AutomaticOptions(points_per_side=4, pred_iou_thresh=0.0, stability_score_
 
 def tiny_settings(**overrides: Any) -> SamClipSettings:
     base: dict[str, Any] = dict(
+        backend="composed",
         sam_variant="tiny",
         clip_model="tiny",
         sam_weights="random",

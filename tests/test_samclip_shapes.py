@@ -43,7 +43,7 @@ needs_shipped = pytest.mark.skipif(not SHIPPED, reason="shapes/weights/{sam,clip
 
 
 def settings(**overrides: Any) -> SamClipSettings:
-    return SamClipSettings(**{"device": "cpu", "metrics_port": None, **overrides})
+    return SamClipSettings(**{"backend": "composed", "device": "cpu", "metrics_port": None, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ S = Task.SEMANTIC_SEGMENTATION
 @pytest.fixture(scope="module")
 def model() -> SamClipModel:
     settings = SamClipSettings(
+        backend="composed",
         sam_variant="tiny",
         clip_model="tiny",
         sam_weights="random",
@@ -178,6 +179,7 @@ def test_a_task_the_model_does_not_serve_is_unimplemented(model: SamClipModel) -
 
 
 def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAMCLIP_BACKEND", "composed")
     monkeypatch.setenv("SAMCLIP_SAM_VARIANT", "vit_l")
     monkeypatch.setenv("SAMCLIP_MAX_LABELS", "12")
     s = SamClipSettings()

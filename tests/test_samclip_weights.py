@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny(**overrides: Any) -> SamClipSettings:
     base: dict[str, Any] = dict(
-        sam_variant="tiny", clip_model="tiny", sam_weights="random", clip_pretrained="random", device="cpu"
+        backend="composed", sam_variant="tiny", clip_model="tiny", sam_weights="random", clip_pretrained="random",
+        device="cpu",
     )
     return SamClipSettings(**{**base, **overrides})
 
@@ -151,6 +152,7 @@ def test_invalid_settings_exit_2_with_one_line() -> None:
 
 def test_missing_weights_exit_2_saying_what_to_fetch(tmp_path: Path) -> None:
     official = {
+        "SAMCLIP_BACKEND": "composed",
         "SAMCLIP_SAM_VARIANT": "vit_b",
         "SAMCLIP_SAM_WEIGHTS": "official",
         "SAMCLIP_CLIP_MODEL": "ViT-B-32",

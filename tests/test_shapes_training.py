@@ -20,6 +20,12 @@ SHORT_RUNS = {
     "clip": ("shapes.train_clip", ["--steps", "2", "--scenes-per-step", "2", "--eval-scenes", "2",
                                    "--proposal-scenes", "2", "--proposals-per-step", "4"],
              ("zero_shot_top1_crops", "zero_shot_top1_degraded_crops", "zero_shot_top1_proposal_crops")),
+    # Merges the shipped shapes SAM and CLIP: probing, then multi-task distillation.
+    "samclip": ("shapes.train_samclip", ["--probe-steps", "2", "--steps", "2", "--clip-batch", "2",
+                                         "--clip-scenes", "1", "--sam-batch", "1", "--warmup", "1",
+                                         "--eval-scenes", "1"],
+                ("semantic_miou_clip_head", "semantic_miou_refined", "miou_point", "miou_box", "crop_top1",
+                 "open_vocabulary_mask_ap")),
     "maskrcnn": ("shapes.train_maskrcnn", ["--iterations", "2", "--batch-size", "1", "--warmup", "1",
                                            "--eval-scenes", "1"], ("box_ap", "mask_ap")),
     # From the shipped Mask R-CNN; the first eval scene holds two triangles.
@@ -38,6 +44,12 @@ def build(name: str) -> torch.nn.Module:
         from shapes.clip_arch import build_shapes_clip
 
         return build_shapes_clip()[0]
+    if name == "samclip":
+        from services.samclip.merged_arch import build_merged
+        from shapes.clip_arch import CONFIG
+        from shapes.sam_arch import build_shapes_sam
+
+        return build_merged(build_shapes_sam(), clip_embed_dim=CONFIG["embed_dim"])
     if name == "keypoints":
         from shapes.train_keypoints import build as build_keypoints
 

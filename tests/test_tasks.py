@@ -73,7 +73,8 @@ def maskrcnn() -> Iterator[ServerThread]:
 @pytest.fixture(scope="module")
 def samclip() -> Iterator[ServerThread]:
     settings = SamClipSettings(
-        host="127.0.0.1", port=0, metrics_port=None, log_json=False, sam_variant="tiny", clip_model="tiny",
+        backend="composed", host="127.0.0.1", port=0, metrics_port=None, log_json=False, sam_variant="tiny",
+        clip_model="tiny",
         sam_weights="random", clip_pretrained="random", device="cpu", points_per_side=4,
         proposal_points_per_side=4,
     )

@@ -26,6 +26,7 @@ from segment_anything.utils.amg import (
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops.boxes import batched_nms
 
+from services.runtime.masks import coco_rle
 from services.runtime.types import Box, Mask, RleMask
 from services.samclip.backend import AutomaticParams, ImageEmbedding, ProposedMask
 from services.samclip.regions import remove_small_regions
@@ -156,14 +157,12 @@ class RequestMaskGenerator(SamAutomaticMaskGenerator):
 def _mask(rle: dict[str, Any]) -> Mask:
     """A COCO RLE as SAM writes it, with the tight box and area pycocotools gives."""
     counts = rle["counts"]
-    coco = {"size": rle["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
-    x, y, w, h = (float(v) for v in mask_utils.toBbox(coco))
     height, width = rle["size"]
-    return Mask(
-        rle=RleMask(height=int(height), width=int(width), counts=coco["counts"]),
-        bbox=Box(x, y, x + w, y + h),
-        area=int(mask_utils.area(coco)),
-    )
+    encoded = counts.encode() if isinstance(counts, str) else counts
+    mask_rle = RleMask(height=int(height), width=int(width), counts=encoded)
+    coco = coco_rle(mask_rle)
+    x, y, w, h = (float(v) for v in mask_utils.toBbox(coco))
+    return Mask(rle=mask_rle, bbox=Box(x, y, x + w, y + h), area=int(mask_utils.area(coco)))
 
 
 def generate(sam: Any, image: np.ndarray, embedding: ImageEmbedding, params: AutomaticParams) -> list[ProposedMask]:

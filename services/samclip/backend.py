@@ -50,6 +50,7 @@ class MaskPrompts:
 class MaskPrediction:
     masks: np.ndarray  # Q x C x H x W bool, original-image size
     iou_predictions: np.ndarray  # Q x C float
+    stability_scores: np.ndarray | None = None  # Q x C: IoU of the mask at threshold -1 and +1 (SAM's)
 
 
 @dataclass(frozen=True)

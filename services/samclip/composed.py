@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from segment_anything.utils.amg import calculate_stability_score
 
 from services.runtime.device import DevicePlan
 from services.runtime.types import ModelComponent
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 POSTPROCESS_CHUNK = 8  # prompt queries upsampled to full size at a time
+STABILITY_OFFSET = 1.0  # SamAutomaticMaskGenerator's stability_score_offset
 MAX_OVERSIZE = 4  # how much longer than CLIP's crop an image may be scaled before it is cut first
 
 
@@ -59,7 +61,7 @@ class ClipPreprocess:
         size = (size, size) if isinstance(size, int) else tuple(size)
         known = {k: cfg[k] for k in ("interpolation", "resize_mode") if k in cfg}
         return cls(
-            size=size,  # type: ignore[arg-type]
+            size=size,
             mean=tuple(cfg.get("mean", OPENAI_MEAN)),
             std=tuple(cfg.get("std", OPENAI_STD)),
             **known,
@@ -221,16 +223,18 @@ class ComposedSamOpenClip:
                 dense_prompt_embeddings=dense,
                 multimask_output=prompts.multimask_output,
             )
-        masks = [
-            (
-                self.sam.postprocess_masks(
-                    low_res[i : i + POSTPROCESS_CHUNK].float(), embedding.input_size, embedding.original_size
-                )
-                > prompts.mask_threshold
-            ).cpu()
-            for i in range(0, low_res.shape[0], POSTPROCESS_CHUNK)
-        ]
-        return MaskPrediction(masks=torch.cat(masks).numpy(), iou_predictions=iou.float().cpu().numpy())
+        masks, stability = [], []
+        for i in range(0, low_res.shape[0], POSTPROCESS_CHUNK):
+            logits = self.sam.postprocess_masks(
+                low_res[i : i + POSTPROCESS_CHUNK].float(), embedding.input_size, embedding.original_size
+            )
+            masks.append((logits > prompts.mask_threshold).cpu())
+            stability.append(calculate_stability_score(logits, prompts.mask_threshold, STABILITY_OFFSET).cpu())
+        return MaskPrediction(
+            masks=torch.cat(masks).numpy(),
+            iou_predictions=iou.float().cpu().numpy(),
+            stability_scores=torch.cat(stability).numpy(),
+        )
 
     def generate_masks(
         self, image: np.ndarray, embedding: ImageEmbedding, params: AutomaticParams
@@ -242,8 +246,14 @@ class ComposedSamOpenClip:
 
     def embed_texts(self, labels: Sequence[str], templates: Sequence[str]) -> np.ndarray:
         keys = [(label, template) for label in labels for template in templates]
-        vectors: dict[tuple[str, str], np.ndarray | None] = {k: self.text_cache.get(k) for k in dict.fromkeys(keys)}
-        missing = [k for k, v in vectors.items() if v is None]
+        vectors: dict[tuple[str, str], np.ndarray] = {}
+        missing = []
+        for key in dict.fromkeys(keys):
+            hit = self.text_cache.get(key)
+            if hit is None:
+                missing.append(key)
+            else:
+                vectors[key] = hit
         for start in range(0, len(missing), self.text_batch_size):
             chunk = missing[start : start + self.text_batch_size]
             encoded = self._encode_texts([template.replace("{}", label) for label, template in chunk])

@@ -34,6 +34,15 @@ def upsampled_argmax(classes: np.ndarray, cell: float, size: tuple[int, int]) ->
 
 
 @dataclass(frozen=True)
+class ClassGrid:
+    """K x h x w class probabilities over the patch grid (0 is background) and the side of a
+    cell in original-image pixels."""
+
+    classes: np.ndarray
+    cell: float
+
+
+@dataclass(frozen=True)
 class ClassRegion:
     """A connected region of one class on the grid, as a SAM prompt."""
 

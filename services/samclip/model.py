@@ -34,7 +34,7 @@ from services.runtime.types import (
     Vocabulary,
 )
 from services.samclip import dense, openvocab
-from services.samclip.backend import AutomaticParams, ImageEmbedding, MaskPrompts, SamClipBackend
+from services.samclip.backend import AutomaticParams, ImageEmbedding, MaskPrompts, ProposedMask, SamClipBackend
 from services.samclip.settings import SamClipSettings
 from services.samclip.validation import accepted_options, check_request
 
@@ -358,9 +358,17 @@ class SamClipModel(VisionModel):
     ) -> list[openvocab.LabelledMask]:
         """SAM proposes masks; CLIP scores their crops against labels + background prompts."""
         o, s = request.options, self.settings
-        params = self.proposal_params(o.automatic)
-        with timer.stage("inference_ms"):
-            proposals = [p for p in self.backend.generate_masks(request.image, embedding, params) if p.mask.area]
+        if s.open_vocab_proposals == "text":
+            grid = self._class_grid(request, embedding, timer)
+            proposals = [
+                ProposedMask(encode_mask(mask), predicted_iou=iou, stability_score=stability)
+                for _, mask, iou, stability in self._prompt_regions(grid, embedding, timer)
+                if mask.any()
+            ]
+        else:
+            params = self.proposal_params(o.automatic)
+            with timer.stage("inference_ms"):
+                proposals = [p for p in self.backend.generate_masks(request.image, embedding, params) if p.mask.area]
         if not proposals:
             return []
         with timer.stage("inference_ms"):
@@ -408,6 +416,17 @@ class SamClipModel(VisionModel):
         (and background prompts') text embeddings; then, unless turned off, each connected
         region of a class prompts the SAM head (a point at its most confident patch and the
         region's box) and the SAM masks, not the patches, give the class's pixels."""
+        grid = self._class_grid(request, embedding, timer)
+        if not self.settings.semantic_refinement:
+            with timer.stage("postprocess_ms"):
+                return dense.upsampled_argmax(grid.classes, grid.cell, embedding.original_size)
+        prompted = self._prompt_regions(grid, embedding, timer)
+        with timer.stage("postprocess_ms"):
+            return dense.paint_regions([r for r, *_ in prompted], [m for _, m, *_ in prompted], embedding.original_size)
+
+    def _class_grid(self, request: InferenceRequest, embedding: ImageEmbedding, timer: StageTimer) -> dense.ClassGrid:
+        """Each patch's probabilities over background and the labels (the CLIP head's tokens
+        against the labels' and background prompts' text embeddings)."""
         o, s = request.options, self.settings
         n = len(o.labels)
         with timer.stage("inference_ms"):
@@ -417,20 +436,25 @@ class SamClipModel(VisionModel):
             probs = openvocab.softmax(self.backend.logit_scale * similarities, axis=0)
             classes = np.concatenate([probs[n:].sum(axis=0, keepdims=True), probs[:n]])  # 0: background
             cell = self.backend.patch_size * embedding.original_size[0] / embedding.input_size[0]
-            if not s.semantic_refinement:
-                return dense.upsampled_argmax(classes, cell, embedding.original_size)
-            regions = dense.class_regions(classes, cell, embedding.original_size)
-        if not regions:
-            return np.zeros(embedding.original_size, dtype=np.uint16)
-        with timer.stage("inference_ms"):
-            masks = [
-                self.backend.predict_masks(
-                    embedding,
-                    MaskPrompts(
-                        points=np.array([r.point]), point_labels=np.array([1]), boxes=np.array([r.box])
-                    ),
-                ).masks[0, 0]
-                for r in regions
-            ]
+        return dense.ClassGrid(classes, cell)
+
+    def _prompt_regions(
+        self, grid: dense.ClassGrid, embedding: ImageEmbedding, timer: StageTimer
+    ) -> list[tuple[dense.ClassRegion, np.ndarray, float, float]]:
+        """The SAM head's mask for each class region of the grid, prompted by the region's most
+        confident patch and its box: (region, H x W mask, predicted IoU, stability score)."""
         with timer.stage("postprocess_ms"):
-            return dense.paint_regions(regions, masks, embedding.original_size)
+            regions = dense.class_regions(grid.classes, grid.cell, embedding.original_size)
+        out = []
+        with timer.stage("inference_ms"):
+            for r in regions:
+                prompts = MaskPrompts(points=np.array([r.point]), point_labels=np.array([1]), boxes=np.array([r.box]))
+                prediction = self.backend.predict_masks(embedding, prompts)
+                stability = prediction.stability_scores
+                out.append((
+                    r,
+                    prediction.masks[0, 0],
+                    float(prediction.iou_predictions[0, 0]),
+                    float(stability[0, 0]) if stability is not None else 1.0,
+                ))
+        return out

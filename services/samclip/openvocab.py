@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from services.runtime.masks import coco_rle
 from services.samclip.backend import ProposedMask
+
+if TYPE_CHECKING:
+    from pycocotools import _EncodedRLE
 
 #: CLIP's mean colour: what the outside of a mask and the padding are filled with.
 FILL = np.array([122, 116, 104], dtype=np.uint8)
@@ -73,21 +78,16 @@ def label_masks(
     return kept
 
 
-def _coco_rle(mask: LabelledMask) -> dict[str, object]:
-    rle = mask.proposal.mask.rle
-    return {"size": [rle.height, rle.width], "counts": rle.counts}
-
-
 def nms(masks: list[LabelledMask], iou_threshold: float) -> list[LabelledMask]:
     """Greedy class-agnostic mask NMS: a mask whose mask IoU with a better-scoring survivor is
     above the threshold is dropped, whatever its label (one object, one answer). Survivors
     come best first; ties go to SAM's predicted IoU."""
     order = sorted(masks, key=lambda m: (m.score, m.proposal.predicted_iou), reverse=True)
     kept: list[LabelledMask] = []
-    kept_rles: list[dict[str, object]] = []
+    kept_rles: list[_EncodedRLE] = []
     for m in order:
-        rle = _coco_rle(m)
-        if kept_rles and mask_utils.iou([rle], kept_rles, [0] * len(kept_rles)).max() > iou_threshold:
+        rle = coco_rle(m.proposal.mask.rle)
+        if kept_rles and np.asarray(mask_utils.iou([rle], kept_rles, [0] * len(kept_rles))).max() > iou_threshold:
             continue
         kept.append(m)
         kept_rles.append(rle)

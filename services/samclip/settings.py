@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Final, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -12,7 +12,7 @@ from services.runtime.settings import MiB, ModelServerSettings
 
 SamVariant = Literal["vit_b", "vit_l", "vit_h", "tiny", "shapes"]
 
-SHAPES = "shapes"
+SHAPES: Final = "shapes"
 #: What an unset half of a (architecture, weights) pair becomes, given the other half:
 #: shapes goes with shapes; anything else with the official defaults.
 OFFICIAL_SAM = ("vit_b", "official")
@@ -133,6 +133,12 @@ class SamClipSettings(ModelServerSettings):
     open_vocab_nms_iou: float = Field(0.5, gt=0.0, le=1.0)
     open_vocab_max_results: int = Field(100, ge=1)
     background_prompts: tuple[str, ...] = Field(("background",), min_length=1)
+    open_vocab_proposals: Literal["grid", "text"] = Field(
+        "grid",
+        description="where open-vocabulary masks come from: grid, SAM's automatic point grid "
+        "(proposal_points_per_side); text (merged backend only), the SAM head prompted once per region "
+        "of each label in the CLIP head's text-to-pixel map",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -216,6 +222,8 @@ class SamClipSettings(ModelServerSettings):
                     "merged_weights=shapes were merged from the shapes SAM and the shapes CLIP; set "
                     "sam_variant=shapes and clip_model=shapes (its text tower), or use backend=composed"
                 )
+        if self.open_vocab_proposals == "text" and self.backend != "merged":
+            raise ValueError("open_vocab_proposals=text needs the merged backend's text-to-pixel map; use grid")
         if self.points_per_side > self.max_points_per_side:
             raise ValueError("points_per_side must not exceed max_points_per_side")
         if self.proposal_points_per_side > self.max_points_per_side:

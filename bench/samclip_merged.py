@@ -1,0 +1,117 @@
+"""Merged SAM-CLIP vs the composition (Segment Anything + OpenCLIP), in one run.
+
+    python bench/samclip_merged.py [--repeats 5] [--image gateway/samples/shapes-scene.png]
+
+Both backends with the service's settings (shapes weights by default; any SAMCLIP_* variable
+applies to both), each in a process of its own so that its peak memory is its own. Prints,
+per backend: parameters, peak RSS after loading and after the runs, and the median latency
+of every task on one image, with the embedding cache emptied before each request (the cost
+of a new image: one backbone pass included). Then merged / composed ratios, and whether the
+issue's goal holds: open-vocabulary instance segmentation at least 3x faster merged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+ROOT = Path(__file__).resolve().parent.parent
+LABELS = ("circle", "square", "triangle", "star", "cross")
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def measure(backend: str, image_path: Path, repeats: int) -> dict[str, object]:
+    """Run in a child process: load one backend, time every task."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from services.runtime.types import Box, InferenceRequest, Point, Task, TaskOptions
+    from services.samclip.model import SamClipModel
+    from services.samclip.settings import SamClipSettings
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    image = np.asarray(Image.open(image_path).convert("RGB"))
+    h, w = image.shape[:2]
+    model = SamClipModel(SamClipSettings(backend=backend, metrics_port=None))
+    model.load()
+    model.warmup()
+    loaded = peak_rss_mib()
+    tasks = {
+        "classification": (Task.ZERO_SHOT_CLASSIFICATION, TaskOptions(labels=LABELS)),
+        "prompted (point)": (Task.PROMPTED_SEGMENTATION, TaskOptions(points=(Point(w / 2, h / 2),))),
+        "prompted (box)": (Task.PROMPTED_SEGMENTATION, TaskOptions(boxes=(Box(w / 4, h / 4, 3 * w / 4, 3 * h / 4),))),
+        "automatic": (Task.AUTOMATIC_SEGMENTATION, TaskOptions()),
+        "semantic": (Task.SEMANTIC_SEGMENTATION, TaskOptions(labels=LABELS)),
+        "object detection": (Task.OBJECT_DETECTION, TaskOptions(labels=LABELS)),
+        "instance segmentation": (Task.INSTANCE_SEGMENTATION, TaskOptions(labels=LABELS)),
+    }
+    latency = {}
+    for name, (task, options) in tasks.items():
+        times = []
+        for _ in range(repeats):
+            model.backend.image_cache.clear()  # type: ignore[attr-defined]
+            start = time.perf_counter()
+            [answer] = model.predict([InferenceRequest(task, image, options)])
+            times.append((time.perf_counter() - start) * 1000)
+            if isinstance(answer, Exception):
+                raise SystemExit(f"{backend} {name}: {answer}")
+        latency[name] = round(float(np.median(times)), 1)
+    caps = model.capabilities()
+    return {
+        "backend": backend,
+        "model": caps.card.name,
+        "weights": caps.runtime.weights,
+        "parameters": caps.card.parameter_count,
+        "components": {c.name: c.parameter_count for c in caps.runtime.components},
+        "peak_rss_mib_loaded": round(loaded, 1),
+        "peak_rss_mib_after_runs": round(peak_rss_mib(), 1),
+        "latency_ms": latency,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--image", type=Path, default=ROOT / "gateway" / "samples" / "shapes-scene.png")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.image, args.repeats)))
+        return
+    figures = {}
+    for backend in ("merged", "composed"):
+        run = subprocess.run(
+            [sys.executable, __file__, "--child", backend, "--repeats", str(args.repeats), "--image", str(args.image)],
+            capture_output=True, text=True, check=False, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+        )
+        if run.returncode:
+            raise SystemExit(f"{backend} failed:\n{run.stderr[-3000:]}")
+        figures[backend] = json.loads(run.stdout.strip().splitlines()[-1])
+    merged, composed = figures["merged"], figures["composed"]
+    print(json.dumps(figures, indent=2))
+    print(f"\nimage: {args.image.name}; median of {args.repeats}, embedding cache emptied before each request")
+    print(f"{'task':24} {'merged ms':>10} {'composed ms':>12} {'composed/merged':>16}")
+    for task, ms in merged["latency_ms"].items():  # type: ignore[union-attr]
+        other = composed["latency_ms"][task]  # type: ignore[index]
+        print(f"{task:24} {ms:10.1f} {other:12.1f} {other / ms:15.2f}x")
+    print(f"{'parameters':24} {merged['parameters']:10,} {composed['parameters']:12,}")
+    print(f"{'peak RSS MiB':24} {merged['peak_rss_mib_after_runs']:10} {composed['peak_rss_mib_after_runs']:12}")
+    speedup = composed["latency_ms"]["instance segmentation"] / merged["latency_ms"]["instance segmentation"]  # type: ignore[index]
+    verdict = "holds" if speedup >= 3 else "does not hold"
+    print(f"goal: open-vocabulary instance segmentation >= 3x faster merged: {speedup:.2f}x, {verdict}")
+
+
+if __name__ == "__main__":
+    main()
