@@ -1,0 +1,443 @@
+"""The gateway image carries no torch and no weights, checked without a Docker engine.
+
+There is no Docker daemon here, so the build is replayed from its inputs: the build context
+is what `deploy/docker/gateway.Dockerfile.dockerignore` lets through (BuildKit reads it instead
+of the root `.dockerignore` for that Dockerfile), the build stage's COPY lines are applied to
+it, the wheel `pip install ".[gateway]"` would build is built from that copy (offline, no
+dependencies), and a fresh venv holding that wheel plus only the distributions the `gateway`
+extra requires (resolved from the installed metadata, as pip would) runs the gateway: a
+Compare over gRPC and over HTTP through it to a model service, with torch not installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tests.processes import ServiceProcess, tiny_service
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = ROOT / "deploy" / "docker" / "gateway.Dockerfile"
+IGNORE_FILE = DOCKERFILE.with_name(DOCKERFILE.name + ".dockerignore")
+WORKDIR = "/src"
+# What the gateway must neither ship nor import: the model frameworks, the model services, the shapes lab.
+MODEL_ONLY = ("torch", "torchvision", "segment_anything", "open_clip", "onnxruntime",
+              "shapes", "services.maskrcnn", "services.samclip")
+WEIGHT_SUFFIXES = (".pth", ".pt", ".onnx", ".safetensors", ".ckpt", ".bin", ".npz")
+CONTEXT_LIMIT_BYTES = 4 * 1024 * 1024  # the sources above are well under 1 MB; shapes/ alone is 20 MB
+
+
+# --- the Dockerfile and its ignore file, read as BuildKit reads them --------------------------
+
+
+def instructions(path: Path) -> list[tuple[int, str, str]]:
+    """(stage index, KEYWORD, arguments) for each instruction, continuation lines joined."""
+    out: list[tuple[int, str, str]] = []
+    stage, pending = -1, ""
+    for line in path.read_text().splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if pending and line.lstrip().startswith("#"):
+            continue  # a comment line inside a continuation is dropped
+        if line.endswith("\\"):
+            pending += line[:-1]
+            continue
+        keyword, _, args = (pending + line).strip().partition(" ")
+        pending = ""
+        stage += keyword.upper() == "FROM"
+        out.append((stage, keyword.upper(), args.strip()))
+    return out
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    """Go's filepath.Match with `**` (moby/patternmatcher): `*` and `?` stay within one path element."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out + r"\Z")
+
+
+class DockerIgnore:
+    """A .dockerignore: the last pattern matching a path, or any of its parent directories, decides."""
+
+    def __init__(self, path: Path) -> None:
+        self.patterns: list[tuple[re.Pattern[str], bool, str]] = []
+        for raw in path.read_text().splitlines():
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            negated = line.startswith("!")
+            cleaned = os.path.normpath(line.lstrip("!").strip()).lstrip("/")
+            self.patterns.append((_pattern_regex(cleaned), negated, cleaned))
+
+    def excluded(self, rel: str) -> bool:
+        parts = rel.split("/")
+        prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+        result = False
+        for regex, negated, _ in self.patterns:
+            if any(regex.match(p) for p in prefixes):
+                result = not negated
+        return result
+
+    def may_include_below(self, directory: str) -> bool:
+        """Whether an exception (`!pattern`) could bring back something under an excluded directory."""
+        return any(
+            negated and (raw.startswith(directory + "/") or any(c in raw.split("/")[0] for c in "*?["))
+            for _, negated, raw in self.patterns
+        )
+
+
+def context_files(root: Path, ignore: DockerIgnore) -> dict[str, int]:
+    """Path (relative, with /) -> size of every file the build context holds."""
+    files: dict[str, int] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        rel_dir = "" if rel_dir == "." else rel_dir
+        keep = []
+        for d in dirnames:
+            rel = f"{rel_dir}/{d}" if rel_dir else d
+            if not ignore.excluded(rel) or ignore.may_include_below(rel):
+                keep.append(d)
+        dirnames[:] = keep
+        for f in filenames:
+            rel = f"{rel_dir}/{f}" if rel_dir else f
+            if not ignore.excluded(rel) and os.path.isfile(os.path.join(dirpath, f)):
+                files[rel] = os.path.getsize(os.path.join(dirpath, f))
+    return files
+
+
+def context_copies() -> list[tuple[int, list[str], str]]:
+    """(stage, sources, destination) of each COPY/ADD from the build context (not --from a stage)."""
+    copies = []
+    for stage, keyword, args in instructions(DOCKERFILE):
+        if keyword not in ("COPY", "ADD"):
+            continue
+        words = shlex.split(args)
+        if any(w.startswith("--from=") for w in words):
+            continue
+        words = [w for w in words if not w.startswith("--")]
+        copies.append((stage, words[:-1], words[-1]))
+    return copies
+
+
+def apply_copies(context: dict[str, int], dest_root: Path) -> list[str]:
+    """Replay the context COPY lines into dest_root (the WORKDIR); returns the paths copied there."""
+    copied = []
+    for _, sources, dest in context_copies():
+        into_dir = dest.endswith("/") or len(sources) > 1
+        for src in sources:
+            src = os.path.normpath(src)
+            under = [f for f in context if f.startswith(src + "/")]
+            assert src in context or under, f"COPY {src}: not in the build context (the build would fail)"
+            pairs = [(f, f"{dest.rstrip('/')}/{os.path.relpath(f, src)}") for f in under] if under else [
+                (src, f"{dest.rstrip('/')}/{Path(src).name}" if into_dir else dest)
+            ]
+            for origin, target in pairs:
+                target = os.path.normpath(target)
+                (dest_root / target).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(ROOT / origin, dest_root / target)
+                copied.append(target)
+    return copied
+
+
+def is_model_only(path: str) -> bool:
+    module = path.removesuffix(".py").replace("/", ".")
+    return any(module == m or module.startswith(m + ".") for m in MODEL_ONLY) or path.endswith(WEIGHT_SUFFIXES)
+
+
+# --- the replayed build -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def context() -> dict[str, int]:
+    assert IGNORE_FILE.exists(), f"{IGNORE_FILE.name} keeps shapes/ and its weights out of the gateway's context"
+    return context_files(ROOT, DockerIgnore(IGNORE_FILE))
+
+
+@pytest.fixture(scope="module")
+def staged(context: dict[str, int], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    src = tmp_path_factory.mktemp("gateway-build") / WORKDIR.strip("/")
+    src.mkdir()
+    return src, apply_copies(context, src)
+
+
+@pytest.fixture(scope="module")
+def wheel(staged: tuple[Path, list[str]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                    "--quiet", "-w", str(out), str(staged[0])], check=True, capture_output=True, timeout=300)
+    [built] = out.glob("visioncompare-*.whl")
+    return built
+
+
+def requirement_closure(requirements: list[str], extras: set[str]) -> dict[str, metadata.Distribution]:
+    """The installed distributions pip would install for these requirements (markers evaluated)."""
+    found: dict[str, metadata.Distribution] = {}
+
+    def add(raw: str, active: set[str]) -> None:
+        req = Requirement(raw)
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in active | {""}):
+            return
+        name = canonicalize_name(req.name)
+        if name in found:
+            return
+        dist = metadata.distribution(req.name)
+        found[name] = dist
+        for sub in dist.requires or []:
+            add(sub, set(req.extras))
+
+    for raw in requirements:
+        add(raw, extras)
+    return found
+
+
+def wheel_requirements(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as zf:
+        [name] = [n for n in zf.namelist() if n.endswith(".dist-info/METADATA")]
+        text = zf.read(name).decode()
+    return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Requires-Dist:")]
+
+
+def link_distribution(dist: metadata.Distribution, site: Path) -> None:
+    """Make one installed distribution importable from `site` (symlinks to its files' top entries)."""
+    origin = Path(str(dist.locate_file("")))
+    tops: set[tuple[str, ...]] = set()
+    for f in dist.files or []:
+        parts = Path(f).parts
+        if not parts or parts[0] == ".." or parts[0] == "__pycache__":
+            continue
+        if len(parts) > 2 and not (origin / parts[0] / "__init__.py").exists() and not parts[0].endswith(
+            (".dist-info", ".libs", ".data")
+        ):
+            tops.add(parts[:2])  # a namespace package (google/...): link its members, not the shared folder
+        else:
+            tops.add(parts[:1])
+    for top in tops:
+        link = site.joinpath(*top)
+        if link.exists() or link.is_symlink():
+            continue
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(origin.joinpath(*top))
+
+
+@pytest.fixture(scope="module")
+def gateway_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv as `pip install ".[gateway]"` leaves it: the wheel, and the gateway extra's closure only."""
+    venv = tmp_path_factory.mktemp("gateway-venv")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    with zipfile.ZipFile(wheel) as zf:
+        zf.extractall(site)
+    for dist in requirement_closure(wheel_requirements(wheel), {"gateway"}).values():
+        link_distribution(dist, site)
+    return python
+
+
+@pytest.fixture(scope="module")
+def model_service() -> Iterator[ServiceProcess]:
+    service = tiny_service("tiny").start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+# --- the build context and the Dockerfile ------------------------------------------------------------
+
+
+def test_the_context_holds_only_what_the_gateway_installs(context: dict[str, int]) -> None:
+    assert {"pyproject.toml", "README.md", "gateway/server.py", "services/runtime/server.py"} <= context.keys()
+    leaked = sorted(f for f in context if is_model_only(f) or f.startswith(("tests/", "bench/", ".venv/")))
+    assert not leaked, f"the gateway's build context holds {leaked[:10]}"
+    assert sum(context.values()) < CONTEXT_LIMIT_BYTES, f"{sum(context.values())} bytes of context"
+
+
+def test_the_ignore_matcher_reads_the_root_dockerignore_as_docker_does() -> None:
+    """The root .dockerignore (the model images' context) keeps the weights: why the gateway has its own."""
+    root_context = context_files(ROOT, DockerIgnore(ROOT / ".dockerignore"))
+    assert any(f.startswith("shapes/weights/") and f.endswith(".pth") for f in root_context)
+    assert not any(f.startswith((".venv/", ".git/", "tests/", "bench/", "deploy/k8s/")) for f in root_context)
+    assert not any("__pycache__" in f for f in root_context)
+
+
+def test_the_dockerfile_copies_no_model_service_shapes_or_weights(staged: tuple[Path, list[str]]) -> None:
+    _, copied = staged
+    assert not [f for f in copied if is_model_only(f)]
+    for module in ("gateway/server.py", "gateway/http.py", "gateway/cli.py", "services/runtime/images.py",
+                   "protos/gen/visioncompare/v1/comparison_service_pb2.py"):
+        assert module in copied
+
+
+def test_the_image_installs_the_gateway_extra_and_only_the_venv_reaches_the_final_stage() -> None:
+    steps = instructions(DOCKERFILE)
+    final = max(stage for stage, _, _ in steps)
+    installs = [args for _, keyword, args in steps if keyword == "RUN" and "pip install" in args]
+    assert installs and all('".[gateway]"' in a and "models" not in a and "-e " not in a for a in installs)
+    assert not [c for c in context_copies() if c[0] == final], "the final stage copies from the context"
+    finals = [shlex.split(a) for s, k, a in steps if s == final and k == "COPY"]
+    assert finals == [["--from=build", "/opt/venv", "/opt/venv"]]
+
+
+# --- what the build makes of it ----------------------------------------------------------------------
+
+
+def test_the_wheel_holds_no_model_service_shapes_or_weights(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+    leaked = [n for n in names if is_model_only(n)]
+    assert not leaked, leaked
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"gateway", "services", "visioncompare", "inference"}
+    assert "gateway/web/index.html" in names and "services/runtime/tasks.py" in names
+
+
+def test_the_gateway_extra_pulls_in_no_model_framework(wheel: Path) -> None:
+    closure = requirement_closure(wheel_requirements(wheel), {"gateway"})
+    assert {"fastapi", "uvicorn", "grpcio", "pillow"} <= closure.keys()
+    frameworks = {canonicalize_name(m) for m in ("torch", "torchvision", "segment-anything", "open_clip_torch",
+                                                  "onnxruntime")}
+    assert not frameworks & closure.keys()
+
+
+CHILD = r"""
+import asyncio, base64, io, json, sys, urllib.request
+
+import grpc
+from PIL import Image
+from visioncompare.v1 import common_pb2 as pb
+from visioncompare.v1 import comparison_service_pb2 as cs
+from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
+
+import gateway.cli, gateway.http  # noqa: F401  (the entry points: vision-gateway, vcompare, the web page)
+from gateway.server import GatewayServer
+from gateway.settings import GatewaySettings
+
+
+def png():
+    image = Image.new("RGB", (64, 48))
+    image.paste((255, 255, 255), (10, 10, 30, 30))
+    buf = io.BytesIO()
+    image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+async def main():
+    settings = GatewaySettings(host="127.0.0.1", port=0, http_port=0, metrics_port=None, log_json=False,
+                               health_retry_s=0.3, targets={"tiny": sys.argv[1]})
+    server = GatewayServer(settings)
+    await server.start()
+    try:
+        await server.registry.wait_serving(["tiny"], 60)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            response = await cs_grpc.ComparisonServiceStub(channel).Compare(
+                cs.CompareRequest(image=pb.Image(encoded=png()), task=pb.TASK_OBJECT_DETECTION), timeout=30)
+        base = f"http://127.0.0.1:{server.http_port}"
+
+        def http():
+            body = json.dumps({"image_base64": base64.b64encode(png()).decode(), "task": "object-detection"})
+            request = urllib.request.Request(base + "/v1/compare", body.encode(), {"content-type": "application/json"})
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                compared = json.load(answer)
+            with urllib.request.urlopen(base + "/", timeout=30) as answer:
+                return compared, answer.status
+
+        compared, page = await asyncio.to_thread(http)
+    finally:
+        await server.stop(0)
+    loaded = sorted(sys.modules)
+    print(json.dumps({
+        "grpc": [[r.model_name, r.status.code, len(r.detect.instances)] for r in response.results],
+        "http": [[r["model_name"], len(r.get("detect", {}).get("instances", []))] for r in compared["results"]],
+        "page": page,
+        "modules": loaded,
+        "files": {m: getattr(sys.modules[m], "__file__", None) or "" for m in loaded
+                  if m.split(".")[0] in ("gateway", "services", "visioncompare", "inference")},
+    }))
+
+
+asyncio.run(main())
+"""
+
+
+def run_isolated(python: Path, args: list[str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    return subprocess.run([str(python), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_torch_is_not_installed_in_the_gateway_venv(gateway_venv: Path, tmp_path: Path) -> None:
+    probe = f"import importlib.util as u, json; print(json.dumps([m for m in {MODEL_ONLY!r} if u.find_spec(m)]))"
+    result = run_isolated(gateway_venv, ["-I", "-c", probe], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+def test_the_gateway_compares_from_the_wheel_without_torch(
+    gateway_venv: Path, model_service: ServiceProcess, tmp_path: Path
+) -> None:
+    script = tmp_path / "gateway_smoke.py"
+    script.write_text(CHILD)
+    result = run_isolated(gateway_venv, ["-I", str(script), model_service.address], tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["grpc"] == [["tiny", 0, 1]]
+    assert report["http"] == [["tiny", 1]]
+    assert report["page"] == 200
+    loaded = [m for m in report["modules"] if is_model_only(m.replace(".", "/"))]
+    assert not loaded, f"the gateway imported {loaded}"
+    site = str(gateway_venv.parent.parent)
+    outside = {m: f for m, f in report["files"].items() if f and not f.startswith(site)}
+    assert not outside, f"modules loaded from outside the gateway venv: {outside}"
+
+
+def test_the_dockerfile_s_own_checks_pass_in_the_gateway_venv_and_fail_beside_torch(
+    gateway_venv: Path, tmp_path: Path
+) -> None:
+    [run] = [args for _, keyword, args in instructions(DOCKERFILE) if keyword == "RUN" and "pip install" in args]
+    words = shlex.split(run)
+    commands, current = [], []
+    for word in [*words, "&&"]:
+        if word == "&&":
+            commands.append(current)
+            current = []
+        else:
+            current.append(word)
+    checks = [c for c in commands if c[0] == "python"]
+    assert len(checks) == 2, commands
+    for check in checks:
+        result = run_isolated(gateway_venv, check[1:], tmp_path)
+        assert result.returncode == 0, (check, result.stderr[-4000:])
+    # The same check in the development venv (torch installed, shapes importable) fails: it can bite.
+    beside_torch = run_isolated(Path(sys.executable), checks[1][1:], ROOT)
+    assert beside_torch.returncode != 0 and "torch" in beside_torch.stderr
+
+
+def test_the_replay_runs_the_image_s_python_version() -> None:
+    """The replay builds and runs with this interpreter: the image's Python minor version."""
+    [base] = [args for _, keyword, args in instructions(DOCKERFILE) if keyword == "ARG" and "PYTHON_IMAGE" in args]
+    version = re.search(r"python:(\d+\.\d+)", base)
+    assert version and version.group(1) == sysconfig.get_python_version()
