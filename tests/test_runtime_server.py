@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -19,7 +20,7 @@ from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc
 
 from services.runtime.client import VisionModelClient, channel_credentials
 from services.runtime.settings import ServerSettings
-from services.runtime.types import Task
+from services.runtime.types import InferenceRequest, Task
 from tests.certs import make_certs
 from tests.images import encode, png_bomb, scene
 from tests.serving import ServerThread
@@ -304,6 +305,26 @@ def test_concurrent_requests_are_batched_and_answered_individually() -> None:
     assert max(model.batches) > 1 and sum(model.batches) == 8
     assert fours == len(model.batches) and ones < fours  # the histogram shows batches above 1
     assert max(r.batch_size for r in results) > 1
+
+
+class SizeKeyedModel(BrightSpotModel):
+    """Batches only images of one size, as Mask R-CNN's batch key does."""
+
+    def batch_key(self, request: InferenceRequest) -> Hashable:
+        return request.task, request.image.shape
+
+
+def test_requests_of_another_batch_key_waiting_in_the_queue_do_not_break_batching() -> None:
+    # Taking the requests of one key out of a queue that also holds another key's requests
+    # must not compare requests (and their pixel arrays) with each other.
+    model = SizeKeyedModel(delay_s=0.2)
+    sizes = [(48, 32), (40, 30)] * 4
+    with ServerThread(model, max_batch_size=4, max_queue_delay_ms=150) as srv:
+        with VisionModelClient(srv.address) as client, ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda wh: client.detect(encode(scene(*wh))), sizes))
+    assert [(r.image_width, r.image_height) for r in results] == sizes
+    assert all(len(r.instances) == 1 for r in results)
+    assert max(model.batches) > 1 and sum(model.batches) == len(sizes)
 
 
 def test_full_queue_is_resource_exhausted_at_once() -> None:

@@ -36,7 +36,7 @@ from services.runtime.types import InferenceRequest, Prediction
 log = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: _take removes an item from among others (the request holds arrays)
 class _Item:
     request: InferenceRequest
     key: Hashable
