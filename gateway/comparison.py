@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,14 +144,19 @@ class Comparator:
         return chosen
 
     @staticmethod
-    def shared_vocabulary(task: int, options: pb.TaskOptions, targets: list[Target]) -> list[str]:
-        """Labels of the fixed-vocabulary model taking part, for the open-vocabulary ones.
+    def shared_vocabulary(
+        task: int, options: pb.TaskOptions, targets: list[Target], open_vocabulary_labels: Sequence[str] = ()
+    ) -> list[str]:
+        """The labels for the open-vocabulary models taking part: the caller's
+        `open_vocabulary_labels`, else the fixed-vocabulary model's label set.
 
-        Empty when the caller gave labels or no open-vocabulary model takes part.
+        Empty when the caller gave options.labels or no open-vocabulary model takes part.
         """
         caps = [t.task_capability(task) for t in targets]
         if options.labels or not any(c is not None and c.vocabulary == vms.VOCABULARY_OPEN for c in caps):
             return []
+        if open_vocabulary_labels:
+            return list(open_vocabulary_labels)
         for target in targets:
             cap = target.task_capability(task)
             if cap is not None and cap.vocabulary == vms.VOCABULARY_FIXED and cap.label_names:
@@ -161,7 +167,7 @@ class Comparator:
         task = task_from_proto(request.task)  # validates
         check_image(request.image, self.settings.max_image_pixels)  # header only: format, size, pixel limit
         targets = self.select(request)
-        labels_used = self.shared_vocabulary(request.task, request.options, targets)
+        labels_used = self.shared_vocabulary(request.task, request.options, targets, request.open_vocabulary_labels)
         budget = timeout_s if timeout_s is not None else self.settings.default_timeout_s
         deadline = time.monotonic() + budget - self.settings.deadline_margin_ms / 1000.0
         results = await asyncio.gather(

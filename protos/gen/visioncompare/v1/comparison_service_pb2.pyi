@@ -29,16 +29,18 @@ MODEL_STATE_SERVING: ModelState
 MODEL_STATE_UNAVAILABLE: ModelState
 
 class CompareRequest(_message.Message):
-    __slots__ = ("image", "task", "options", "model_names")
+    __slots__ = ("image", "task", "options", "model_names", "open_vocabulary_labels")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAMES_FIELD_NUMBER: _ClassVar[int]
+    OPEN_VOCABULARY_LABELS_FIELD_NUMBER: _ClassVar[int]
     image: _common_pb2.Image
     task: _common_pb2.Task
     options: _common_pb2.TaskOptions
     model_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., task: _Optional[_Union[_common_pb2.Task, str]] = ..., options: _Optional[_Union[_common_pb2.TaskOptions, _Mapping]] = ..., model_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    open_vocabulary_labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, image: _Optional[_Union[_common_pb2.Image, _Mapping]] = ..., task: _Optional[_Union[_common_pb2.Task, str]] = ..., options: _Optional[_Union[_common_pb2.TaskOptions, _Mapping]] = ..., model_names: _Optional[_Iterable[str]] = ..., open_vocabulary_labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
     __slots__ = ("code", "message", "details")
