@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -226,8 +227,10 @@ def _draw_panel(base: Image.Image, result: cs.ModelResult, scale: float) -> tupl
     return Image.alpha_composite(canvas, overlay).convert("RGB"), texts
 
 
-def _header(result: cs.ModelResult) -> list[str]:
+def _header(result: cs.ModelResult, reference: bool = False) -> list[str]:
     output = _output(result)
+    if reference:  # e.g. the ground truth: no latency, no status
+        return [f"{result.model_name} · {len(getattr(output, 'instances', []))} objects"]
     status = "OK" if result.status.code == 0 else f"ERROR {result.status.code}: {result.status.message}"
     lines = [f"{result.model_name} · {result.latency_ms:.0f} ms · {status}"]
     if output is not None and output.info.warnings:
@@ -235,25 +238,29 @@ def _header(result: cs.ModelResult) -> list[str]:
     return lines
 
 
-def header_lines(result: cs.ModelResult, width: float) -> list[str]:
+def header_lines(result: cs.ModelResult, width: float, reference: bool = False) -> list[str]:
     """The header of one panel, wrapped to `width` px (at most MAX_HEADER_LINES, the last cut with …)."""
     font = _font(HEADER_FONT_PX)
-    lines = [wrapped for line in _header(result) for wrapped in wrap(line, font, width)]
+    lines = [wrapped for line in _header(result, reference) for wrapped in wrap(line, font, width)]
     if len(lines) > MAX_HEADER_LINES:
         lines = [*lines[: MAX_HEADER_LINES - 1], _fit(lines[MAX_HEADER_LINES - 1] + " …", font, width)]
     return lines
 
 
-def render(image_bytes: bytes, response: cs.CompareResponse) -> Sheet:
-    """One panel per model, each the image with that model's output drawn on it, under a wrapped header."""
+def render(
+    image_bytes: bytes, response: cs.CompareResponse, references: Sequence[cs.ModelResult] = ()
+) -> Sheet:
+    """One panel per model, each the image with that model's output drawn on it, under a wrapped header;
+    `references` (e.g. the ground truth, as a result) first, headed by their name alone."""
     base = ImageOps.exif_transpose(Image.open(io.BytesIO(image_bytes))).convert("RGB")
     scale = panel_scale(base.width, base.height)
-    drawn = [_draw_panel(base, r, scale) for r in response.results]
+    results = [*references, *response.results]
+    drawn = [_draw_panel(base, r, scale) for r in results]
     font = _font(HEADER_FONT_PX)
     ascent, descent = font.getmetrics()
     line_px = ascent + descent + 2
-    headers = [header_lines(r, panel.width - 2 * PAD_PX) for r, (panel, _) in zip(response.results, drawn,
-                                                                                     strict=True)]
+    headers = [header_lines(r, panel.width - 2 * PAD_PX, n < len(references))
+               for n, (r, (panel, _)) in enumerate(zip(results, drawn, strict=True))]
     header_px = 2 * PAD_PX + line_px * max((len(h) for h in headers), default=1)
     width = sum(p.width for p, _ in drawn) + GAP_PX * max(len(drawn) - 1, 0)
     height = max((p.height for p, _ in drawn), default=base.height) + header_px
