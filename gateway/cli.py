@@ -3,6 +3,7 @@
     vcompare models
     vcompare compare photo.jpg --task instance-segmentation --out side_by_side.png
     vcompare compare photo.jpg --task prompted-segmentation --point 120,80 --point 40,40,neg
+    vcompare evaluate data/shapes-eval/images --annotations data/shapes-eval/annotations.json
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from visioncompare.v1 import comparison_service_pb2 as cs
 from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
 
 from gateway.compose import LOCAL_ENV_FILE, MODEL_SERVICES
+from gateway.evaluate_cli import evaluate
 from gateway.render import capability_table, side_by_side, summary, task_name
 from gateway.stack import LocalStack, stop_on_signals
 from services.runtime.convert import pb_enum
@@ -146,6 +148,8 @@ def compare(
     if not any(r.status.code == 0 for r in response.results):
         sys.exit(1)
 
+
+app.command(help=evaluate.__doc__)(evaluate)  # `vcompare evaluate`: gateway/evaluate_cli.py
 
 stack_app = typer.Typer(no_args_is_help=True, help="Run the stack locally, as processes.")
 app.add_typer(stack_app, name="stack")
