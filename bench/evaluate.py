@@ -100,7 +100,7 @@ def one_by_one(address: str, dataset: ev.Dataset, config: ev.RunConfig) -> float
 def evaluate_run(address: str, dataset: ev.Dataset, config: ev.RunConfig, out: Path, concurrency: int) -> float:
     """Seconds of `vcompare evaluate`'s calls (every answer stored) at `concurrency`."""
     store = ev.ResultStore(out)
-    store.open(ev.identity(dataset, config, address), fresh=True)
+    store.open(ev.identity(dataset, config), fresh=True)
     stats = asyncio.run(ev.run_images(address, dataset.images, config, store, concurrency=concurrency,
                                       timeout_s=300, retries=3))
     failed = [r for r in store.load().values() if r.code != "OK"]

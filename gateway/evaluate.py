@@ -899,12 +899,12 @@ def write_json(result: Mapping[str, Any], path: Path) -> None:
     path.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
 
 
-def identity(dataset: Dataset, config: RunConfig, gateway: str) -> dict[str, Any]:
-    """What a stored run is of: resuming needs the same."""
+def identity(dataset: Dataset, config: RunConfig) -> dict[str, Any]:
+    """What a stored run is of: resuming needs the same dataset, task, models, options and labels
+    (the gateway's address may change, e.g. after a restart)."""
     return {
         "images_dir": str(dataset.images_dir.resolve()),
         "annotations": str(dataset.annotations_file.resolve()) if dataset.annotations_file else None,
-        "gateway": gateway,
         **asdict(config),
     }
 

@@ -177,7 +177,7 @@ def evaluate(
     config = ev.RunConfig(task_, list(chosen), score_threshold, max_results, open_labels)
     store = ev.ResultStore(out)
     try:
-        stored = store.open(ev.identity(dataset, config, gateway), fresh=fresh)
+        stored = store.open(ev.identity(dataset, config), fresh=fresh)
     except ValueError as exc:
         fail(str(exc), 2)
     done = {i for i, r in stored.items() if r.code == "OK"}
