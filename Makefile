@@ -16,7 +16,7 @@ system-tools:
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,models,gateway]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,models,cpu,gateway]'
 	touch $(STAMP)
 
 node_modules/.bin/buf: package.json package-lock.json

@@ -4,10 +4,14 @@
 #   docker build -f deploy/docker/models.Dockerfile --target samclip  -t visioncompare/samclip:0.1.0 .
 # torch==2.14.1 from PyPI is the CUDA 12 build (CUDA and cuDNN come as nvidia-* wheels); the
 # host needs the NVIDIA driver and container toolkit. Weights are read from /models, never baked in.
+# ONNX Runtime (ENGINE=onnxruntime): onnxruntime-gpu by default (the `gpu` extra: CUDA and TensorRT
+# execution providers); a CPU-only image takes plain onnxruntime with --build-arg ONNXRUNTIME=cpu.
+# Exported ONNX files are cached in /models/onnx/ (export-onnx, or the first start).
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+ARG ONNXRUNTIME=gpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -17,7 +21,7 @@ COPY protos/gen protos/gen
 COPY services services
 COPY gateway gateway
 COPY shapes shapes
-RUN pip install ".[models]" && pip check
+RUN pip install ".[models,${ONNXRUNTIME}]" && pip check
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \

@@ -31,11 +31,13 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 from services.maskrcnn.builders import ARCHS, ArchSpec, parameter_count
 from services.maskrcnn.categories import COCO, LabelSet, label_set_from_file
 from services.maskrcnn.heads import use_filtered_heads
+from services.maskrcnn.onnx_engine import export_and_install
 from services.maskrcnn.options import ResolvedOptions, accepted_options, padded_shape, resolve_options
 from services.maskrcnn.settings import MaskRCNNSettings
 from services.maskrcnn.transform import use_any_aspect_transform
 from services.maskrcnn.weights import ResolvedWeights, WeightsSource, load_weights, resolve, scheme_of
 from services.runtime.device import DevicePlan, plan_device
+from services.runtime.engines import ExportedFile, OrtRunner, ort_runner, ort_version
 from services.runtime.errors import ServiceError
 from services.runtime.masks import encode_mask
 from services.runtime.model import StageTimer, VisionModel
@@ -82,12 +84,13 @@ class Network:
     warnings: tuple[str, ...]
 
 
-def _software_version() -> str:
+def _software_version(runner: OrtRunner | None = None) -> str:
     try:
         own = version("visioncompare")
     except PackageNotFoundError:
         own = "0+unknown"
-    return f"visioncompare {own} (torch {torch.__version__}, torchvision {torchvision.__version__})"
+    ort = f", onnxruntime {ort_version()} on {runner.providers}" if runner is not None else ""
+    return f"visioncompare {own} (torch {torch.__version__}, torchvision {torchvision.__version__}{ort})"
 
 
 class MaskRCNNModel(VisionModel):
@@ -99,6 +102,8 @@ class MaskRCNNModel(VisionModel):
         self.detector_kwargs = dict(detector_kwargs or {})
         self.networks: dict[str, Network] = {}
         self.plan: DevicePlan | None = None
+        self.runner: OrtRunner | None = None  # engine=onnxruntime: how its sessions run
+        self.onnx_files: list[ExportedFile] = []  # engine=onnxruntime: the files its sessions run
         self._capabilities: Capabilities | None = None
         self._lock = threading.Lock()  # predict() reconfigures the shared networks per batch
 
@@ -107,6 +112,15 @@ class MaskRCNNModel(VisionModel):
     def load(self) -> None:
         s = self.settings
         self.plan = plan_device(s.device, s.precision)
+        if s.engine == "onnxruntime":
+            if self.plan.precision != "fp32":
+                self.plan = replace(
+                    self.plan,
+                    precision="fp32",
+                    warnings=self.plan.warnings
+                    + (f"precision={s.precision} needs engine=torch: ONNX Runtime runs the fp32 export",),
+                )
+            self.runner = ort_runner(str(self.plan.device), s, torch.get_num_threads())
         scheme = scheme_of(s.weights_source)
         if scheme.categories is not None:
             labels = LabelSet(scheme.categories)
@@ -149,15 +163,31 @@ class MaskRCNNModel(VisionModel):
         heads.class_agnostic_nms = s.class_agnostic_nms
         load_weights(net, weights, f"{arch.name} with num_classes={labels.num_classes}")
         weights = replace(weights, state_dict=None)  # the loaded copy lives in the network now
-        net.eval().requires_grad_(False).to(self.plan.device)
+        net.eval().requires_grad_(False)
+        count = parameter_count(net)
+        engine = "torch"
+        if self.runner is not None:
+            installed = export_and_install(
+                net,
+                arch_name=arch.name,
+                source=str(weights.source),
+                weights_path=weights.path,
+                cache_dir=s.cache_dir,
+                runner=self.runner,
+            )
+            self.onnx_files.extend(installed.files)
+            engine = f"onnxruntime ({self.runner.providers})"
+        net.to(self.plan.device)
         note = scheme_of(source).note
         warnings = (
-            self.plan.warnings + (() if weights.pretrained else (RANDOM_WARNING[role],)) + ((note,) if note else ())
+            self.plan.warnings
+            + tuple(self.runner.warnings if self.runner is not None else ())
+            + (() if weights.pretrained else (RANDOM_WARNING[role],))
+            + ((note,) if note else ())
         )
-        count = parameter_count(net)
         log.info(
-            "loaded %s (%s weights=%s, %d parameters) on %s, %s",
-            arch.name, role, weights.source, count, self.plan.device, self.plan.precision,
+            "loaded %s (%s weights=%s, %d parameters) on %s, %s, engine %s",
+            arch.name, role, weights.source, count, self.plan.device, self.plan.precision, engine,
         )  # fmt: skip
         return Network(role, arch, net, labels, weights, count, warnings)
 
@@ -222,12 +252,12 @@ class MaskRCNNModel(VisionModel):
         )
         runtime = RuntimeInfo(
             device=str(self.plan.device),
-            backend="torch",
+            backend=self.settings.engine,
             precision=self.plan.precision,
             weights=str(detector.weights.source),
             pretrained=all(n.weights.pretrained for n in nets),
             max_batch_size=self.settings.max_batch_size,
-            software_version=_software_version(),
+            software_version=_software_version(self.runner),
             components=tuple(
                 ModelComponent(n.arch.name, str(n.weights.source), n.weights.pretrained, n.parameter_count)
                 for n in nets

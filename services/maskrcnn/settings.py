@@ -46,6 +46,7 @@ class MaskRCNNSettings(ModelServerSettings):
     """
 
     model_config = SettingsConfigDict(env_prefix="MASKRCNN_", extra="forbid", frozen=True)
+    supported_engines = ("torch", "onnxruntime")
 
     # --- model and weights -------------------------------------------------------------
     variant: Literal["v1", "v2"] = Field("v1", description="maskrcnn_resnet50_fpn or _v2")

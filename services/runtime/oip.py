@@ -608,6 +608,7 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
             "inference_ms": prediction.timing.inference_ms,
             "weights": caps.runtime.weights,
             "pretrained": caps.runtime.pretrained,
+            "backend": caps.runtime.backend,
             "warnings": "\n".join(dict.fromkeys([*caps.runtime.warnings, *prediction.warnings])),
         }
         for key, value in params.items():

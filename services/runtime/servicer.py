@@ -87,6 +87,7 @@ class VisionModelServicer(vms_grpc.VisionModelServiceServicer):
             weights=caps.runtime.weights,
             warnings=list(dict.fromkeys([*caps.runtime.warnings, *prediction.warnings])),
             batch_size=prediction.batch_size,
+            backend=caps.runtime.backend,
         )
         return rpc.response(convert.prediction_fields(prediction), info)
 

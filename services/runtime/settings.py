@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal, Self, TypeVar
+from typing import ClassVar, Literal, Self, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -61,13 +61,50 @@ class ServerSettings(BaseSettings):
         return self
 
 
+#: The inference engines a model service may run its networks on (RuntimeInfo.backend).
+Engine = Literal["torch", "onnxruntime"]
+
+
 class ModelServerSettings(ServerSettings):
-    """Adds what every model service has: a device choice."""
+    """Adds what every model service has: a device, a precision and an inference engine.
+
+    A service names the engines it implements in `supported_engines` and may change the
+    default `engine` (to the one measured faster for it); any other engine is refused here,
+    at start-up, rather than ignored.
+    """
+
+    #: The engines this service implements; a subclass widens it.
+    supported_engines: ClassVar[tuple[str, ...]] = ("torch",)
 
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["fp32", "fp16", "bf16"] = Field(
         "fp32", description="fp16/bf16 use autocast on CUDA only"
     )
+    engine: Engine = Field(
+        "torch",
+        description="torch: PyTorch eager; onnxruntime: the networks exported to ONNX (cached in cache_dir/onnx "
+        "under the SHA-256 of the weights, exported on first start) and run by ONNX Runtime",
+    )
+    onnx_threads: int | None = Field(
+        None, ge=1, le=1024, description="ONNX Runtime's intra-op threads; none: as many as torch uses"
+    )
+    onnx_allow_provider_fallback: bool = Field(
+        False,
+        description="when ONNX Runtime cannot run on the execution provider asked for (e.g. CUDA libraries that do "
+        "not match onnxruntime-gpu), run on what it could load and warn in every answer; false: refuse to start",
+    )
+    onnx_tensorrt: bool = Field(
+        False, description="on CUDA, put ONNX Runtime's TensorRT execution provider before CUDA's (needs TensorRT)"
+    )
+
+    @model_validator(mode="after")
+    def _check_engine(self) -> Self:
+        if self.engine not in self.supported_engines:
+            raise ValueError(
+                f"engine={self.engine} is not implemented by this service; it runs on: "
+                + ", ".join(self.supported_engines)
+            )
+        return self
 
 
 def settings_error(exc: ValidationError, prefix: str) -> str:
