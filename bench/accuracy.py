@@ -6,11 +6,13 @@ Starts the local stack (the compose file's commands, shapes weights) and prints:
   - Mask R-CNN box and mask AP (pycocotools COCOeval), and its triangle corners (keypoint
     AP with OKS, corner errors in pixels): in-process (the model object, no transport) and
     through the gRPC service; the two must be identical;
-  - SAM mIoU with one interior point and with the box, through the service;
-  - CLIP zero-shot top-1 on object crops with the service's default templates;
-  - SAM-CLIP open-vocabulary instance segmentation mask AP (shape names as labels)
-    and zero-shot semantic segmentation mIoU;
-  - the gateway's agreement figures between the two models.
+  - for both SAM-CLIP services, the merged model (`samclip`) and the composition
+    (`sam-clip-composed`), through the service: SAM mIoU with one interior point and with
+    the box; zero-shot top-1 on object crops with the service's default templates;
+    open-vocabulary instance segmentation mask AP (shape names as labels); zero-shot
+    semantic segmentation mIoU (the merged model's with the SAM head's refinement, as
+    served, and in-process with its CLIP head alone);
+  - the gateway's agreement figures for every pair of models.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from gateway.stack import LocalStack  # noqa: E402
 from services.maskrcnn.model import MaskRCNNModel  # noqa: E402
 from services.maskrcnn.settings import MaskRCNNSettings  # noqa: E402
 from services.runtime.client import VisionModelClient  # noqa: E402
+from services.samclip.model import SamClipModel  # noqa: E402
+from services.samclip.settings import SamClipSettings  # noqa: E402
 from shapes import accuracy  # noqa: E402
 
 
@@ -41,6 +45,23 @@ def in_process_maskrcnn(scenes: list, env: dict[str, str]) -> tuple[dict[str, fl
     model = MaskRCNNModel(MaskRCNNSettings())
     model.load()
     return accuracy.maskrcnn_in_process_ap(model, scenes), accuracy.maskrcnn_in_process_keypoints(model, scenes)
+
+
+def in_process_samclip_clip_head(scenes: list, env: dict[str, str]) -> float:
+    """The merged SAM-CLIP's semantic mIoU from its CLIP head alone (refinement off)."""
+    os.environ.update(env)
+    model = SamClipModel(SamClipSettings(semantic_refinement=False))
+    model.load()
+    return accuracy.semantic_miou(accuracy.InProcessClient(model), scenes)
+
+
+def samclip_figures(client: VisionModelClient, scenes: list) -> dict[str, object]:
+    return {
+        "sam": accuracy.sam_miou(client, scenes),
+        "zero_shot_top1_crops": accuracy.clip_top1(client, scenes),
+        "open_vocabulary": accuracy.samclip_open_vocabulary_ap(client, scenes),
+        "semantic_miou": accuracy.semantic_miou(client, scenes),
+    }
 
 
 def main() -> None:
@@ -55,10 +76,11 @@ def main() -> None:
     figures: dict[str, object] = {}
     try:
         with VisionModelClient(f"127.0.0.1:{stack.port('maskrcnn')}", timeout=300) as mrcnn, \
-                VisionModelClient(f"127.0.0.1:{stack.port('samclip')}", timeout=300) as samclip, \
+                VisionModelClient(f"127.0.0.1:{stack.port('samclip')}", timeout=300) as merged, \
+                VisionModelClient(f"127.0.0.1:{stack.port('sam-clip-composed')}", timeout=300) as composed, \
                 grpc.insecure_channel(f"127.0.0.1:{stack.port('gateway')}") as channel:
-            weights = {"maskrcnn": mrcnn.capabilities().runtime.weights,
-                       "samclip": samclip.capabilities().runtime.weights}
+            weights = {name: client.capabilities().runtime.weights
+                       for name, client in (("maskrcnn", mrcnn), ("samclip", merged), ("sam-clip-composed", composed))}
             print(f"weights: {weights}")
             start = time.time()
             figures["maskrcnn_service"] = accuracy.maskrcnn_service_ap(mrcnn, scenes)
@@ -66,10 +88,11 @@ def main() -> None:
             figures["maskrcnn_in_process"], figures["maskrcnn_keypoints_in_process"] = in_process_maskrcnn(
                 scenes, stack.service_env("maskrcnn")
             )
-            figures["sam"] = accuracy.sam_miou(samclip, scenes)
-            figures["clip_zero_shot_top1_crops"] = accuracy.clip_top1(samclip, scenes)
-            figures["samclip_open_vocabulary"] = accuracy.samclip_open_vocabulary_ap(samclip, scenes)
-            figures["samclip_semantic_miou"] = accuracy.semantic_miou(samclip, scenes)
+            figures["samclip_merged"] = {
+                **samclip_figures(merged, scenes),
+                "semantic_miou_clip_head_alone": in_process_samclip_clip_head(scenes, stack.service_env("samclip")),
+            }
+            figures["sam_clip_composed"] = samclip_figures(composed, scenes)
             figures["agreement"] = accuracy.gateway_agreement(cs_grpc.ComparisonServiceStub(channel), scenes)
             figures["seconds"] = round(time.time() - start)
     finally:

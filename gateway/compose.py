@@ -17,7 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 LOCAL_ENV_FILE = ROOT / "deploy" / "local.env"
-MODEL_SERVICES = ("maskrcnn", "samclip")
+MODEL_SERVICES = ("maskrcnn", "samclip", "sam-clip-composed")
 
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 

@@ -18,7 +18,11 @@ class GatewaySettings(ServerSettings):
     metrics_port: int | None = Field(9092, ge=0, le=65535)
     http_port: int | None = Field(8080, ge=0, le=65535, description="web page and JSON API; unset disables")
     targets: dict[str, str] = Field(
-        default_factory=lambda: {"maskrcnn": "dns:///localhost:50051", "samclip": "dns:///localhost:50052"},
+        default_factory=lambda: {
+            "maskrcnn": "dns:///localhost:50051",
+            "samclip": "dns:///localhost:50052",
+            "sam-clip-composed": "dns:///localhost:50053",
+        },
         description='model name -> address, as JSON: {"maskrcnn": "dns:///maskrcnn:50051"}',
     )
     default_timeout_s: float = Field(60.0, gt=0, description="deadline when the caller sets none")

@@ -193,25 +193,30 @@ def semantic_miou(client: SegmentClient, scenes: Sequence[Scene]) -> float:
     return round(float((inter[present] / union[present]).mean()), 4)
 
 
-def gateway_agreement(stub: Any, scenes: Sequence[Scene]) -> dict[str, float]:
-    """The gateway's agreement figures between the two models, averaged over scenes."""
+def gateway_agreement(stub: Any, scenes: Sequence[Scene]) -> dict[str, dict[str, float]]:
+    """The gateway's agreement figures for every pair of models, averaged over scenes;
+    keyed "model_a vs model_b"."""
     from services.runtime.client import image_to_proto
 
-    rows = []
+    rows: dict[str, list[tuple[float, ...]]] = {}
     for scene in scenes:
         response = stub.Compare(
             cs.CompareRequest(image=image_to_proto(scene.image), task=pb.TASK_INSTANCE_SEGMENTATION), timeout=120
         )
         for pair in response.agreements:
             a = pair.instances
-            rows.append((len(a.matches), a.mean_iou, a.label_agreement_rate, a.only_a_count, a.only_b_count))
-    if not rows:
-        return {}
-    m = np.array(rows, dtype=np.float64)
+            rows.setdefault(f"{pair.model_a} vs {pair.model_b}", []).append(
+                (len(a.matches), a.mean_iou, a.label_agreement_rate, a.only_a_count, a.only_b_count)
+            )
+    return {name: _mean_agreement(np.array(pair_rows, dtype=np.float64)) for name, pair_rows in rows.items()}
+
+
+def _mean_agreement(m: np.ndarray) -> dict[str, float]:
+    matched = m[:, 0] > 0
     return {
         "matched_per_scene": round(float(m[:, 0].mean()), 3),
-        "mean_iou": round(float(m[m[:, 0] > 0, 1].mean()) if (m[:, 0] > 0).any() else 0.0, 4),
-        "label_agreement": round(float(m[m[:, 0] > 0, 2].mean()) if (m[:, 0] > 0).any() else 0.0, 4),
+        "mean_iou": round(float(m[matched, 1].mean()) if matched.any() else 0.0, 4),
+        "label_agreement": round(float(m[matched, 2].mean()) if matched.any() else 0.0, 4),
         "only_a_per_scene": round(float(m[:, 3].mean()), 3),
         "only_b_per_scene": round(float(m[:, 4].mean()), 3),
     }

@@ -90,9 +90,11 @@ def test_the_resize_is_torchvisions_except_that_no_side_is_0_px() -> None:
 # --- SAM-CLIP ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def samclip() -> Iterator[VisionModelClient]:
-    s = SamClipSettings(host="127.0.0.1", port=0, metrics_port=None, log_json=False, device="cpu")
+@pytest.fixture(scope="module", params=["merged", "composed"])
+def samclip(request: pytest.FixtureRequest) -> Iterator[VisionModelClient]:
+    s = SamClipSettings(
+        backend=request.param, host="127.0.0.1", port=0, metrics_port=None, log_json=False, device="cpu"
+    )
     with ServerThread(SamClipModel(s), s) as srv, VisionModelClient(srv.address, timeout=60) as client:
         yield client
 

@@ -42,7 +42,9 @@ from tests.processes import free_port, tiny_service
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("gpu", "cpu")
 SETTINGS = {"MASKRCNN_": MaskRCNNSettings, "SAMCLIP_": SamClipSettings, "GATEWAY_": GatewaySettings}
-SERVICE_PREFIX = {"maskrcnn": "MASKRCNN_", "samclip": "SAMCLIP_", "gateway": "GATEWAY_"}
+SERVICE_PREFIX = {"maskrcnn": "MASKRCNN_", "samclip": "SAMCLIP_", "sam-clip-composed": "SAMCLIP_",
+                  "gateway": "GATEWAY_"}
+MODELS = ("maskrcnn", "samclip", "sam-clip-composed")
 SCRIPTS = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
 
 
@@ -69,13 +71,19 @@ def settings_env(docs: list[dict[str, Any]]) -> dict[str, str]:
     return config["data"]
 
 
+def deployment_env(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
+    """What a Deployment's container sees: the ConfigMap, overridden by the container's env."""
+    container = by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]["containers"][0]
+    return {**settings_env(docs), **{e["name"]: e["value"] for e in container.get("env", [])}}
+
+
 # --- schemas ------------------------------------------------------------------------
 
 
 def test_overlays_validate_strictly_against_the_kubernetes_schemas(manifests: list[dict[str, Any]]) -> None:
     version = latest_version()
     kinds = Counter(d["kind"] for d in manifests)
-    assert kinds == {"Deployment": 3, "Service": 3, "HorizontalPodAutoscaler": 2, "PodDisruptionBudget": 2,
+    assert kinds == {"Deployment": 4, "Service": 4, "HorizontalPodAutoscaler": 3, "PodDisruptionBudget": 3,
                      "ConfigMap": 1, "PersistentVolumeClaim": 1, "NetworkPolicy": 1}
     for doc in manifests:
         kubernetes_validate.validate(doc, version, strict=True)
@@ -104,7 +112,7 @@ def test_compose_files_validate_against_the_compose_spec(name: str) -> None:
 def test_model_deployments_have_probes_security_and_gpus(manifests: list[dict[str, Any]]) -> None:
     deployments = by_kind(manifests, "Deployment")
     gpu = any("nvidia.com/gpu" in str(d) for d in deployments.values())
-    for name in ("maskrcnn", "samclip"):
+    for name in MODELS:
         pod = deployments[name]["spec"]["template"]["spec"]
         [container] = pod["containers"]
         port = container["ports"][0]["containerPort"]
@@ -129,9 +137,12 @@ def test_model_deployments_have_probes_security_and_gpus(manifests: list[dict[st
 # --- consistency: compose, manifests and settings ------------------------------------------
 
 
-def env_sources(manifests: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
-    compose = {k: v for s in compose_services({}).values() for k, v in s.environment.items()}
-    return {"docker-compose.yml": compose, "kustomize": settings_env(manifests)}
+def env_sources(manifests: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, str]]:
+    """Every service's environment, by (source, service): compose's, and each Deployment's."""
+    out = {("docker-compose.yml", name): s.environment for name, s in compose_services({}).items()}
+    for name in by_kind(manifests, "Deployment"):
+        out[("kustomize", name)] = deployment_env(manifests, name)
+    return out
 
 
 def test_every_variable_set_is_a_settings_field(manifests: list[dict[str, Any]]) -> None:
@@ -145,11 +156,20 @@ def test_every_variable_set_is_a_settings_field(manifests: list[dict[str, Any]])
 
 
 def test_the_values_set_are_valid_settings(manifests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
-    for env in env_sources(manifests).values():
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        for cls in SETTINGS.values():
-            cls()  # raises on any invalid value
+    """Each service's settings class accepts what its environment sets (a one-shot job such as
+    fetch-weights has no settings class of its own)."""
+    checked = set()
+    for (source, service), env in env_sources(manifests).items():
+        if service not in SERVICE_PREFIX:
+            continue
+        with monkeypatch.context() as m:
+            for key in [k for k in os.environ if k.startswith(tuple(SETTINGS))]:
+                m.delenv(key)
+            for key, value in env.items():
+                m.setenv(key, value)
+            SETTINGS[SERVICE_PREFIX[service]]()  # raises on any invalid value
+        checked.add((source, service))
+    assert {s for _, s in checked} == set(SERVICE_PREFIX)
 
 
 def test_commands_name_console_scripts_that_exist(manifests: list[dict[str, Any]]) -> None:
@@ -175,7 +195,9 @@ def test_ports_agree_across_compose_manifests_and_settings(manifests: list[dict[
         for field in ("port", "metrics_port", *(("http_port",) if name == "gateway" else ())):
             key = f"{prefix}{field.upper()}"
             value = int(compose[name].environment[key])
-            assert value == int(configmap[key]) == defaults[prefix][field].default, key
+            assert value == int(deployment_env(manifests, name)[key]), key
+            if name != "sam-clip-composed":  # the second SAM-CLIP service moves to the next ports
+                assert value == int(configmap[key]) == defaults[prefix][field].default, key
             assert f"{value}:{value}" in compose[name].ports, f"compose publishes {key}"
             container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
             container_ports = {p["containerPort"] for p in container["ports"]}
@@ -184,7 +206,8 @@ def test_ports_agree_across_compose_manifests_and_settings(manifests: list[dict[
         assert compose[name].healthcheck[-1] == grpc_port
     targets = json.loads(compose["gateway"].environment["GATEWAY_TARGETS"])
     assert targets == json.loads(configmap["GATEWAY_TARGETS"])
-    for model in ("maskrcnn", "samclip"):
+    assert set(targets) == set(MODELS)
+    for model in MODELS:
         assert targets[model] == f"dns:///{model}:{compose[model].environment[SERVICE_PREFIX[model] + 'PORT']}"
 
 
@@ -193,7 +216,8 @@ def test_local_stack_uses_the_compose_commands_with_local_addresses() -> None:
     env = localize(services["gateway"].environment, port_offset=1000)
     assert env["GATEWAY_HOST"] == "127.0.0.1" and env["GATEWAY_PORT"] == "51050"
     assert json.loads(env["GATEWAY_TARGETS"]) == {"maskrcnn": "dns:///127.0.0.1:51051",
-                                                  "samclip": "dns:///127.0.0.1:51052"}
+                                                  "samclip": "dns:///127.0.0.1:51052",
+                                                  "sam-clip-composed": "dns:///127.0.0.1:51053"}
     assert localize(services["maskrcnn"].environment)["MASKRCNN_CACHE_DIR"] == str(ROOT / "models")
 
 
@@ -228,8 +252,10 @@ def test_stack_up_runs_the_main_job_and_stops_cleanly(stack_env: dict[str, str],
     )
     assert result.returncode == 0, result.stdout + result.stderr
     text = result.stdout
-    assert re.search(r"^- maskrcnn: OK", text, re.M) and re.search(r"^- samclip: OK", text, re.M)
-    assert "agreement maskrcnn vs samclip" in text
+    for model in MODELS:
+        assert re.search(rf"^- {model}: OK", text, re.M), text
+    for a, b in (("maskrcnn", "samclip"), ("maskrcnn", "sam-clip-composed"), ("samclip", "sam-clip-composed")):
+        assert f"agreement {a} vs {b}" in text, text
     assert "shapes reference weights, synthetic data" in text  # says which weights ran
     assert out.stat().st_size > 0
     assert processes_with(stack_env["VC_TEST_MARKER"]) == []
@@ -249,7 +275,7 @@ def test_stack_stops_every_process_on_sigint(stack_env: dict[str, str], tmp_path
         if "stack is up" in line:
             break
     assert "stack is up" in lines[-1], "".join(lines)
-    assert len(processes_with(stack_env["VC_TEST_MARKER"])) >= 4  # the stack and its three services
+    assert len(processes_with(stack_env["VC_TEST_MARKER"])) >= 5  # the stack and its four services
     proc.send_signal(signal.SIGINT)
     proc.wait(60)
     deadline = time.monotonic() + 10

@@ -31,23 +31,41 @@ from tests.processes import free_port
 
 SCENES = accuracy.eval_scenes(8)
 KEYPOINT_SCENES = accuracy.eval_scenes(32)  # 27 triangles (8 scenes hold only 9); detection is cheap
-# Measured on these 8 scenes with the shipped weights (CPU): box AP 0.827, mask AP 0.799, SAM mIoU
-# 0.805 (point) / 0.802 (box), CLIP top-1 1.0, open-vocabulary mask AP 0.480, semantic mIoU 0.721,
-# agreement mean IoU 0.834 and label agreement 0.906; on the 32 keypoint scenes, keypoint AP
-# 0.703, triangle recall 0.963 and order-free corner error 4.13 px. A broken resize, axis, label
-# mapping or keypoint order takes these towards 0 (the error towards tens of pixels).
+# Measured on these 8 scenes with the shipped weights (CPU): box AP 0.827, mask AP 0.799; the
+# composition's SAM mIoU 0.805 (point) / 0.802 (box), CLIP top-1 1.0, open-vocabulary mask AP
+# 0.480, semantic mIoU 0.721; agreement of Mask R-CNN and the composition: mean IoU 0.834 and
+# label agreement 0.906; on the 32 keypoint scenes, keypoint AP 0.703, triangle recall 0.963 and
+# order-free corner error 4.13 px. The merged SAM-CLIP's: SAM mIoU 0.805 / 0.802, top-1
+# 0.586, open-vocabulary mask AP 0.026, semantic mIoU 0.193; with Mask R-CNN 0.75 matched
+# instances per scene at mean IoU 0.855, label agreement 0.125. A broken
+# resize, axis, label mapping or keypoint order takes these towards 0 (the error towards tens of
+# pixels).
 FLOORS = {
     "maskrcnn_box_ap": 0.70,
     "maskrcnn_mask_ap": 0.66,
-    "sam_miou_point": 0.65,
-    "sam_miou_box": 0.65,
-    "clip_top1": 0.85,
-    "open_vocabulary_mask_ap": 0.36,
-    "semantic_miou": 0.58,
-    "agreement_mean_iou": 0.68,
-    "agreement_labels": 0.75,
     "keypoint_ap": 0.55,
     "triangle_recall": 0.75,
+}
+MERGED_FLOORS = {  # no label-agreement floor: the merged model's labels are mostly wrong (see above)
+    "sam_miou_point": 0.70,
+    "sam_miou_box": 0.70,
+    "clip_top1": 0.45,
+    "open_vocabulary_mask_ap": 0.01,
+    "semantic_miou": 0.15,
+    "agreement_mean_iou": 0.70,
+}
+MERGED_BUNDLED_FOUND = 0  # objects of the bundled scene the merged model finds (set from the shipped weights)
+SAMCLIP_FLOORS = {
+    "sam-clip-composed": {
+        "sam_miou_point": 0.65,
+        "sam_miou_box": 0.65,
+        "clip_top1": 0.85,
+        "open_vocabulary_mask_ap": 0.36,
+        "semantic_miou": 0.58,
+        "agreement_mean_iou": 0.68,
+        "agreement_labels": 0.75,
+    },
+    "samclip": MERGED_FLOORS,
 }
 CEILINGS = {"corner_error_px": 6.0}  # order-free mean distance of a found triangle's corners
 
@@ -66,10 +84,11 @@ def maskrcnn(stack: LocalStack) -> Iterator[VisionModelClient]:
         yield client
 
 
-@pytest.fixture(scope="module")
-def samclip(stack: LocalStack) -> Iterator[VisionModelClient]:
-    with VisionModelClient(f"127.0.0.1:{stack.port('samclip')}", timeout=120) as client:
-        yield client
+@pytest.fixture(scope="module", params=sorted(SAMCLIP_FLOORS))
+def samclip(stack: LocalStack, request: pytest.FixtureRequest) -> Iterator[tuple[VisionModelClient, dict[str, float]]]:
+    """Each SAM-CLIP service (the merged model and the composition) with its floors."""
+    with VisionModelClient(f"127.0.0.1:{stack.port(request.param)}", timeout=120) as client:
+        yield client, SAMCLIP_FLOORS[request.param]
 
 
 @pytest.fixture(scope="module")
@@ -104,39 +123,48 @@ def test_triangle_corners_through_the_service_equal_in_process(
     assert served["corner_error_px"] is not None and served["corner_error_px"] <= CEILINGS["corner_error_px"]
 
 
-def test_sam_prompted_segmentation(samclip: VisionModelClient) -> None:
-    figures = accuracy.sam_miou(samclip, SCENES)
+def test_sam_prompted_segmentation(samclip: tuple[VisionModelClient, dict[str, float]]) -> None:
+    client, floors = samclip
+    figures = accuracy.sam_miou(client, SCENES)
     print("sam", figures)
-    assert figures["miou_point"] >= FLOORS["sam_miou_point"]
-    assert figures["miou_box"] >= FLOORS["sam_miou_box"]
+    assert figures["miou_point"] >= floors["sam_miou_point"]
+    assert figures["miou_box"] >= floors["sam_miou_box"]
 
 
-def test_clip_zero_shot_classification(samclip: VisionModelClient) -> None:
-    top1 = accuracy.clip_top1(samclip, SCENES)
+def test_clip_zero_shot_classification(samclip: tuple[VisionModelClient, dict[str, float]]) -> None:
+    client, floors = samclip
+    top1 = accuracy.clip_top1(client, SCENES)
     print("clip", top1)
-    assert top1 >= FLOORS["clip_top1"]
+    assert top1 >= floors["clip_top1"]
 
 
-def test_samclip_open_vocabulary_and_semantic(samclip: VisionModelClient) -> None:
-    ap = accuracy.samclip_open_vocabulary_ap(samclip, SCENES)
-    miou = accuracy.semantic_miou(samclip, SCENES)
+def test_samclip_open_vocabulary_and_semantic(samclip: tuple[VisionModelClient, dict[str, float]]) -> None:
+    client, floors = samclip
+    ap = accuracy.samclip_open_vocabulary_ap(client, SCENES)
+    miou = accuracy.semantic_miou(client, SCENES)
     print("open vocabulary", ap, "semantic", miou)
-    assert ap["mask_ap"] >= FLOORS["open_vocabulary_mask_ap"]
-    assert miou >= FLOORS["semantic_miou"]
+    assert ap["mask_ap"] >= floors["open_vocabulary_mask_ap"]
+    assert miou >= floors["semantic_miou"]
 
 
-def test_gateway_agreement(stack: LocalStack) -> None:
+def test_gateway_agreement_of_every_pair(stack: LocalStack) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{stack.port('gateway')}") as channel:
         figures = accuracy.gateway_agreement(cs_grpc.ComparisonServiceStub(channel), SCENES)
     print("agreement", figures)
-    assert figures["mean_iou"] >= FLOORS["agreement_mean_iou"]
-    assert figures["label_agreement"] >= FLOORS["agreement_labels"]
+    assert set(figures) == {"maskrcnn vs samclip", "maskrcnn vs sam-clip-composed", "samclip vs sam-clip-composed"}
+    for model, floors in SAMCLIP_FLOORS.items():
+        pair = figures[f"maskrcnn vs {model}"]
+        assert pair["mean_iou"] >= floors["agreement_mean_iou"], model
+        if "agreement_labels" in floors:
+            assert pair["label_agreement"] >= floors["agreement_labels"], model
 
 
 def test_bundled_scene_every_mask_is_an_object_with_its_label(stack: LocalStack) -> None:
     """The main command's comparison (`make demo`) on the bundled held-out scene: every mask
-    either model returns is one object with that object's label, no object twice. Mask R-CNN
-    finds all 5 objects; SAM-CLIP finds 4 (it misses the star, half hidden under a cross)."""
+    a model returns is one object, no object twice. Mask R-CNN finds all 5 objects and the
+    composition 4 (it misses the star, half hidden under a cross), each with its object's
+    label. The merged SAM-CLIP's masks are objects too, but its CLIP head names shapes far
+    worse than the CLIP teacher (see the floors), so only its masks are held here."""
     scene = generate_scene(1002013)
     image = np.asarray(Image.open(DEFAULT_SAMPLE).convert("RGB"))
     assert np.array_equal(image, scene.image)
@@ -144,16 +172,24 @@ def test_bundled_scene_every_mask_is_an_object_with_its_label(stack: LocalStack)
         response = cs_grpc.ComparisonServiceStub(channel).Compare(
             cs.CompareRequest(image=image_to_proto(image), task=pb.TASK_INSTANCE_SEGMENTATION), timeout=120
         )
-    least_found = {"maskrcnn": len(scene.objects), "samclip": len(scene.objects) - 1}
-    assert [r.model_name for r in response.results] == list(least_found)
+    # model -> (objects it finds at least, whether its labels are held)
+    expected = {
+        "maskrcnn": (len(scene.objects), True),
+        "samclip": (MERGED_BUNDLED_FOUND, False),
+        "sam-clip-composed": (len(scene.objects) - 1, True),
+    }
+    assert [r.model_name for r in response.results] == list(expected)
     for model in response.results:
+        least_found, labels_held = expected[model.model_name]
         result = result_from_proto(model.segment)
         matched = []
         for instance, mask in zip(result.instances, result.masks(), strict=True):
             ious = [binary_iou(mask, obj.mask) for obj in scene.objects]
             best = int(np.argmax(ious))
             assert ious[best] >= 0.5, f"{model.model_name}: a mask matches no object"
-            assert instance.label is not None and instance.label.name == scene.objects[best].category, model.model_name
+            assert instance.label is not None, model.model_name
+            if labels_held:
+                assert instance.label.name == scene.objects[best].category, model.model_name
             matched.append(best)
         print(model.model_name, [i.label.name for i in result.instances if i.label])
-        assert len(set(matched)) == len(matched) >= least_found[model.model_name]
+        assert len(set(matched)) == len(matched) >= least_found, model.model_name

@@ -54,6 +54,12 @@ DEFAULT_TEMPLATES = (
 class SamClipSettings(ModelServerSettings):
     """Everything the SAM-CLIP service can be told; validated once at start-up.
 
+    Backend: "merged" (the default) is this project's reproduction of the paper's merged
+    model, whose weights are `merged_weights` ("shapes", "file:/path" or "random"; no
+    official merged weights exist), its architecture `sam_variant`, its text tower the CLIP
+    teacher's (`clip_model`, `clip_pretrained`); "composed" is Segment Anything + OpenCLIP,
+    whose weights are `sam_weights` and `clip_pretrained`.
+
     Weight specs: `sam_weights` is "official" (the variant's file in `cache_dir`),
     "shapes", "file:/path" or "random"; `clip_pretrained` is an open_clip pretrained
     tag (its file in `cache_dir`), "shapes", "file:/path" or "random". Nothing is ever
@@ -80,7 +86,7 @@ class SamClipSettings(ModelServerSettings):
 
     # --- backend and weights ------------------------------------------------------
     backend: Literal["merged", "composed"] = Field(
-        "composed",
+        "merged",
         description="merged: this project's reproduction of SAM-CLIP (one backbone, SAM and CLIP heads; "
         "merged_weights, plus the CLIP teacher's text tower from clip_model/clip_pretrained); "
         "composed: Segment Anything + OpenCLIP, two backbones (sam_weights, clip_pretrained)",
