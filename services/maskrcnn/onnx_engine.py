@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,11 +37,18 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 
-from services.runtime.engines import ExportedFile, OrtRunner, cached_export, state_dict_sha256, weights_sha256
+from services.runtime.engines import (
+    OPSET,
+    ExportedFile,
+    OrtRunner,
+    cached_export,
+    state_dict_sha256,
+    torch_export,
+    weights_sha256,
+)
 
 log = logging.getLogger(__name__)
 
-OPSET = 17
 SERVICE = "maskrcnn"
 
 
@@ -154,19 +160,15 @@ def parts(net: GeneralizedRCNN) -> list[Part]:
 
 def export_part(part: Part, path: Path) -> None:
     """torch.onnx's TorchScript exporter (dynamo=False), as torchvision's detection models export."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
-        torch.onnx.export(
-            part.module,
-            part.inputs,
-            str(path),
-            input_names=part.input_names,
-            output_names=part.output_names,
-            dynamic_axes=part.dynamic_axes,
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+    torch_export(
+        part.module,
+        part.inputs,
+        path,
+        input_names=part.input_names,
+        output_names=part.output_names,
+        dynamic_axes=part.dynamic_axes,
+        opset=OPSET,
+    )
 
 
 # --- what runs ---------------------------------------------------------------------------

@@ -181,6 +181,53 @@ def ort_version() -> str:
     return str(ort.__version__)
 
 
+# --- exporting ---------------------------------------------------------------------
+
+#: The ONNX opset exports are written at.
+OPSET = 17
+
+
+def torch_export(
+    module: Any,
+    inputs: tuple[Any, ...],
+    path: Path,
+    *,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: Mapping[str, Mapping[int, str]],
+    opset: int = OPSET,
+) -> None:
+    """torch.onnx's TorchScript-based exporter (`dynamo=False`): the path torchvision's
+    detection models and segment_anything's ONNX example export on; it needs no onnxscript."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer warnings
+        torch.onnx.export(
+            module,
+            inputs,
+            str(path),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes={k: dict(v) for k, v in dynamic_axes.items()},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def ort_inputs(session: Any, *tensors: Any) -> dict[str, Any]:
+    """A session's feed from torch tensors, in its input order (host memory, float32 kept)."""
+    import numpy as np
+
+    return {
+        i.name: np.ascontiguousarray(t.detach().cpu().numpy())
+        for i, t in zip(session.get_inputs(), tensors, strict=True)
+    }
+
+
 # --- the export cache --------------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from services.runtime.device import DevicePlan
 from services.runtime.errors import ConfigurationError
 from services.runtime.types import ModelComponent
 from services.samclip.architectures import build_clip, build_sam
+from services.samclip.attention import use_sdpa_attention
 from services.samclip.backend import BackendDescription, ImageEmbedding, ProposedMask
 from services.samclip.composed import ComposedSamOpenClip
 from services.samclip.merged_arch import MergedSamClip, build_merged, region_weights
@@ -182,6 +183,8 @@ def build_merged_backend(
     merged = build_merged(sam_builder(settings.sam_variant), clip_embed_dim(clip, tokenizer))
     if merged_source.path is not None:
         load_merged_state(merged, merged_source.path)
+    if settings.sam_attention == "sdpa":
+        use_sdpa_attention(merged)  # the backbone's and the CLIP head's blocks
     merged_part = ModelComponent(
         name=f"merged SAM-CLIP {settings.sam_variant} (backbone, SAM head, CLIP head)",
         weights=merged_source.label,

@@ -99,6 +99,11 @@ class SamClipSettings(ModelServerSettings):
         SHAPES, description="segment-anything image encoder: vit_b | vit_l | vit_h | shapes | tiny"
     )
     sam_weights: str = Field(SHAPES, description="official | shapes | file:/path | random")
+    sam_attention: Literal["sdpa", "eager"] = Field(
+        "sdpa",
+        description="the SAM image encoder's attention: sdpa (fused scaled-dot-product attention with the "
+        "relative-position bias as its mask; services/samclip/attention.py) or eager (segment_anything's own)",
+    )
     clip_model: str = Field(SHAPES, description="an open_clip model name, shapes or tiny")
     clip_pretrained: str = Field(SHAPES, description="open_clip pretrained tag | shapes | file:/path | random")
     cache_dir: Path = Field(Path("models"), description="where fetch-weights put the files")

@@ -1,0 +1,281 @@
+"""torch vs ONNX Runtime, per model and task, on CPU, in one run; and the SAM ViT-B image
+encoder's GFLOP/s as a share of a 2048 x 2048 fp32 matmul measured in the same run.
+
+    .venv/bin/python bench/engines.py                 # everything (about 10-20 min on 2 cores)
+    .venv/bin/python bench/engines.py --only shapes   # the shapes models only (a minute)
+    .venv/bin/python bench/engines.py --only sam      # the SAM ViT-B encoder share only
+
+Full-size architectures with random weights (the figures are compute, not accuracy):
+Mask R-CNN R50-FPN v1 at 800/1333 on an 800 x 1066 image (10 detections an image, so the
+mask head runs on 10 RoIs), Keypoint R-CNN R50-FPN likewise, SAM ViT-B at 1024 (the image
+encoder; its relative-position tables drawn from N(0, 0.02) rather than left at zero) and
+CLIP ViT-B-32 (image tower at 224, text tower on 8 prompts); and the shipped shapes models.
+
+Each latency is the best of --repeat runs after one warm-up run, in one process with
+torch.set_num_threads(--threads) and ONNX Runtime on as many intra-op threads, spinning off
+(as the services run). The matmul rate is measured before and after each SAM encoder timing
+and the share is against their mean, so a machine shared with other work (whose load moves
+both) still gives a fair ratio. The Mask R-CNN rows go through the service's model class
+(MaskRCNNModel.predict: pre- and postprocessing included, which stay in torch in both
+engines); the SAM and CLIP rows time the networks alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "protos" / "gen"))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from services.runtime.engines import CPU, ort_inputs, session_options, torch_export  # noqa: E402
+
+MATMUL_N = 2048
+
+
+def best_of(fn: Callable[[], Any], repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def matmul_rate(repeat: int = 8) -> float:
+    """GFLOP/s of a 2048 x 2048 fp32 matmul (best of `repeat`)."""
+    a, b = torch.randn(MATMUL_N, MATMUL_N), torch.randn(MATMUL_N, MATMUL_N)
+    with torch.inference_mode():
+        seconds = best_of(lambda: a @ b, repeat)
+    return 2 * MATMUL_N**3 / seconds / 1e9
+
+
+def ort_session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), sess_options=session_options(threads), providers=[CPU])
+
+
+def row(model: str, task: str, torch_s: float, ort_s: float | None, note: str = "") -> None:
+    ort_text = f"{ort_s * 1000:10.1f}" if ort_s is not None else f"{'-':>10}"
+    ratio = f"{torch_s / ort_s:6.2f}x" if ort_s else f"{'-':>7}"
+    faster = ("onnxruntime" if ort_s < torch_s else "torch") if ort_s else ""
+    print(f"{model:34s} {task:26s} {torch_s * 1000:10.1f} {ort_text} {ratio} {faster:12s} {note}", flush=True)
+
+
+def header() -> None:
+    print(f"{'model':34s} {'task':26s} {'torch ms':>10} {'ORT ms':>10} {'t/ORT':>7} {'faster':12s} note")
+
+
+# --- Mask R-CNN through the service's model --------------------------------------------------
+
+
+def maskrcnn_rows(args: argparse.Namespace, cache_dir: Path, full: bool) -> None:
+    from services.maskrcnn.model import MaskRCNNModel
+    from services.maskrcnn.settings import MaskRCNNSettings
+    from services.runtime.types import InferenceRequest, Task
+    from shapes.scenes import EVAL_SEEDS, generate_scene
+
+    if full:
+        image = np.random.default_rng(0).integers(0, 256, (800, 1066, 3), dtype=np.uint8)
+        base = {"weights": "random", "variant": "v1", "min_size": 800, "max_size": 1333, "score_threshold": 0.0,
+                "max_detections": 10}  # fmt: skip
+        configs = [("Mask R-CNN R50-FPN v1 (random)", base, [Task.OBJECT_DETECTION, Task.INSTANCE_SEGMENTATION])]
+        if args.keypoints:
+            configs.append(("Keypoint R-CNN R50-FPN (random)",
+                            {**base, "keypoints_enabled": True, "keypoint_weights": "random"},
+                            [Task.KEYPOINT_DETECTION]))  # fmt: skip
+        repeat = max(1, args.repeat // 2)
+    else:
+        image = generate_scene(EVAL_SEEDS[0]).image
+        configs = [("Mask R-CNN shapes (+ keypoints)", {}, [Task.INSTANCE_SEGMENTATION, Task.KEYPOINT_DETECTION])]
+        repeat = args.repeat * 4
+    for name, settings, tasks in configs:
+        models = {}
+        for engine in ("torch", "onnxruntime"):
+            start = time.perf_counter()
+            m = MaskRCNNModel(MaskRCNNSettings(metrics_port=None, cache_dir=cache_dir, engine=engine, **settings))
+            m.load()
+            models[engine] = m
+            if engine == "onnxruntime":
+                exported = sum(f.exported for f in m.onnx_files)
+                print(f"# {name}: ONNX Runtime ready in {time.perf_counter() - start:.1f} s "
+                      f"({exported} of {len(m.onnx_files)} files exported now)", flush=True)  # fmt: skip
+        for task in tasks:
+            request = [InferenceRequest(task, image)]
+            found = {e: len(m.predict(request)[0].instances) for e, m in models.items()}  # type: ignore[union-attr]
+            times = {e: best_of(lambda m=m, r=request: m.predict(r), repeat) for e, m in models.items()}
+            row(name, task.name.lower(), times["torch"], times["onnxruntime"],
+                f"{image.shape[1]}x{image.shape[0]}, {found['torch']}/{found['onnxruntime']} instances")  # fmt: skip
+
+
+# --- SAM ------------------------------------------------------------------------------------------
+
+
+def sam_rows(args: argparse.Namespace, variant: str, tmp: Path) -> None:
+    from services.samclip.architectures import build_sam
+    from services.samclip.attention import use_sdpa_attention
+
+    torch.manual_seed(0)
+    sam = build_sam(variant).eval()
+    if variant != "shapes":
+        with torch.no_grad():
+            for block in sam.image_encoder.blocks:
+                block.attn.rel_pos_h.normal_(0, 0.02)
+                block.attn.rel_pos_w.normal_(0, 0.02)
+    else:
+        from shapes.weights import verified_path
+
+        sam.load_state_dict(torch.load(verified_path("sam_shapes"), map_location="cpu", weights_only=True))
+    eager = sam.image_encoder
+    fused = copy.deepcopy(eager)
+    use_sdpa_attention(fused)
+    size = eager.img_size
+    x = torch.randn(1, 3, size, size)
+    repeat = args.repeat if variant == "shapes" else max(1, args.repeat // 2)
+    name = f"SAM {variant} image encoder"
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as counter:
+            reference = eager(x)
+        gflop = counter.get_total_flops() / 1e9
+        fused_out = fused(x)
+    cos = torch.nn.functional.cosine_similarity(reference.flatten(), fused_out.flatten(), dim=0).item()
+    path = tmp / f"sam_{variant}_encoder.onnx"
+    start = time.perf_counter()
+    torch_export(fused, (x,), path, input_names=["images"], output_names=["embeddings"],
+                 dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}})  # fmt: skip
+    export_s = time.perf_counter() - start
+    session = ort_session(path, args.threads)
+    feed = ort_inputs(session, x)
+    ort_out = torch.from_numpy(session.run(None, feed)[0])
+    ort_cos = torch.nn.functional.cosine_similarity(reference.flatten(), ort_out.flatten(), dim=0).item()
+    timings: dict[str, tuple[float, float, float]] = {}
+    with torch.inference_mode():
+        for label, fn in (("torch eager", lambda: eager(x)), ("torch SDPA", lambda: fused(x)),
+                          ("onnxruntime", lambda: session.run(None, feed))):  # fmt: skip
+            before = matmul_rate()
+            seconds = best_of(fn, repeat)
+            after = matmul_rate()
+            timings[label] = (seconds, before, after)
+    eager_s = timings["torch eager"][0]
+    row(name, "embed (eager attention)", eager_s, timings["onnxruntime"][0], f"{size} px")
+    row(name, "embed (SDPA attention)", timings["torch SDPA"][0], timings["onnxruntime"][0],
+        f"{eager_s / timings['torch SDPA'][0]:.2f}x eager; cosine SDPA {cos:.6f}, ORT {ort_cos:.6f}")  # fmt: skip
+    print(f"# {name}: {gflop:.1f} GFLOP a {size} px image; ONNX export {export_s:.0f} s "
+          f"({path.stat().st_size / 1e6:.0f} MB)")  # fmt: skip
+    for label, (seconds, before, after) in timings.items():
+        rate = gflop / seconds
+        mm = (before + after) / 2
+        print(f"#   {label:12s} {seconds:7.2f} s  {rate:6.1f} GFLOP/s  matmul {before:.0f}/{after:.0f} GFLOP/s  "
+              f"share {rate / mm:.0%}", flush=True)  # fmt: skip
+    if args.profile:
+        from torch.profiler import profile
+
+        with torch.inference_mode(), profile() as prof:
+            fused(x)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8, max_name_column_width=48))
+
+
+# --- CLIP -----------------------------------------------------------------------------------------
+
+
+class _ImageTower(torch.nn.Module):
+    def __init__(self, clip: Any) -> None:
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_image(images)
+
+
+class _TextTower(torch.nn.Module):
+    def __init__(self, clip: Any) -> None:
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_text(tokens)
+
+
+def clip_rows(args: argparse.Namespace, name: str, tmp: Path) -> None:
+    from services.samclip.architectures import build_clip
+
+    torch.manual_seed(0)
+    clip, tokenizer = build_clip(name)
+    clip.eval()
+    if name == "shapes":
+        from shapes.weights import verified_path
+
+        clip.load_state_dict(torch.load(verified_path("clip_shapes"), map_location="cpu", weights_only=True))
+    size = clip.visual.image_size
+    size = size[0] if isinstance(size, tuple | list) else size
+    images = torch.randn(1, 3, size, size)
+    crops = torch.randn(16, 3, size, size)
+    tokens = tokenizer([f"a photo of a {w}." for w in ("cat", "dog", "car", "tree", "cup", "star", "cross", "sky")])
+    label = f"CLIP {name}"
+    for tower, module, inputs in (("image", _ImageTower(clip), [images, crops]), ("text", _TextTower(clip), [tokens])):
+        path = tmp / f"clip_{name}_{tower}.onnx"
+        axis = "batch"
+        torch_export(module, (inputs[0],), path, input_names=["x"], output_names=["embeddings"],
+                     dynamic_axes={"x": {0: axis}, "embeddings": {0: axis}})  # fmt: skip
+        session = ort_session(path, args.threads)
+        for x in inputs:
+            with torch.inference_mode():
+                expected = module(x)
+            got = torch.from_numpy(session.run(None, ort_inputs(session, x))[0])
+            cos = torch.nn.functional.cosine_similarity(expected, got, dim=-1).min().item()
+            feed = ort_inputs(session, x)
+            with torch.inference_mode():
+                t = best_of(lambda x=x, m=module: m(x), args.repeat * 2)
+            o = best_of(lambda feed=feed, s=session: s.run(None, feed), args.repeat * 2)
+            what = f"{tower} tower x{x.shape[0]}"
+            row(label, what, t, o, f"min cosine {cos:.6f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="maskrcnn,sam,clip,shapes",
+                        help="comma-separated: maskrcnn, sam, clip, shapes (default: all)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keypoints", action="store_true", help="also Keypoint R-CNN R50-FPN (another R50 export)")
+    parser.add_argument("--profile", action="store_true", help="profile the SDPA SAM encoder once")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="the services' ONNX cache (default: a temp dir)")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads; {os.cpu_count()} CPUs; "
+          f"matmul {MATMUL_N}^2 fp32 {matmul_rate():.0f} GFLOP/s", flush=True)  # fmt: skip
+    header()
+    with tempfile.TemporaryDirectory(prefix="vc-engines-") as tmp_name:
+        tmp = Path(tmp_name)
+        cache_dir = args.cache_dir or tmp / "cache"
+        if "shapes" in only:
+            maskrcnn_rows(args, cache_dir, full=False)
+            sam_rows(args, "shapes", tmp)
+            clip_rows(args, "shapes", tmp)
+        if "maskrcnn" in only:
+            maskrcnn_rows(args, cache_dir, full=True)
+        if "clip" in only:
+            clip_rows(args, "ViT-B-32", tmp)
+        if "sam" in only:
+            sam_rows(args, "vit_b", tmp)
+    print(f"# matmul {MATMUL_N}^2 fp32 at the end: {matmul_rate():.0f} GFLOP/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""Segment Anything's image-encoder attention through fused scaled-dot-product attention.
+
+segment_anything's `Attention.forward` computes the full attention matrices (q @ k^T), adds
+the decomposed relative-position bias onto them (`add_decomposed_rel_pos`: one more pass
+over matrices of heads x N x N floats, 805 MB per global layer of ViT-B at 1024 px), takes
+the softmax (another) and multiplies by v (another). `SdpaAttention` computes the same
+function with `F.scaled_dot_product_attention`, the bias passed as the attention mask, as
+segment-anything-fast (the PyTorch team's) does: score, bias, softmax and the product with v
+in one fused kernel. On CPU the global layers' mask is built and used one head and a block
+of query rows at a time, so that each block is still in cache when the kernel reads it.
+
+Both SAM-CLIP backends put it into their SAM (`use_sdpa_attention`), unless
+`SAMCLIP_SAM_ATTENTION=eager`. The parameters and state dict are unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling.image_encoder import Attention, get_rel_pos
+from torch import Tensor, nn
+
+#: A relative-position mask larger than this per head is built in row blocks of about this
+#: size (the kernel then reads each block from cache rather than memory).
+MASK_BLOCK_BYTES = 8 << 20
+
+
+def rel_pos_terms(attn: Attention, q: Tensor, hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """The decomposed relative-position terms of `add_decomposed_rel_pos`, per query, for q
+    of shape (B, heads, H*W, C): rel_h (B, heads, H, W, H) and rel_w (B, heads, H, W, W);
+    the bias of query (qh, qw) and key (kh, kw) is rel_h[qh, qw, kh] + rel_w[qh, qw, kw]."""
+    h, w = hw
+    b, n, _, c = q.shape
+    rh = get_rel_pos(h, h, attn.rel_pos_h)  # H x H x C
+    rw = get_rel_pos(w, w, attn.rel_pos_w)  # W x W x C
+    r_q = q.reshape(b, n, h, w, c)
+    # Contiguous, so that the mask built from them is laid out as SDPA reads it (no copy).
+    rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, rh).contiguous()
+    rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, rw).contiguous()
+    return rel_h, rel_w
+
+
+class SdpaAttention(Attention):
+    """segment_anything's Attention (multi-head, optional decomposed relative positions),
+    computed by F.scaled_dot_product_attention with the relative-position bias as its mask."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, h, w, _ = x.shape
+        heads = self.num_heads
+        # (3, B, heads, H*W, C); SDPA's default scale is C ** -0.5, as self.scale.
+        q, k, v = self.qkv(x).reshape(b, h * w, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        if not self.use_rel_pos:
+            out = F.scaled_dot_product_attention(q, k, v)
+            return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
+        rel_h, rel_w = rel_pos_terms(self, q, (h, w))
+        per_head = b * (h * w) ** 2 * q.element_size()
+        whole = self.training or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        if whole or per_head <= MASK_BLOCK_BYTES:
+            mask = (rel_h[..., :, None] + rel_w[..., None, :]).view(b, heads, h * w, h * w)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
+        return self.proj(_blocked(q, k, v, rel_h, rel_w, (h, w)))
+
+
+def _blocked(q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Tensor, hw: tuple[int, int]) -> Tensor:
+    """SDPA one head and a block of query rows at a time, the block's mask written into one
+    reused buffer: B x H x W x (heads * C), as the projection takes it."""
+    h, w = hw
+    b, heads, _, c = q.shape
+    rows = max(1, min(h, MASK_BLOCK_BYTES // (b * w * h * w * q.element_size())))
+    out = torch.empty(b, h, w, heads, c, dtype=q.dtype, device=q.device)
+    target = out.view(b, h * w, heads, c).transpose(1, 2)  # B x heads x H*W x C, into `out`
+    buffer = torch.empty(b, 1, rows, w, h, w, dtype=q.dtype, device=q.device)
+    for n in range(heads):
+        one = slice(n, n + 1)
+        k_n, v_n = k[:, one], v[:, one]
+        for r in range(0, h, rows):
+            r2 = min(h, r + rows)
+            mask = buffer[:, :, : r2 - r]
+            torch.add(rel_h[:, one, r:r2, :, :, None], rel_w[:, one, r:r2, :, None, :], out=mask)
+            queries = slice(r * w, r2 * w)
+            target[:, one, queries] = F.scaled_dot_product_attention(
+                q[:, one, queries], k_n, v_n, attn_mask=mask.view(b, 1, (r2 - r) * w, h * w)
+            )
+    return out.view(b, h, w, heads * c)
+
+
+def use_sdpa_attention(module: nn.Module) -> int:
+    """Give every segment_anything Attention in `module` the SDPA forward (the same module,
+    parameters and state; one method changed). Returns how many it changed."""
+    count = 0
+    for m in module.modules():
+        if type(m) is Attention:
+            m.__class__ = SdpaAttention
+            count += 1
+    return count
