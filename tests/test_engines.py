@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from services.runtime import engines
 from services.runtime.engines import (
     CPU,
     CUDA,
@@ -147,3 +149,20 @@ def test_weights_without_a_file_are_keyed_by_their_state_dict() -> None:
     assert state_dict_sha256(a) == state_dict_sha256(b) == weights_sha256(None, b)
     b["bias"][0] += 1
     assert state_dict_sha256(a) != state_dict_sha256(b)
+
+
+def test_a_read_only_cache_exports_under_the_temporary_directory_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As root (CI) every directory is writable: the check itself is stubbed for the cache."""
+    read_only = tmp_path / "models"
+    writable = engines._writable
+    monkeypatch.setattr(engines, "_writable", lambda d: not d.is_relative_to(read_only) and writable(d))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    caplog.set_level(logging.INFO, logger="services.runtime.engines")
+    first = cached_export(read_only, "ab" * 32, "tiny.part", {}, _tiny_onnx, service="svc")
+    assert first.exported and first.path.is_relative_to(tmp_path / "tmp" / "visioncompare" / "onnx")
+    assert "cannot be written" in caplog.text and "export-onnx" in caplog.text
+    assert not read_only.exists()
+    again = cached_export(read_only, "ab" * 32, "tiny.part", {}, _tiny_onnx)
+    assert not again.exported and again.path == first.path

@@ -37,7 +37,7 @@ from services.maskrcnn.settings import MaskRCNNSettings
 from services.maskrcnn.transform import use_any_aspect_transform
 from services.maskrcnn.weights import ResolvedWeights, WeightsSource, load_weights, resolve, scheme_of
 from services.runtime.device import DevicePlan, plan_device
-from services.runtime.engines import ExportedFile, OrtRunner, ort_runner, ort_version
+from services.runtime.engines import ExportedFile, OrtRunner, fp32_plan, ort_runner, ort_version
 from services.runtime.errors import ServiceError
 from services.runtime.masks import encode_mask
 from services.runtime.model import StageTimer, VisionModel
@@ -113,13 +113,7 @@ class MaskRCNNModel(VisionModel):
         s = self.settings
         self.plan = plan_device(s.device, s.precision)
         if s.engine == "onnxruntime":
-            if self.plan.precision != "fp32":
-                self.plan = replace(
-                    self.plan,
-                    precision="fp32",
-                    warnings=self.plan.warnings
-                    + (f"precision={s.precision} needs engine=torch: ONNX Runtime runs the fp32 export",),
-                )
+            self.plan = fp32_plan(self.plan, s.precision)
             self.runner = ort_runner(str(self.plan.device), s, torch.get_num_threads())
         scheme = scheme_of(s.weights_source)
         if scheme.categories is not None:

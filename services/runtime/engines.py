@@ -175,6 +175,17 @@ def ort_runner(device: str, settings: Any, torch_threads: int) -> OrtRunner:
     return OrtRunner(plan, settings.onnx_threads or max(1, torch_threads), warnings)
 
 
+def fp32_plan(plan: Any, precision: str) -> Any:
+    """A torch DevicePlan for a service running ONNX Runtime: the exports are fp32, so a
+    precision other than fp32 runs fp32, and every answer says so."""
+    from dataclasses import replace
+
+    if plan.precision == "fp32":
+        return plan
+    warning = f"precision={precision} needs engine=torch: ONNX Runtime runs the fp32 export"
+    return replace(plan, precision="fp32", warnings=(*plan.warnings, warning))
+
+
 def ort_version() -> str:
     import onnxruntime as ort
 
@@ -271,6 +282,20 @@ def export_path(cache_dir: Path, weights_digest: str, name: str, config: Mapping
     return Path(cache_dir) / ONNX_SUBDIR / weights_digest / f"{name}-{_config_digest(config)}.onnx"
 
 
+def temp_cache_dir() -> Path:
+    """Where exports go when the service's cache_dir cannot be written."""
+    return Path(tempfile.gettempdir()) / "visioncompare"
+
+
+def _writable(directory: Path) -> bool:
+    """Whether `directory` exists or can be made, and files can be created in it."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(directory, os.W_OK | os.X_OK)
+
+
 def _verified(path: Path, weights_digest: str) -> str | None:
     """The file's SHA-256 if it and its manifest agree; None if either is missing or altered."""
     manifest = path.with_suffix(".json")
@@ -300,18 +325,31 @@ def cached_export(
     A cached file is used only if its SHA-256 matches its manifest's and the manifest names
     these weights; otherwise (missing, or altered) `export(tmp_path)` writes it again, into a
     temporary file moved into place with its manifest once complete, and the log says so.
+    Where `cache_dir` cannot be written (a weights volume mounted read-only), the file is
+    exported under the temporary directory instead (`temp_cache_dir()`), with a warning:
+    `export-onnx` run where the cache is writable keeps it across restarts.
     """
     path = export_path(cache_dir, weights_digest, name, config)
+    fallback = export_path(temp_cache_dir(), weights_digest, name, config)
     start = time.perf_counter()
-    digest = _verified(path, weights_digest)
-    if digest is not None:
-        log.info("%s: ONNX file %s verified (SHA-256 %s...)", service or name, path, digest[:12])
-        return ExportedFile(path, digest, False, time.perf_counter() - start)
+    who = service or name
+    for candidate in (path, fallback):
+        digest = _verified(candidate, weights_digest)
+        if digest is not None:
+            log.info("%s: ONNX file %s verified (SHA-256 %s...)", who, candidate, digest[:12])
+            return ExportedFile(candidate, digest, False, time.perf_counter() - start)
     if path.exists():
-        log.warning("%s: %s does not match its manifest: exporting it again", service or name, path)
+        log.warning("%s: %s does not match its manifest: exporting it again", who, path)
+    if not _writable(path.parent):
+        log.warning(
+            "%s: the ONNX cache %s cannot be written (a read-only weights volume?): exporting %s to %s, "
+            "which lasts only as long as that directory; run `export-onnx` where %s is writable to keep it",
+            who, path.parent, name, fallback.parent, cache_dir,
+        )  # fmt: skip
+        path = fallback
     log.info(
         "%s: no ONNX file for %s of weights %s... in %s: exporting it (once; later starts load the cached file)",
-        service or name, name, weights_digest[:12], path.parent,
+        who, name, weights_digest[:12], path.parent,
     )  # fmt: skip
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -339,7 +377,7 @@ def cached_export(
         tmp.unlink(missing_ok=True)
         tmp.with_suffix(".json").unlink(missing_ok=True)
     seconds = time.perf_counter() - start
-    log.info("%s: exported %s to %s in %.1f s (SHA-256 %s...)", service or name, name, path, seconds, digest[:12])
+    log.info("%s: exported %s to %s in %.1f s (SHA-256 %s...)", who, name, path, seconds, digest[:12])
     return ExportedFile(path, digest, True, seconds)
 
 

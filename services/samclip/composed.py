@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from segment_anything.utils.amg import calculate_stability_score
 
 from services.runtime.device import DevicePlan
+from services.runtime.engines import ExportedFile, ort_runner
 from services.runtime.types import ModelComponent
 from services.samclip import automatic, openvocab
 from services.samclip.architectures import build_clip, build_sam
@@ -149,6 +150,7 @@ class ComposedSamOpenClip:
         self.image_batch_size = image_batch_size
         self.crop_batch_size = crop_batch_size
         self.text_batch_size = text_batch_size
+        self.onnx_files: list[ExportedFile] = []  # engine=onnxruntime: the files its networks run from
         with torch.no_grad():
             self._logit_scale = float(self.clip.logit_scale.exp().clamp(max=100.0).item())
 
@@ -396,6 +398,15 @@ def build_composed(
             notes.setdefault(source.note, []).append(part.name)
     scope = _shapes_scope(sam_source, clip_source)
     warnings += [f"{note} ({' and '.join(parts)}){scope}" for note, parts in notes.items()]
+    exporter = None
+    if settings.engine == "onnxruntime":
+        from services.samclip.onnx_engine import Exporter, install_clip, install_sam
+
+        runner = ort_runner(str(plan.device), settings, torch.get_num_threads())
+        exporter = Exporter(settings.cache_dir, runner, f"{sam_source.label} + {clip_source.label}")
+        install_sam(sam, exporter, sam_source.path, f"sam_{settings.sam_variant}")
+        install_clip(clip, exporter, clip_source.path, f"clip_{settings.clip_model}", image=True)
+        warnings += runner.warnings
     description = BackendDescription(
         card_name="SAM-CLIP (composed: Segment Anything + OpenCLIP)",
         organization=_organization(sam_source, clip_source),
@@ -410,7 +421,7 @@ def build_composed(
         warnings=tuple(warnings),
     )
     log.info("built %s: %s", description.card_name, description.weights)
-    return ComposedSamOpenClip(
+    backend = ComposedSamOpenClip(
         sam=sam,
         clip=clip,
         tokenizer=tokenizer,
@@ -423,3 +434,6 @@ def build_composed(
         crop_batch_size=settings.crop_batch_size,
         text_batch_size=settings.text_batch_size,
     )
+    if exporter is not None:
+        backend.onnx_files = exporter.files
+    return backend

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from services.runtime.device import DevicePlan
+from services.runtime.engines import ort_runner
 from services.runtime.errors import ConfigurationError
 from services.runtime.types import ModelComponent
 from services.samclip.architectures import build_clip, build_sam
@@ -212,6 +213,15 @@ def build_merged_backend(
             f"{SHAPES_NOTE} ({' and '.join(shapes)}): trained only on generated scenes of circles, squares, "
             "triangles, stars and crosses; other images mean little"
         )
+    exporter = None
+    if settings.engine == "onnxruntime":
+        from services.samclip.onnx_engine import Exporter, install_clip, install_merged
+
+        runner = ort_runner(str(plan.device), settings, torch.get_num_threads())
+        exporter = Exporter(settings.cache_dir, runner, f"{merged_source.label} + {clip_source.label}")
+        install_merged(merged, exporter, merged_source.path, f"merged_{settings.sam_variant}")
+        install_clip(clip, exporter, clip_source.path, f"clip_{settings.clip_model}", image=False)
+        warnings += runner.warnings
     metrics = (merged_source.card or {}).get("metrics") or {}
     figures = "; ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float))
     description = BackendDescription(
@@ -230,7 +240,7 @@ def build_merged_backend(
         warnings=tuple(warnings),
     )
     log.info("built %s: %s", description.card_name, description.weights)
-    return MergedSamClipBackend(
+    backend = MergedSamClipBackend(
         merged=merged,
         clip=clip,
         tokenizer=tokenizer,
@@ -242,3 +252,6 @@ def build_merged_backend(
         crop_batch_size=settings.crop_batch_size,
         text_batch_size=settings.text_batch_size,
     )
+    if exporter is not None:
+        backend.onnx_files = exporter.files
+    return backend

@@ -11,6 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 
 from services.runtime.device import DevicePlan, plan_device
+from services.runtime.engines import fp32_plan, ort_version
 from services.runtime.errors import ServiceError
 from services.runtime.masks import encode_mask
 from services.runtime.model import StageTimer, VisionModel
@@ -75,11 +76,12 @@ FEATURES = (
 )
 
 
-def _software_version() -> str:
+def _software_version(engine: str = "torch") -> str:
     try:
-        return version("visioncompare")
+        own = version("visioncompare")
     except PackageNotFoundError:
-        return "0+unknown"
+        own = "0+unknown"
+    return own if engine == "torch" else f"{own} (onnxruntime {ort_version()})"
 
 
 def backend_factory_for(settings: SamClipSettings) -> BackendFactory:
@@ -123,6 +125,8 @@ class SamClipModel(VisionModel):
 
     def load(self) -> None:
         plan = plan_device(self.settings.device, self.settings.precision)
+        if self.settings.engine == "onnxruntime":
+            plan = fp32_plan(plan, self.settings.precision)
         self._backend = self._factory(self.settings, plan)
         self._capabilities = self._describe(plan)
         log.info("loaded %s on %s (%s)", self.name, plan.device, plan.precision)
@@ -173,12 +177,12 @@ class SamClipModel(VisionModel):
         )
         runtime = RuntimeInfo(
             device=str(plan.device),
-            backend="torch",
+            backend=self.settings.engine,
             precision=plan.precision,
             weights=d.weights,
             pretrained=d.pretrained,
             max_batch_size=self.settings.max_batch_size,
-            software_version=_software_version(),
+            software_version=_software_version(self.settings.engine),
             components=d.components,
             warnings=(*plan.warnings, *d.warnings),
         )

@@ -79,6 +79,7 @@ class SamClipSettings(ModelServerSettings):
     model are small random architectures for tests and smoke runs.
     """
 
+    supported_engines = ("torch", "onnxruntime")
     model_config = SettingsConfigDict(env_prefix="SAMCLIP_", extra="forbid", frozen=True)
 
     port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free one")
