@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import sys
 import tempfile
@@ -120,6 +121,44 @@ def maskrcnn_rows(args: argparse.Namespace, cache_dir: Path, full: bool) -> None
             times = {e: best_of(lambda m=m, r=request: m.predict(r), repeat) for e, m in models.items()}
             row(name, task.name.lower(), times["torch"], times["onnxruntime"],
                 f"{image.shape[1]}x{image.shape[0]}, {found['torch']}/{found['onnxruntime']} instances")  # fmt: skip
+
+
+# --- SAM-CLIP through the service's model ------------------------------------------------------------
+
+
+def samclip_rows(args: argparse.Namespace, cache_dir: Path) -> None:
+    """The SAM-CLIP service's default configuration (its shipped shapes weights), per task;
+    its caches emptied before each run, so that every run encodes the image."""
+    from services.runtime.types import InferenceRequest, Point, Task, TaskOptions
+    from services.samclip.model import SamClipModel
+    from services.samclip.settings import SamClipSettings
+    from shapes.scenes import CLASSES, EVAL_SEEDS, generate_scene
+
+    image = generate_scene(EVAL_SEEDS[0]).image
+    labels = tuple(CLASSES)
+    tasks = [
+        (Task.ZERO_SHOT_CLASSIFICATION, TaskOptions(labels=labels)),
+        (Task.PROMPTED_SEGMENTATION, TaskOptions(points=(Point(60, 60),), multimask_output=True)),
+        (Task.AUTOMATIC_SEGMENTATION, TaskOptions()),
+        (Task.INSTANCE_SEGMENTATION, TaskOptions(labels=labels)),
+        (Task.SEMANTIC_SEGMENTATION, TaskOptions(labels=labels)),
+    ]
+    for backend in ("merged", "composed"):
+        models = {}
+        for engine in ("torch", "onnxruntime"):
+            m = SamClipModel(SamClipSettings(metrics_port=None, backend=backend, engine=engine, cache_dir=cache_dir))
+            m.load()
+            models[engine] = m
+        for task, options in tasks:
+            request = [InferenceRequest(task, image, options)]
+
+            def run(m: Any = None, r: Any = request) -> None:
+                m.backend.clear_caches()
+                m.predict(r)
+
+            times = {e: best_of(functools.partial(run, m), args.repeat * 2) for e, m in models.items()}
+            row(f"SAM-CLIP {backend} shapes", task.name.lower(), times["torch"], times["onnxruntime"],
+                f"{image.shape[1]}x{image.shape[0]}, caches emptied")  # fmt: skip
 
 
 # --- SAM ------------------------------------------------------------------------------------------
@@ -265,6 +304,7 @@ def main() -> int:
         cache_dir = args.cache_dir or tmp / "cache"
         if "shapes" in only:
             maskrcnn_rows(args, cache_dir, full=False)
+            samclip_rows(args, cache_dir)
             sam_rows(args, "shapes", tmp)
             clip_rows(args, "shapes", tmp)
         if "maskrcnn" in only:

@@ -38,15 +38,35 @@ class TorchOnly(ModelServerSettings):
 
 class Both(ModelServerSettings):
     supported_engines = ("torch", "onnxruntime")
+    measured_engines = {"cpu": "onnxruntime"}
 
 
-def test_engine_defaults_to_torch_and_a_service_refuses_an_engine_it_does_not_implement() -> None:
-    assert TorchOnly().engine == "torch"
+def test_engine_defaults_to_auto_and_a_service_refuses_an_engine_it_does_not_implement() -> None:
+    assert TorchOnly().engine == "auto" and TorchOnly().resolved_engine("cpu") == "torch"
     with pytest.raises(ValidationError, match="engine=onnxruntime is not implemented by this service"):
         TorchOnly(engine="onnxruntime")
     assert Both(engine="onnxruntime").engine == "onnxruntime"
     with pytest.raises(ValidationError):
         Both(engine="tensorflow")  # type: ignore[arg-type]
+
+
+def test_auto_runs_the_engine_measured_faster_on_the_device() -> None:
+    assert Both().resolved_engine("cpu") == "onnxruntime" and Both().resolved_engine("cuda") == "torch"
+    assert Both(engine="torch").resolved_engine("cpu") == "torch"
+    assert Both(engine="onnxruntime").resolved_engine("cuda") == "onnxruntime"
+
+
+def test_the_services_say_what_auto_runs() -> None:
+    from services.maskrcnn.settings import MaskRCNNSettings
+    from services.samclip.settings import SamClipSettings
+
+    assert MaskRCNNSettings().resolved_engine("cpu") == "onnxruntime"
+    assert MaskRCNNSettings(weights="random").resolved_engine("cpu") == "onnxruntime"
+    assert MaskRCNNSettings().resolved_engine("cuda") == "torch"
+    assert SamClipSettings().resolved_engine("cpu") == "onnxruntime"  # the shapes models
+    full_size = SamClipSettings(backend="composed", sam_variant="vit_b", clip_model="ViT-B-32")
+    assert full_size.resolved_engine("cpu") == "torch"
+    assert SamClipSettings().resolved_engine("cuda") == "torch"
 
 
 def test_cpu_asks_for_the_cpu_provider_only() -> None:

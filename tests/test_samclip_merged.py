@@ -226,7 +226,9 @@ def test_an_unreadable_merged_checkpoint_is_a_configuration_error(tmp_path: Path
 
 
 def test_text_prompted_proposals_skip_the_point_grid() -> None:
-    m = SamClipModel(merged_settings(open_vocab_proposals="text", open_vocab_score_threshold=0.0))
+    # torch: with random weights, which class regions exist hangs on near ties (ONNX Runtime agrees
+    # within float tolerance, test_samclip_onnx.py, which may still break a tie the other way)
+    m = SamClipModel(merged_settings(open_vocab_proposals="text", open_vocab_score_threshold=0.0, engine="torch"))
     m.load()
     calls = {"grid": 0, "prompts": 0}
     generate, predict = m.backend.generate_masks, m.backend.predict_masks

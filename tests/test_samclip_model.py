@@ -56,6 +56,7 @@ def tiny_settings(**overrides: Any) -> SamClipSettings:
         clip_pretrained="random",
         device="cpu",
         prompt_templates=("a photo of a {}.", "a {}."),
+        engine="torch",  # these tests count calls into the torch networks; test_samclip_onnx.py: ONNX Runtime
     )
     return SamClipSettings(**{**base, **overrides})
 

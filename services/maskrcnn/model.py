@@ -41,6 +41,7 @@ from services.runtime.engines import ExportedFile, OrtRunner, fp32_plan, ort_run
 from services.runtime.errors import ServiceError
 from services.runtime.masks import encode_mask
 from services.runtime.model import StageTimer, VisionModel
+from services.runtime.settings import Engine
 from services.runtime.types import (
     Box,
     Capabilities,
@@ -102,6 +103,7 @@ class MaskRCNNModel(VisionModel):
         self.detector_kwargs = dict(detector_kwargs or {})
         self.networks: dict[str, Network] = {}
         self.plan: DevicePlan | None = None
+        self.engine: Engine = "torch"  # what runs, once loaded (settings.engine resolved)
         self.runner: OrtRunner | None = None  # engine=onnxruntime: how its sessions run
         self.onnx_files: list[ExportedFile] = []  # engine=onnxruntime: the files its sessions run
         self._capabilities: Capabilities | None = None
@@ -112,7 +114,10 @@ class MaskRCNNModel(VisionModel):
     def load(self) -> None:
         s = self.settings
         self.plan = plan_device(s.device, s.precision)
-        if s.engine == "onnxruntime":
+        self.engine = s.resolved_engine(self.plan.device.type)
+        why = " (engine=auto: measured faster for Mask R-CNN here, bench/engines.py)" if s.engine == "auto" else ""
+        log.info("%s: engine %s on %s%s", self.name, self.engine, self.plan.device.type, why)
+        if self.engine == "onnxruntime":
             self.plan = fp32_plan(self.plan, s.precision)
             self.runner = ort_runner(str(self.plan.device), s, torch.get_num_threads())
         scheme = scheme_of(s.weights_source)
@@ -246,7 +251,7 @@ class MaskRCNNModel(VisionModel):
         )
         runtime = RuntimeInfo(
             device=str(self.plan.device),
-            backend=self.settings.engine,
+            backend=self.engine,
             precision=self.plan.precision,
             weights=str(detector.weights.source),
             pretrained=all(n.weights.pretrained for n in nets),

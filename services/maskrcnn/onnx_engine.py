@@ -107,7 +107,8 @@ def parts(net: GeneralizedRCNN) -> list[Part]:
     heads = net.roi_heads
     channels = int(net.backbone.out_channels)
     names = _feature_names(net)
-    image = torch.rand(1, 3, 160, 224)
+    generator = torch.Generator().manual_seed(0)  # example inputs: torch's global random state untouched
+    image = torch.rand(1, 3, 160, 224, generator=generator)
     with torch.inference_mode():
         features = _Backbone(net.backbone, names)(image)
     features = tuple(f.clone() for f in features)
@@ -138,7 +139,7 @@ def parts(net: GeneralizedRCNN) -> list[Part]:
     def roi_part(name: str, head: nn.Module, predictor: nn.Module, pool: Any, outputs: list[str]) -> Part:
         size = pool.output_size
         size = (size, size) if isinstance(size, int) else tuple(size)
-        rois = torch.rand(3, channels, *size)
+        rois = torch.rand(3, channels, *size, generator=generator)
         return Part(
             name,
             _HeadAndPredictor(head, predictor),

@@ -68,22 +68,27 @@ Engine = Literal["torch", "onnxruntime"]
 class ModelServerSettings(ServerSettings):
     """Adds what every model service has: a device, a precision and an inference engine.
 
-    A service names the engines it implements in `supported_engines` and may change the
-    default `engine` (to the one measured faster for it); any other engine is refused here,
-    at start-up, rather than ignored.
+    A service names the engines it implements in `supported_engines`; any other engine is
+    refused here, at start-up, rather than ignored. `engine=auto` (the default) runs the
+    engine measured faster for the service on the device it runs on (`measured_engines`,
+    from bench/engines.py), torch where nothing was measured.
     """
 
     #: The engines this service implements; a subclass widens it.
     supported_engines: ClassVar[tuple[str, ...]] = ("torch",)
+    #: What `engine=auto` runs, by torch device type ("cpu", "cuda"), as measured for this
+    #: service; a device type not listed runs torch.
+    measured_engines: ClassVar[dict[str, str]] = {}
 
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["fp32", "fp16", "bf16"] = Field(
         "fp32", description="fp16/bf16 use autocast on CUDA only"
     )
-    engine: Engine = Field(
-        "torch",
+    engine: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto",
         description="torch: PyTorch eager; onnxruntime: the networks exported to ONNX (cached in cache_dir/onnx "
-        "under the SHA-256 of the weights, exported on first start) and run by ONNX Runtime",
+        "under the SHA-256 of the weights, exported on first start) and run by ONNX Runtime; auto: the one "
+        "measured faster for this service on its device (torch where not measured)",
     )
     onnx_threads: int | None = Field(
         None, ge=1, le=1024, description="ONNX Runtime's intra-op threads; none: as many as torch uses"
@@ -99,12 +104,21 @@ class ModelServerSettings(ServerSettings):
 
     @model_validator(mode="after")
     def _check_engine(self) -> Self:
-        if self.engine not in self.supported_engines:
+        if self.engine != "auto" and self.engine not in self.supported_engines:
             raise ValueError(
                 f"engine={self.engine} is not implemented by this service; it runs on: "
                 + ", ".join(self.supported_engines)
             )
         return self
+
+    def resolved_engine(self, device_type: str) -> Engine:
+        """The engine to run on a device of `device_type` ("cpu", "cuda")."""
+        return self.auto_engine(device_type) if self.engine == "auto" else self.engine
+
+    def auto_engine(self, device_type: str) -> Engine:
+        """What engine=auto runs on `device_type`: `measured_engines`; a service whose choice
+        depends on more (its architecture) overrides this."""
+        return "onnxruntime" if self.measured_engines.get(device_type) == "onnxruntime" else "torch"
 
 
 def settings_error(exc: ValidationError, prefix: str) -> str:

@@ -68,6 +68,7 @@ def _blocked(q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Tensor, hw: 
     h, w = hw
     b, heads, _, c = q.shape
     rows = max(1, min(h, MASK_BLOCK_BYTES // (b * w * h * w * q.element_size())))
+    k, v = k.contiguous(), v.contiguous()  # one copy here, rather than one per head and block in SDPA
     out = torch.empty(b, h, w, heads, c, dtype=q.dtype, device=q.device)
     target = out.view(b, h * w, heads, c).transpose(1, 2)  # B x heads x H*W x C, into `out`
     buffer = torch.empty(b, 1, rows, w, h, w, dtype=q.dtype, device=q.device)

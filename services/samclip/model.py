@@ -15,6 +15,7 @@ from services.runtime.engines import fp32_plan, ort_version
 from services.runtime.errors import ServiceError
 from services.runtime.masks import encode_mask
 from services.runtime.model import StageTimer, VisionModel
+from services.runtime.settings import Engine
 from services.runtime.types import (
     AutomaticOptions,
     Box,
@@ -113,6 +114,7 @@ class SamClipModel(VisionModel):
             backend_factory = backend_factory_for(self.settings)
         self._factory = backend_factory
         self._backend: SamClipBackend | None = None
+        self.engine: Engine = "torch"  # what runs, once loaded (settings.engine resolved)
         self._capabilities: Capabilities | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -125,9 +127,15 @@ class SamClipModel(VisionModel):
 
     def load(self) -> None:
         plan = plan_device(self.settings.device, self.settings.precision)
-        if self.settings.engine == "onnxruntime":
-            plan = fp32_plan(plan, self.settings.precision)
-        self._backend = self._factory(self.settings, plan)
+        self.engine = self.settings.resolved_engine(plan.device.type)
+        settings = self.settings
+        if self.engine != settings.engine:  # auto: the backend is built for the engine that runs
+            log.info("%s: engine=auto runs %s on %s (as measured for SAM-CLIP: bench/engines.py)",
+                     self.name, self.engine, plan.device.type)  # fmt: skip
+            settings = settings.model_copy(update={"engine": self.engine})
+        if self.engine == "onnxruntime":
+            plan = fp32_plan(plan, settings.precision)
+        self._backend = self._factory(settings, plan)
         self._capabilities = self._describe(plan)
         log.info("loaded %s on %s (%s)", self.name, plan.device, plan.precision)
 
@@ -177,12 +185,12 @@ class SamClipModel(VisionModel):
         )
         runtime = RuntimeInfo(
             device=str(plan.device),
-            backend=self.settings.engine,
+            backend=self.engine,
             precision=plan.precision,
             weights=d.weights,
             pretrained=d.pretrained,
             max_batch_size=self.settings.max_batch_size,
-            software_version=_software_version(self.settings.engine),
+            software_version=_software_version(self.engine),
             components=d.components,
             warnings=(*plan.warnings, *d.warnings),
         )

@@ -120,6 +120,12 @@ class Exporter:
         return OrtFunction(self.runner.session(exported.path, name), name)
 
 
+def example(*shape: int) -> Tensor:
+    """An example input for tracing, drawn without touching torch's global random state (which
+    would change the random weights built after an export)."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+
+
 def _digest(path: Path | None, module: nn.Module) -> str:
     return weights_sha256(path) if path is not None else state_dict_sha256(module.state_dict())
 
@@ -128,7 +134,7 @@ def _decoder_inputs(sam: Any, prompts: int = 3, tokens: int = 3) -> tuple[Tensor
     pe = sam.prompt_encoder
     c = int(pe.embed_dim)
     h, w = pe.image_embedding_size
-    return (torch.randn(1, c, h, w), pe.get_dense_pe(), torch.randn(prompts, tokens, c), torch.randn(prompts, c, h, w))
+    return (example(1, c, h, w), pe.get_dense_pe(), example(prompts, tokens, c), example(prompts, c, h, w))
 
 
 def install_sam_decoder(sam: Any, exporter: Exporter, digest: str, label: str) -> None:
@@ -171,7 +177,7 @@ def install_sam(sam: Any, exporter: Exporter, weights: Path | None, label: str) 
         f"{label}.image_encoder",
         encoder.forward,
         encoder,
-        (torch.randn(1, 3, size, size),),
+        (example(1, 3, size, size),),
         (["images"], ["embeddings"]),
         {"images": {0: "batch"}, "embeddings": {0: "batch"}},
     )
@@ -208,7 +214,7 @@ def install_clip(clip: Any, exporter: Exporter, weights: Path | None, label: str
             f"{label}.image_tower",
             clip.encode_image,
             clip,
-            (torch.randn(2, 3, size, size),),
+            (example(2, 3, size, size),),
             (["images"], ["embeddings"]),
             {"images": {0: "batch"}, "embeddings": {0: "batch"}},
         )
@@ -227,7 +233,7 @@ def install_merged(merged: Any, exporter: Exporter, weights: Path | None, label:
     digest = _digest(weights, merged)
     encoder = merged.sam.image_encoder
     size = int(encoder.img_size)
-    x = torch.randn(1, 3, size, size)
+    x = example(1, 3, size, size)
     with torch.no_grad():
         tokens = merged.backbone(x)
     grid = {1: "h", 2: "w"}
