@@ -60,7 +60,7 @@ from torchvision.ops import sigmoid_focal_loss
 from services.runtime.device import plan_device
 from services.samclip import automatic
 from services.samclip.backend import AutomaticParams
-from services.samclip.composed import ComposedSamOpenClip, build_composed
+from services.samclip.composed import ComposedSamOpenClip, build_composed, cache_and_batch_sizes
 from services.samclip.merged import MergedSamClipBackend, clip_embed_dim, text_tower_only
 from services.samclip.merged_arch import MergedSamClip, build_merged, region_weights
 from services.samclip.model import SamClipModel
@@ -315,8 +315,7 @@ def merged_model(student: MergedSamClip, teacher: ComposedSamOpenClip, settings:
     clip = text_tower_only(teacher.clip)
     backend = MergedSamClipBackend(
         merged=student.eval(), clip=clip, tokenizer=teacher.tokenizer, plan=plan_device(settings.device, "fp32"),
-        description=teacher.describe(), embedding_cache_bytes=settings.embedding_cache_bytes,
-        text_cache_bytes=settings.text_cache_bytes,
+        description=teacher.describe(), **cache_and_batch_sizes(settings),
     )
     model = SamClipModel(settings, backend_factory=lambda *_: backend)
     model.load()

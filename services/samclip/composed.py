@@ -353,6 +353,17 @@ def _shapes_description(sam: WeightSource, clip: WeightSource) -> str:
     )
 
 
+def cache_and_batch_sizes(settings: SamClipSettings) -> dict[str, int]:
+    """The backend's cache bounds and batch sizes, as the settings give them."""
+    return {
+        "embedding_cache_bytes": settings.embedding_cache_bytes,
+        "text_cache_bytes": settings.text_cache_bytes,
+        "image_batch_size": settings.image_batch_size,
+        "crop_batch_size": settings.crop_batch_size,
+        "text_batch_size": settings.text_batch_size,
+    }
+
+
 def resolve_weights(settings: SamClipSettings) -> tuple[WeightSource, WeightSource]:
     """Resolve both weight specs and fail, saying what to fetch, if a file is missing."""
     sam = resolve_sam_weights(settings.sam_weights, settings.sam_variant, settings.cache_dir)
@@ -428,11 +439,7 @@ def build_composed(
         plan=plan,
         preprocess=preprocess,
         description=description,
-        embedding_cache_bytes=settings.embedding_cache_bytes,
-        text_cache_bytes=settings.text_cache_bytes,
-        image_batch_size=settings.image_batch_size,
-        crop_batch_size=settings.crop_batch_size,
-        text_batch_size=settings.text_batch_size,
+        **cache_and_batch_sizes(settings),
     )
     if exporter is not None:
         backend.onnx_files = exporter.files

@@ -26,7 +26,7 @@ from services.runtime.types import ModelComponent
 from services.samclip.architectures import build_clip, build_sam
 from services.samclip.attention import use_sdpa_attention
 from services.samclip.backend import BackendDescription, ImageEmbedding, ProposedMask
-from services.samclip.composed import ComposedSamOpenClip
+from services.samclip.composed import ComposedSamOpenClip, cache_and_batch_sizes
 from services.samclip.merged_arch import MergedSamClip, build_merged, region_weights
 from services.samclip.settings import SamClipSettings
 from services.samclip.weights import (
@@ -246,11 +246,7 @@ def build_merged_backend(
         tokenizer=tokenizer,
         plan=plan,
         description=description,
-        embedding_cache_bytes=settings.embedding_cache_bytes,
-        text_cache_bytes=settings.text_cache_bytes,
-        image_batch_size=settings.image_batch_size,
-        crop_batch_size=settings.crop_batch_size,
-        text_batch_size=settings.text_batch_size,
+        **cache_and_batch_sizes(settings),
     )
     if exporter is not None:
         backend.onnx_files = exporter.files
