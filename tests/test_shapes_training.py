@@ -82,3 +82,23 @@ def test_short_training_run_writes_loadable_weights_and_a_true_card(name: str, t
     continued = train(module, args, tmp_path / "stage2", "--init", str(weights), "--seed", "1")
     assert continued["continued_from"] == card
     assert continued["sha256"] != card["sha256"]
+
+
+def test_the_merge_takes_image_folders(tmp_path: Path) -> None:
+    """train_samclip's full-scale data path: whole images for the CLIP loss, the SAM teacher's
+    automatic masks as the SAM batch's prompts (here on a folder of three shapes scenes)."""
+    from PIL import Image
+
+    from shapes.scenes import generate_scene
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for seed in range(3):
+        Image.fromarray(generate_scene(seed).image).save(folder / f"{seed}.png")
+    card = train("shapes.train_samclip", ["--clip-images", str(folder), "--sam-images", str(folder),
+                                          "--probe-steps", "1", "--steps", "1", "--clip-batch", "2",
+                                          "--clip-scenes", "0", "--sam-batch", "1", "--warmup", "1",
+                                          "--eval-scenes", "1"], tmp_path / "run")
+    assert card["data"] == "images under images and images" and card["note"] == ""
+    assert card["sha256"] == sha256_of(tmp_path / "run" / card["file"])
+    build("samclip").load_state_dict(torch.load(tmp_path / "run" / card["file"], map_location="cpu", weights_only=True))

@@ -368,7 +368,9 @@ class SamClipModel(VisionModel):
     def _labelled_masks(
         self, request: InferenceRequest, embedding: ImageEmbedding, timer: StageTimer
     ) -> list[openvocab.LabelledMask]:
-        """SAM proposes masks; CLIP scores their crops against labels + background prompts."""
+        """Masks (SAM's point grid, or with open_vocab_proposals=text the SAM head prompted per
+        class region) labelled against labels + background prompts: the composition's CLIP
+        re-encodes each mask's crop, the merged CLIP head pools its tokens inside each mask."""
         o, s = request.options, self.settings
         if s.open_vocab_proposals == "text":
             grid = self._class_grid(request, embedding, timer)

@@ -171,12 +171,20 @@ SAM_SOURCES: dict[str, Callable[[str, Path], WeightSource]] = {
 }
 
 
-def resolve_sam_weights(spec: str, variant: str, cache_dir: Path) -> WeightSource:
+def _resolve(
+    setting: str, spec: str, variant: str, cache_dir: Path,
+    sources: dict[str, Callable[[str, Path], WeightSource]], advice: str = "",
+) -> WeightSource:
+    """`spec` ("kind" or "file:/path") through its kind's resolver in `sources`."""
     kind, _, arg = spec.partition(":")
-    resolver = SAM_SOURCES.get(kind)
+    resolver = sources.get(kind)
     if resolver is None:
-        raise ConfigurationError(f"sam_weights={spec!r}: use one of {sorted(SAM_SOURCES)}")
+        raise ConfigurationError(f"{setting}={spec!r}: use one of {sorted(sources)}{advice}")
     return resolver(arg if kind == "file" else variant, cache_dir)
+
+
+def resolve_sam_weights(spec: str, variant: str, cache_dir: Path) -> WeightSource:
+    return _resolve("sam_weights", spec, variant, cache_dir, SAM_SOURCES)
 
 
 #: merged_weights kind -> resolver(variant or file path, cache_dir). No official merged
@@ -189,14 +197,11 @@ MERGED_SOURCES: dict[str, Callable[[str, Path], WeightSource]] = {
 
 
 def resolve_merged_weights(spec: str, variant: str, cache_dir: Path) -> WeightSource:
-    kind, _, arg = spec.partition(":")
-    resolver = MERGED_SOURCES.get(kind)
-    if resolver is None:
-        raise ConfigurationError(
-            f"merged_weights={spec!r}: use one of {sorted(MERGED_SOURCES)}; Apple's SAM-CLIP weights are not "
-            "released, so merge your own with `python -m shapes.train_samclip` and give them as file:/path"
-        )
-    return resolver(arg if kind == "file" else variant, cache_dir)
+    advice = (
+        "; Apple's SAM-CLIP weights are not released, so merge your own with "
+        "`python -m shapes.train_samclip` and give them as file:/path"
+    )
+    return _resolve("merged_weights", spec, variant, cache_dir, MERGED_SOURCES, advice)
 
 
 def clip_weight_file(model: str, tag: str) -> WeightFile | None:
