@@ -28,7 +28,7 @@ lint: setup
 	$(BIN)/python tools/gen_protos.py --check
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports  # the layers in pyproject.toml [tool.importlinter]
-	$(BIN)/mypy services gateway shapes  # pyproject.toml [tool.mypy]
+	$(BIN)/mypy services gateway shapes shapes_models  # pyproject.toml [tool.mypy]
 
 test: lint
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q  # idle torch threads must not spin on a shared CPU

@@ -183,7 +183,7 @@ def sam_rows(args: argparse.Namespace, variant: str, tmp: Path) -> None:
                 block.attn.rel_pos_h.normal_(0, 0.02)
                 block.attn.rel_pos_w.normal_(0, 0.02)
     else:
-        from shapes.weights import verified_path
+        from shapes_models.cards import verified_path
 
         sam.load_state_dict(torch.load(verified_path("sam_shapes"), map_location="cpu", weights_only=True))
     eager = sam.image_encoder
@@ -263,7 +263,7 @@ def clip_rows(args: argparse.Namespace, name: str, tmp: Path) -> None:
     clip, tokenizer = build_clip(name)
     clip.eval()
     if name == "shapes":
-        from shapes.weights import verified_path
+        from shapes_models.cards import verified_path
 
         clip.load_state_dict(torch.load(verified_path("clip_shapes"), map_location="cpu", weights_only=True))
     size = clip.visual.image_size

@@ -20,8 +20,7 @@ from services.runtime.masks import decode_rle
 from services.runtime.types import Box, InferenceRequest, Point, Task, TaskOptions
 from services.samclip.openvocab import mask_crop
 from shapes.evaluation import TRIANGLE_ID, binary_iou, evaluate, ground_truth, keypoint_metrics
-from shapes.scenes import CLASSES, EVAL_SEEDS, TRIANGLE_KEYPOINTS, Scene, generate_scene
-from shapes.train_sam import box_of, interior_point
+from shapes.scenes import CLASSES, EVAL_SEEDS, TRIANGLE_KEYPOINTS, Scene, box_of, generate_scene, interior_point
 
 MIN_OBJECT_PIXELS = 60  # objects hidden down to slivers are not prompted or classified
 AP_OPTIONS = TaskOptions(score_threshold=0.05, max_results=50)  # AP ranks low-scoring guesses too

@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from services.runtime.masks import encode_mask
+from shapes_models.vocabulary import CLASSES, TRIANGLE_KEYPOINTS
 
-CLASSES = ("circle", "square", "triangle", "star", "cross")
 COLOURS = {
     "red": (220, 40, 40),
     "green": (40, 180, 60),
@@ -29,10 +29,6 @@ COLOURS = {
     "purple": (150, 60, 200),
     "white": (240, 240, 240),
 }
-# Triangle corners as keypoints, in a canonical order: the topmost corner (smallest y), then
-# the others clockwise on screen. Equilateral triangles have no natural first corner, so the
-# order flips where two corners are level; an order-free corner error is measured as well.
-TRIANGLE_KEYPOINTS = ("corner_1", "corner_2", "corner_3")
 SIZES = {"small": (14, 24), "medium": (26, 40), "large": (42, 60)}  # radius range in px
 TRAIN_SEEDS = range(0, 1_000_000)
 EVAL_SEEDS = range(1_000_000, 1_100_000)  # held out: never overlaps the train seeds
@@ -194,3 +190,26 @@ def coco_dataset(scenes: Iterable[Scene]) -> dict[str, object]:
                     "num_keypoints": len(obj.corners)} if obj.corners else {}),
             })
     return {"images": images, "annotations": annotations, "categories": coco_categories()}
+
+
+# Prompts for a scene object, as the accuracy checks and SAM's training give them.
+def interior_point(mask: np.ndarray) -> tuple[float, float]:
+    """A point well inside the mask: the mask pixel nearest its centroid, moved inward by erosion."""
+    core = mask.copy()
+    for _ in range(64):  # erode until a few pixels are left
+        eroded = core.copy()
+        eroded[1:, :] &= core[:-1, :]
+        eroded[:-1, :] &= core[1:, :]
+        eroded[:, 1:] &= core[:, :-1]
+        eroded[:, :-1] &= core[:, 1:]
+        if eroded.sum() < 4:
+            break
+        core = eroded
+    ys, xs = np.nonzero(core)
+    i = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+    return float(xs[i]) + 0.5, float(ys[i]) + 0.5
+
+
+def box_of(mask: np.ndarray) -> list[float]:
+    ys, xs = np.nonzero(mask)
+    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]

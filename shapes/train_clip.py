@@ -1,6 +1,6 @@
 """Train the shapes CLIP contrastively on object crops, scenes and background patches.
 
-    python -m shapes.train_clip --steps 1200 --out shapes/weights
+    python -m shapes.train_clip --steps 1200 --out shapes_models/weights
 
 Crops are made as the SAM-CLIP service makes them (the mask's box, outside the
 mask filled, squared) and preprocessed by the service's own transform. Captions
@@ -32,10 +32,10 @@ from services.samclip.composed import ClipPreprocess
 from services.samclip.model import SamClipModel
 from services.samclip.openvocab import mask_crop
 from services.samclip.settings import DEFAULT_TEMPLATES, SHAPES, SamClipSettings
-from shapes.clip_arch import build_shapes_clip
 from shapes.evaluation import binary_iou
 from shapes.scenes import CLASSES, EVAL_SEEDS, TRAIN_SEEDS, ShapeObject, generate_scene
-from shapes.weights import load_stage, write_card
+from shapes_models.cards import load_stage, write_card
+from shapes_models.clip import build_shapes_clip
 
 TRAIN_CAPTIONS = ("a {size} {colour} {shape}", "{colour} {shape}", "{shape}", "a {colour} {shape}",
                   "the {size} {shape}", "{shape} shape", "one {colour} {shape}")

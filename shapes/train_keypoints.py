@@ -1,6 +1,6 @@
 """Train the shapes Keypoint R-CNN (triangle corners) on generated scenes (CPU, reproducible).
 
-    python -m shapes.train_keypoints --iterations 4500 --out shapes/weights
+    python -m shapes.train_keypoints --iterations 4500 --out shapes_models/weights
 
 Starts from the shipped shapes Mask R-CNN (or `--detector`): its backbone and RPN are
 copied and frozen, its box head is copied and fine-tuned, its box predictor's background
@@ -26,8 +26,8 @@ from torchvision.models.detection import KeypointRCNN
 
 from services.maskrcnn.categories import SHAPES_KEYPOINT_CATEGORIES
 from services.maskrcnn.settings import PRESET_DEFAULTS
+from services.runtime.weights import sha256_of
 from shapes.evaluation import TRIANGLE_ID, detections, keypoint_metrics
-from shapes.maskrcnn_arch import build_shapes_keypointrcnn
 from shapes.scenes import EVAL_SEEDS, TRAIN_SEEDS, TRIANGLE_KEYPOINTS, Scene, corner_visibility, generate_scene
 from shapes.train_maskrcnn import (
     add_training_arguments,
@@ -38,7 +38,8 @@ from shapes.train_maskrcnn import (
     to_tensor,
     warmup_cosine,
 )
-from shapes.weights import WEIGHTS_DIR, load_stage, sha256_of, write_card
+from shapes_models.cards import WEIGHTS_DIR, load_stage, write_card
+from shapes_models.maskrcnn import build_shapes_keypointrcnn
 
 CLASSES = SHAPES_KEYPOINT_CATEGORIES  # background, triangle: the label set the service gives these weights
 FROZEN = ("backbone.", "rpn.")  # shared with the Mask R-CNN and left as it learned them

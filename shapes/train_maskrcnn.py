@@ -1,6 +1,6 @@
 """Train the shapes Mask R-CNN from scratch on generated scenes (CPU, reproducible).
 
-    python -m shapes.train_maskrcnn --iterations 3000 --out shapes/weights
+    python -m shapes.train_maskrcnn --iterations 3000 --out shapes_models/weights
 
 Writes maskrcnn_shapes.pth (a state dict), and maskrcnn_shapes.json with the
 hyper-parameters, the training time and the held-out box/mask AP.
@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from shapes.evaluation import coco_ap
-from shapes.maskrcnn_arch import build_shapes_maskrcnn
 from shapes.scenes import CLASSES, EVAL_SEEDS, TRAIN_SEEDS, Scene, generate_scene
-from shapes.weights import load_stage, write_card
+from shapes_models.cards import load_stage, write_card
+from shapes_models.maskrcnn import build_shapes_maskrcnn
 
 NUM_CLASSES = len(CLASSES) + 1
 

@@ -1,6 +1,6 @@
 """Train the shapes SAM for promptable segmentation (point and box prompts).
 
-    python -m shapes.train_sam --steps 1500 --out shapes/weights
+    python -m shapes.train_sam --steps 1500 --out shapes_models/weights
 
 Images go through segment-anything's own ResizeLongestSide and Sam.preprocess,
 prompts through ResizeLongestSide.apply_coords/apply_boxes, as in the service.
@@ -27,31 +27,9 @@ from segment_anything.modeling import Sam
 from segment_anything.utils.transforms import ResizeLongestSide
 
 from shapes.evaluation import binary_iou
-from shapes.sam_arch import IMG_SIZE, build_shapes_sam
-from shapes.scenes import EVAL_SEEDS, TRAIN_SEEDS, ShapeObject, generate_scene
-from shapes.weights import load_stage, write_card
-
-
-def interior_point(mask: np.ndarray) -> tuple[float, float]:
-    """A point well inside the mask: the mask pixel nearest its centroid, moved inward by erosion."""
-    core = mask.copy()
-    for _ in range(64):  # erode until a few pixels are left
-        eroded = core.copy()
-        eroded[1:, :] &= core[:-1, :]
-        eroded[:-1, :] &= core[1:, :]
-        eroded[:, 1:] &= core[:, :-1]
-        eroded[:, :-1] &= core[:, 1:]
-        if eroded.sum() < 4:
-            break
-        core = eroded
-    ys, xs = np.nonzero(core)
-    i = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
-    return float(xs[i]) + 0.5, float(ys[i]) + 0.5
-
-
-def box_of(mask: np.ndarray) -> list[float]:
-    ys, xs = np.nonzero(mask)
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+from shapes.scenes import EVAL_SEEDS, TRAIN_SEEDS, ShapeObject, box_of, generate_scene, interior_point
+from shapes_models.cards import load_stage, write_card
+from shapes_models.sam import IMG_SIZE, build_shapes_sam
 
 
 class Prompted:

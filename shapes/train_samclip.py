@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
 from services.runtime.device import plan_device
+from services.runtime.weights import sha256_of
 from services.samclip import automatic
 from services.samclip.backend import AutomaticParams
 from services.samclip.composed import ComposedSamOpenClip, build_composed, cache_and_batch_sizes
@@ -67,10 +68,9 @@ from services.samclip.model import SamClipModel
 from services.samclip.openvocab import mask_crop
 from services.samclip.settings import SamClipSettings
 from services.samclip.weights import SHAPES_NOTE
-from shapes.scenes import TRAIN_SEEDS, generate_scene
+from shapes.scenes import TRAIN_SEEDS, box_of, generate_scene
 from shapes.train_clip import background_patch, degrade
-from shapes.train_sam import box_of
-from shapes.weights import load_stage, sha256_of, write_card
+from shapes_models.cards import load_stage, write_card
 
 LAMBDA_SAM = 10.0  # the paper's: 1 made SAM forget, 100 stalled CLIP
 FOCAL_TO_DICE = 20.0

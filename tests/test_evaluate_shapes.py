@@ -24,15 +24,15 @@ from gateway import evaluate as ev
 from gateway.cli import app
 from services.runtime.client import VisionModelClient
 from shapes import accuracy
-from shapes import weights as shapes_weights
 from shapes.export_coco import export, held_out_scenes
+from shapes_models import cards as shapes_cards
 from tests.gateway_support import GatewayThread
 from tests.processes import ServiceProcess, free_port
 
 SCENES = 4  # 17 objects, 5 triangles
 WEIGHTS = ("maskrcnn_shapes", "keypointrcnn_shapes", "sam_shapes", "clip_shapes")
 pytestmark = pytest.mark.skipif(
-    not all((shapes_weights.WEIGHTS_DIR / f"{w}.pth").is_file() for w in WEIGHTS), reason="shapes weights missing"
+    not all((shapes_cards.WEIGHTS_DIR / f"{w}.pth").is_file() for w in WEIGHTS), reason="shapes weights missing"
 )
 QUIET = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 

@@ -34,11 +34,12 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "deploy" / "docker" / "gateway.Dockerfile"
 IGNORE_FILE = DOCKERFILE.with_name(DOCKERFILE.name + ".dockerignore")
 WORKDIR = "/src"
-# What the gateway must neither ship nor import: the model frameworks, the model services, the shapes lab.
+# What the gateway must neither ship nor import: the model frameworks, the model services, the shapes
+# reference models and the shapes lab.
 MODEL_ONLY = ("torch", "torchvision", "segment_anything", "open_clip", "onnxruntime",
-              "shapes", "services.maskrcnn", "services.samclip")
+              "shapes", "shapes_models", "services.maskrcnn", "services.samclip")
 WEIGHT_SUFFIXES = (".pth", ".pt", ".onnx", ".safetensors", ".ckpt", ".bin", ".npz")
-CONTEXT_LIMIT_BYTES = 4 * 1024 * 1024  # the sources above are well under 1 MB; shapes/ alone is 20 MB
+CONTEXT_LIMIT_BYTES = 4 * 1024 * 1024  # the sources above are well under 1 MB; shapes_models/ alone is 20 MB
 
 
 # --- the Dockerfile and its ignore file, read as BuildKit reads them --------------------------
@@ -173,7 +174,7 @@ def is_model_only(path: str) -> bool:
 
 @pytest.fixture(scope="module")
 def context() -> dict[str, int]:
-    assert IGNORE_FILE.exists(), f"{IGNORE_FILE.name} keeps shapes/ and its weights out of the gateway's context"
+    assert IGNORE_FILE.exists(), f"{IGNORE_FILE.name} keeps the shapes models and their weights out of the gateway's context"
     return context_files(ROOT, DockerIgnore(IGNORE_FILE))
 
 
@@ -280,7 +281,7 @@ def test_the_context_holds_only_what_the_gateway_installs(context: dict[str, int
 def test_the_ignore_matcher_reads_the_root_dockerignore_as_docker_does() -> None:
     """The root .dockerignore (the model images' context) keeps the weights: why the gateway has its own."""
     root_context = context_files(ROOT, DockerIgnore(ROOT / ".dockerignore"))
-    assert any(f.startswith("shapes/weights/") and f.endswith(".pth") for f in root_context)
+    assert any(f.startswith("shapes_models/weights/") and f.endswith(".pth") for f in root_context)
     assert not any(f.startswith((".venv/", ".git/", "tests/", "bench/", "deploy/k8s/")) for f in root_context)
     assert not any("__pycache__" in f for f in root_context)
 
@@ -297,7 +298,7 @@ def test_the_image_installs_the_gateway_extra_and_only_the_venv_reaches_the_fina
     steps = instructions(DOCKERFILE)
     final = max(stage for stage, _, _ in steps)
     installs = [args for _, keyword, args in steps if keyword == "RUN" and "pip install" in args]
-    assert installs and all('".[gateway]"' in a and "models" not in a and "-e " not in a for a in installs)
+    assert installs and all('".[gateway]"' in a and not re.search(r"[[,]models\b", a) and "-e " not in a for a in installs)
     assert not [c for c in context_copies() if c[0] == final], "the final stage copies from the context"
     finals = [shlex.split(a) for s, k, a in steps if s == final and k == "COPY"]
     assert finals == [["--from=build", "/opt/venv", "/opt/venv"]]

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services.maskrcnn import categories
 from services.maskrcnn.model import MaskRCNNModel
 from services.maskrcnn.settings import MaskRCNNSettings
 from services.runtime.errors import ConfigurationError
 from services.runtime.types import InferenceRequest, Task, TaskOptions, Vocabulary
-from shapes import weights as shapes_weights
 from shapes.scenes import CLASSES, EVAL_SEEDS, TRIANGLE_KEYPOINTS, coco_dataset, generate_scene
+from shapes_models import cards as shapes_cards
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +39,6 @@ def test_default_weights_are_the_shipped_shapes_preset(model: MaskRCNNModel) -> 
         ("shapes_keypointrcnn", "shapes", True),
     ]
     assert all(1_000_000 < c.parameter_count < 3_000_000 for c in caps.runtime.components)
-
-
-def test_the_shapes_names_the_service_copies_agree_with_the_generator() -> None:
-    assert categories.SHAPES_CATEGORIES[1:] == CLASSES
-    assert categories.SHAPES_KEYPOINT_NAMES == TRIANGLE_KEYPOINTS
 
 
 def test_triangle_corners_are_annotated_topmost_first_then_clockwise() -> None:
@@ -101,11 +95,11 @@ def test_altered_weights_fail_at_start(
     name: str, trainer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     copy = tmp_path / "weights"
-    shutil.copytree(shapes_weights.WEIGHTS_DIR, copy)
+    shutil.copytree(shapes_cards.WEIGHTS_DIR, copy)
     with open(copy / f"{name}.pth", "r+b") as f:
         f.seek(-8, 2)
         f.write(b"\x00" * 8)
-    monkeypatch.setattr(shapes_weights, "WEIGHTS_DIR", copy)
+    monkeypatch.setattr(shapes_cards, "WEIGHTS_DIR", copy)
     with pytest.raises(ConfigurationError, match=rf"missing or altered \(.*{name}\.pth.*shapes\.{trainer}"):
         MaskRCNNModel(MaskRCNNSettings(metrics_port=None)).load()
 

@@ -4,7 +4,7 @@ on its synthetic shapes world, loaded by the real weight-loading code.
 Loading, checksums and honesty run on stand-in files built from the shapes
 architectures (so they pass before and after the trained files exist). The
 accuracy floors run, through real gRPC, on the shipped weights in
-`shapes/weights/`, and are skipped while those are not there yet.
+`shapes_models/weights/`, and are skipped while those are not there yet.
 """
 
 from __future__ import annotations
@@ -29,17 +29,16 @@ from services.samclip.model import SamClipModel
 from services.samclip.openvocab import mask_crop
 from services.samclip.settings import SHAPES_SAM_DEFAULTS, SamClipSettings
 from services.samclip.weights import resolve_clip_weights, resolve_sam_weights
-from shapes import weights as shapes_weights
-from shapes.clip_arch import build_shapes_clip
 from shapes.evaluation import binary_iou
-from shapes.sam_arch import build_shapes_sam
-from shapes.scenes import CLASSES, EVAL_SEEDS, generate_scene
-from shapes.train_sam import interior_point
+from shapes.scenes import CLASSES, EVAL_SEEDS, generate_scene, interior_point
+from shapes_models import cards as shapes_cards
+from shapes_models.clip import build_shapes_clip
+from shapes_models.sam import build_shapes_sam
 from tests.serving import ServerThread
 
 NOTE = "shapes reference weights, synthetic data"
-SHIPPED = all((shapes_weights.WEIGHTS_DIR / f"{n}.pth").is_file() for n in ("sam_shapes", "clip_shapes"))
-needs_shipped = pytest.mark.skipif(not SHIPPED, reason="shapes/weights/{sam,clip}_shapes.pth not trained yet")
+SHIPPED = all((shapes_cards.WEIGHTS_DIR / f"{n}.pth").is_file() for n in ("sam_shapes", "clip_shapes"))
+needs_shipped = pytest.mark.skipif(not SHIPPED, reason="shapes_models/weights/{sam,clip}_shapes.pth not trained yet")
 
 
 def settings(**overrides: Any) -> SamClipSettings:
@@ -55,8 +54,8 @@ def stand_in(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     clip = {k: v.half() if v.is_floating_point() else v for k, v in build_shapes_clip()[0].state_dict().items()}
     torch.save(sam, directory / "sam_shapes.pth")
     torch.save(clip, directory / "clip_shapes.pth")
-    shapes_weights.write_card(directory / "sam_shapes.pth", metrics={"miou_point": 0.5})
-    shapes_weights.write_card(directory / "clip_shapes.pth", metrics={"zero_shot_top1_crops": 0.9}, classes=CLASSES)
+    shapes_cards.write_card(directory / "sam_shapes.pth", metrics={"miou_point": 0.5})
+    shapes_cards.write_card(directory / "clip_shapes.pth", metrics={"zero_shot_top1_crops": 0.9}, classes=CLASSES)
     return {"dir": directory, "sam": sam, "clip": clip}
 
 
@@ -182,7 +181,7 @@ def test_missing_or_mismatched_files_fail_clearly(
         SamClipModel(settings(sam_weights="random", sam_variant="shapes")).load()
     # the right digest of the wrong network: strict loading names the mismatch
     torch.save(tiny_sam().state_dict(), out / "sam_shapes.pth")
-    shapes_weights.write_card(out / "sam_shapes.pth")
+    shapes_cards.write_card(out / "sam_shapes.pth")
     with pytest.raises(ConfigurationError, match="(?s)cannot load SAM weights from .*sam_shapes.pth: .*size mismatch"):
         SamClipModel(settings(clip_pretrained="random", clip_model="shapes")).load()
 
@@ -271,5 +270,5 @@ def test_the_shipped_cards_describe_synthetic_data() -> None:
     if not SHIPPED:
         pytest.skip("shapes weights not trained yet")
     for name in ("sam_shapes", "clip_shapes"):
-        card = json.loads((shapes_weights.WEIGHTS_DIR / f"{name}.json").read_text())
+        card = json.loads((shapes_cards.WEIGHTS_DIR / f"{name}.json").read_text())
         assert "shapes world" in card["data"] and len(card["sha256"]) == 64

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from shapes.weights import sha256_of
+from services.runtime.weights import sha256_of
 
 SHORT_RUNS = {
     "sam": ("shapes.train_sam", ["--steps", "2", "--scenes-per-step", "2", "--eval-scenes", "1"],
@@ -37,25 +37,25 @@ SHORT_RUNS = {
 
 def build(name: str) -> torch.nn.Module:
     if name == "sam":
-        from shapes.sam_arch import build_shapes_sam
+        from shapes_models.sam import build_shapes_sam
 
         return build_shapes_sam()
     if name == "clip":
-        from shapes.clip_arch import build_shapes_clip
+        from shapes_models.clip import build_shapes_clip
 
         return build_shapes_clip()[0]
     if name == "samclip":
         from services.samclip.merged_arch import build_merged
-        from shapes.clip_arch import CONFIG
-        from shapes.sam_arch import build_shapes_sam
+        from shapes_models.clip import CONFIG
+        from shapes_models.sam import build_shapes_sam
 
         return build_merged(build_shapes_sam(), clip_embed_dim=CONFIG["embed_dim"])
     if name == "keypoints":
         from shapes.train_keypoints import build as build_keypoints
 
         return build_keypoints()
-    from shapes.maskrcnn_arch import build_shapes_maskrcnn
     from shapes.train_maskrcnn import NUM_CLASSES
+    from shapes_models.maskrcnn import build_shapes_maskrcnn
 
     return build_shapes_maskrcnn(num_classes=NUM_CLASSES)
 

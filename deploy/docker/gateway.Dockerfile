@@ -3,8 +3,9 @@
 #   docker build -f deploy/docker/gateway.Dockerfile -t visioncompare/gateway:0.1.0 .
 # The gateway reaches the model services over gRPC only, so it installs the package without
 # the `models` extra and from only what it runs: the generated contract (protos/gen), the
-# runtime it stands on (services/runtime) and itself (gateway). The model services and the
-# shapes lab (shapes/, its weights) are not copied, so the wheel built here holds neither;
+# runtime it stands on (services/runtime) and itself (gateway). The model services, the shapes
+# reference models (shapes_models/, their weights) and the shapes lab (shapes/) are not copied,
+# so the wheel built here holds none of them;
 # gateway.Dockerfile.dockerignore (read by BuildKit instead of the root .dockerignore) keeps
 # them out of the build context too. tests/test_images_docker.py checks all of this offline.
 
@@ -21,12 +22,12 @@ COPY services/__init__.py services/
 COPY services/runtime services/runtime
 COPY gateway gateway
 # Installed (not editable), then checked: the gateway imports, and no model framework, model
-# service or shapes lab is importable in the venv the final image gets.
+# service, shapes model or shapes lab is importable in the venv the final image gets.
 RUN pip install ".[gateway]" && pip check \
     && python -I -c "import gateway.server, gateway.http, gateway.cli" \
     && python -I -c "import importlib.util as u, sys; \
 bad = [m for m in ('torch', 'torchvision', 'segment_anything', 'open_clip', 'onnxruntime', 'shapes', \
-'services.maskrcnn', 'services.samclip') if u.find_spec(m)]; sys.exit(f'in the gateway venv: {bad}' if bad else 0)"
+'shapes_models', 'services.maskrcnn', 'services.samclip') if u.find_spec(m)]; sys.exit(f'in the gateway venv: {bad}' if bad else 0)"
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --home-dir /home/app --create-home app

@@ -20,7 +20,8 @@ COPY pyproject.toml README.md ./
 COPY protos/gen protos/gen
 COPY services services
 COPY gateway gateway
-COPY shapes shapes
+# the shapes reference models (shapes_models/, with their weights); not the shapes lab
+COPY shapes_models shapes_models
 RUN pip install ".[models,${ONNXRUNTIME}]" && pip check
 
 FROM ${PYTHON_IMAGE} AS runtime

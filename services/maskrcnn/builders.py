@@ -64,14 +64,14 @@ def build_keypointrcnn(*, num_classes: int, **kwargs: Any) -> KeypointRCNN:
 
 def build_shapes(*, num_classes: int, **kwargs: Any) -> MaskRCNN:
     """The shapes reference model: torchvision's MaskRCNN on a narrow ResNet-style FPN."""
-    from shapes.maskrcnn_arch import build_shapes_maskrcnn
+    from shapes_models.maskrcnn import build_shapes_maskrcnn
 
     return build_shapes_maskrcnn(num_classes=num_classes, **kwargs)
 
 
 def build_shapes_keypoints(*, num_classes: int, **kwargs: Any) -> KeypointRCNN:
     """The shapes reference keypoint model: KeypointRCNN for triangle corners on the same FPN."""
-    from shapes.maskrcnn_arch import build_shapes_keypointrcnn
+    from shapes_models.maskrcnn import build_shapes_keypointrcnn
 
     return build_shapes_keypointrcnn(num_classes=num_classes, num_keypoints=len(SHAPES_KEYPOINT_NAMES), **kwargs)
 
@@ -87,7 +87,7 @@ class ArchSpec:
     eps_zero_weights: frozenset[str] = frozenset()
     title: str = ""  # for the model card, e.g. "ResNet-50-FPN v2"
     keypoint_names: tuple[str, ...] = ()  # a keypoint network's keypoints, in output order
-    shipped_weights: str | None = None  # its file in shapes/weights/ (weights=shapes), without .pth
+    shipped_weights: str | None = None  # its file in shapes_models/weights/ (weights=shapes), without .pth
 
 
 ARCHS: dict[str, ArchSpec] = {

@@ -8,6 +8,7 @@ from functools import cached_property
 from pathlib import Path
 
 from services.runtime.errors import ConfigurationError
+from shapes_models.vocabulary import CLASSES, TRIANGLE_KEYPOINTS
 
 BACKGROUND = "__background__"
 PLACEHOLDER = "N/A"  # torchvision's name for the 11 COCO ids without a category
@@ -37,12 +38,10 @@ COCO_KEYPOINT_NAMES: tuple[str, ...] = (
 
 PERSON_CATEGORIES: tuple[str, ...] = (BACKGROUND, "person")
 
-# The shapes reference weights' classes and keypoints (shapes.scenes.CLASSES and
-# TRIANGLE_KEYPOINTS: the topmost corner, then clockwise), copied so that settings need no
-# shapes import (a test checks they agree).
-SHAPES_CATEGORIES: tuple[str, ...] = (BACKGROUND, "circle", "square", "triangle", "star", "cross")
+# The shapes reference weights' classes and keypoints.
+SHAPES_CATEGORIES: tuple[str, ...] = (BACKGROUND, *CLASSES)
 SHAPES_KEYPOINT_CATEGORIES: tuple[str, ...] = (BACKGROUND, "triangle")
-SHAPES_KEYPOINT_NAMES: tuple[str, ...] = ("corner_1", "corner_2", "corner_3")
+SHAPES_KEYPOINT_NAMES: tuple[str, ...] = TRIANGLE_KEYPOINTS
 
 
 @dataclass(frozen=True)

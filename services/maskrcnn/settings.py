@@ -14,7 +14,7 @@ from services.maskrcnn.weights import WeightsSource, parse_weights_source, schem
 from services.runtime.settings import ModelServerSettings
 
 # Defaults a preset architecture brings, used unless set explicitly: the input size it was
-# trained at (shapes.maskrcnn_arch.MIN_SIZE, MAX_SIZE), a score threshold and class-agnostic
+# trained at (shapes_models.maskrcnn.MIN_SIZE, MAX_SIZE), a score threshold and class-agnostic
 # NMS (one object, one label, as SAM-CLIP's open-vocabulary results have). On 100 held-out
 # scenes with the shipped weights (a match: same class, mask IoU >= 0.5), precision / recall
 # at 0.5, 0.6, 0.7, 0.8 are 0.835/0.808, 0.876/0.798, 0.919/0.777, 0.951/0.764 (F1 0.821,
@@ -37,7 +37,7 @@ def _default_cache_dir() -> Path:
 class MaskRCNNSettings(ModelServerSettings):
     """Everything the Mask R-CNN service can be told; validated once at start-up.
 
-    Weights: "shapes" (the default: reference weights shipped in shapes/weights/, trained on
+    Weights: "shapes" (the default: reference weights shipped in shapes_models/weights/, trained on
     synthetic data, with their own architecture, five classes and input size),
     "torchvision:COCO_V1" (the variant's torchvision checkpoint in
     `cache_dir/hub/checkpoints`, put there by `fetch-weights maskrcnn`),

@@ -144,7 +144,7 @@ def _random(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedW
 
 def _shapes(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
     """The shipped shapes reference weights of `arch`, checked against their model card's SHA-256."""
-    from shapes.weights import verified_path
+    from shapes_models.cards import verified_path
 
     if arch.shipped_weights is None:
         raise ConfigurationError(f"weights=shapes: there are no shipped shapes weights for {arch.name}")
@@ -153,7 +153,7 @@ def _shapes(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedW
     except (OSError, ValueError, KeyError) as exc:
         trainer = "train_keypoints" if arch.keypoint_names else "train_maskrcnn"
         raise ConfigurationError(
-            f"weights=shapes: the shipped file is missing or altered ({exc}); restore shapes/weights/ from "
+            f"weights=shapes: the shipped file is missing or altered ({exc}); restore shapes_models/weights/ from "
             f"the repository or retrain it with `python -m shapes.{trainer}`"
         ) from exc
     return ResolvedWeights(source, read_state_dict(path), True, None, path)

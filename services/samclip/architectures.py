@@ -4,7 +4,7 @@ The full-size builders are segment-anything's registry and open_clip's
 `create_model`. The presets build the same classes, smaller: "tiny" with a few
 thousand times fewer parameters, for tests and smoke runs on CPU; "shapes" the
 architectures of the reference weights trained on the synthetic shapes world
-(`shapes/sam_arch.py`, `shapes/clip_arch.py`; 128 px SAM input, 48 px CLIP input).
+(`shapes_models/sam.py`, `shapes_models/clip.py`; 128 px SAM input, 48 px CLIP input).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def tiny_sam(img_size: int = TINY_SAM_IMAGE_SIZE) -> Any:
 
 
 def shapes_sam() -> Any:
-    from shapes.sam_arch import build_shapes_sam
+    from shapes_models.sam import build_shapes_sam
 
     return build_shapes_sam()
 
@@ -103,7 +103,7 @@ def tiny_clip() -> tuple[Any, Any]:
 
 
 def shapes_clip() -> tuple[Any, Any]:
-    from shapes.clip_arch import build_shapes_clip
+    from shapes_models.clip import build_shapes_clip
 
     return build_shapes_clip()
 

@@ -315,7 +315,7 @@ def _shapes_classes(*sources: WeightSource) -> list[str]:
     for source in sources:
         if source.card and source.card.get("classes"):
             return [str(c) for c in source.card["classes"]]
-    from shapes.scenes import CLASSES
+    from shapes_models.vocabulary import CLASSES
 
     return list(CLASSES)
 

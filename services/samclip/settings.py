@@ -67,7 +67,7 @@ class SamClipSettings(ModelServerSettings):
 
     The default is the "shapes" preset (SAM variant, SAM weights, CLIP model and CLIP
     weights all "shapes"): small models this project trains on its synthetic shapes
-    world and ships in `shapes/weights/`, checked against their model cards' SHA-256.
+    world and ships in `shapes_models/weights/`, checked against their model cards' SHA-256.
     They know only circle, square, triangle, star and cross, and every answer says
     "shapes reference weights, synthetic data". Giving one half of a pair picks the
     other: a SAM variant alone means its official weights (shapes: shapes), SAM weights

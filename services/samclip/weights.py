@@ -5,7 +5,7 @@ verification. A weight spec resolves to a `WeightSource` through a small
 dispatch table per part: add an entry to add a source.
 
 The "shapes" preset is the reference weights this project trains itself on its
-synthetic shapes world (see `shapes/`): shipped in the repository, verified
+synthetic shapes world (`shapes_models/`, trained by the `shapes/` lab): shipped in the repository, verified
 against the SHA-256 in their model cards, and loaded by the same code as real
 checkpoints. They know only the five shape classes.
 """
@@ -20,13 +20,13 @@ from typing import Any
 
 from services.runtime.errors import ConfigurationError
 from services.runtime.weights import WeightFile
-from shapes import weights as shapes_weights
+from shapes_models import cards as shapes_cards
 
 SHAPES = "shapes"
 #: Said by every answer, in Capabilities and in each part's weights label.
-SHAPES_NOTE = shapes_weights.DESCRIPTION  # "shapes reference weights, synthetic data"
+SHAPES_NOTE = shapes_cards.DESCRIPTION  # "shapes reference weights, synthetic data"
 #: Where the shapes weights and their model cards are; tests point it elsewhere.
-SHAPES_WEIGHTS_DIR: Path = shapes_weights.WEIGHTS_DIR
+SHAPES_WEIGHTS_DIR: Path = shapes_cards.WEIGHTS_DIR
 #: part -> (file stem in SHAPES_WEIGHTS_DIR, the script that trains it, its setting, its architecture's setting).
 SHAPES_FILES = {
     "SAM": ("sam_shapes", "shapes.train_sam", "SAMCLIP_SAM_WEIGHTS", "SAMCLIP_SAM_VARIANT"),
@@ -89,7 +89,7 @@ class WeightSource:
         if not self.path.is_file():
             raise ConfigurationError(f"{part} weights not found: {self.path}. {self.fetch_hint}".strip())
         if self.sha256 is not None:
-            actual = shapes_weights.sha256_of(self.path)
+            actual = shapes_cards.sha256_of(self.path)
             if actual != self.sha256:
                 raise ConfigurationError(
                     f"{part} weights {self.path}: SHA-256 {actual} does not match the model card's "

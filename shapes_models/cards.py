@@ -1,18 +1,18 @@
-"""The shipped shapes reference weights: where they are, their model cards and checksums."""
+"""The shipped shapes reference weights: where they are, their model cards and checksums.
+
+A card is `<weights>.json` beside the weights: what they are, how they were trained, their
+held-out metrics and their SHA-256."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from services.runtime.weights import sha256_of
+
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DESCRIPTION = "shapes reference weights, synthetic data"
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_card(weights: Path, *, continued_from: dict[str, Any] | None = None, **card: Any) -> Path:
