@@ -356,6 +356,7 @@ def capability_table(models: cs.ListModelsResponse) -> str:
     add("State", ["serving" if m.state == cs.MODEL_STATE_SERVING else f"unavailable: {m.error}" for m in models.models])
     add("Device", [c.runtime.device for c in caps])
     add("Weights", [c.runtime.weights for c in caps])
+    add("Preset", [c.runtime.preset for c in caps])
     add("Pretrained", [str(c.runtime.pretrained).lower() if c.card.name else "" for c in caps])
     width0 = max(len(r[0]) for r in rows)
     widths = [max(len(r[1][i]) for r in rows) for i in range(len(models.models))]

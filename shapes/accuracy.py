@@ -14,7 +14,7 @@ import numpy as np
 from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
 
-from services.maskrcnn.settings import PRESET_DEFAULTS
+from services.maskrcnn.settings import PRESETS
 from services.runtime.client import Result, VisionModelClient
 from services.runtime.masks import decode_rle
 from services.runtime.types import Box, InferenceRequest, Point, Task, TaskOptions
@@ -24,7 +24,7 @@ from shapes.scenes import CLASSES, EVAL_SEEDS, TRIANGLE_KEYPOINTS, Scene, box_of
 
 MIN_OBJECT_PIXELS = 60  # objects hidden down to slivers are not prompted or classified
 AP_OPTIONS = TaskOptions(score_threshold=0.05, max_results=50)  # AP ranks low-scoring guesses too
-KEYPOINT_SCORE_THRESHOLD = float(PRESET_DEFAULTS["shapes"]["score_threshold"])  # as served
+KEYPOINT_SCORE_THRESHOLD = float(PRESETS["shapes"]["score_threshold"])  # as served
 
 
 def eval_scenes(count: int, start: int = 0) -> list[Scene]:

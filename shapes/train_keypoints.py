@@ -25,7 +25,7 @@ import torch
 from torchvision.models.detection import KeypointRCNN
 
 from services.maskrcnn.categories import SHAPES_KEYPOINT_CATEGORIES
-from services.maskrcnn.settings import PRESET_DEFAULTS
+from services.maskrcnn.settings import PRESETS
 from services.runtime.weights import sha256_of
 from shapes.evaluation import TRIANGLE_ID, detections, keypoint_metrics
 from shapes.scenes import EVAL_SEEDS, TRAIN_SEEDS, TRIANGLE_KEYPOINTS, Scene, corner_visibility, generate_scene
@@ -44,7 +44,7 @@ from shapes_models.maskrcnn import build_shapes_keypointrcnn
 CLASSES = SHAPES_KEYPOINT_CATEGORIES  # background, triangle: the label set the service gives these weights
 FROZEN = ("backbone.", "rpn.")  # shared with the Mask R-CNN and left as it learned them
 TRAINED_LOSSES = ("loss_classifier", "loss_box_reg", "loss_keypoint")
-SCORE_THRESHOLD = float(PRESET_DEFAULTS["shapes"]["score_threshold"])  # as served; for the corner errors
+SCORE_THRESHOLD = float(PRESETS["shapes"]["score_threshold"])  # as served; for the corner errors
 
 
 def build() -> KeypointRCNN:

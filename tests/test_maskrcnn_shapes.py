@@ -27,6 +27,7 @@ def model() -> MaskRCNNModel:
 def test_default_weights_are_the_shipped_shapes_preset(model: MaskRCNNModel) -> None:
     caps = model.capabilities()
     assert caps.runtime.weights.startswith("shapes") and caps.runtime.pretrained is True
+    assert caps.runtime.preset == "shapes"
     assert "shapes reference weights, synthetic data" in caps.runtime.warnings
     assert not any("random" in w for w in caps.runtime.warnings)
     assert "shapes reference model" in caps.card.description

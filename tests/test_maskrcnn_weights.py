@@ -233,6 +233,25 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert (MaskRCNNSettings().min_size, MaskRCNNSettings().max_size) == (256, 288)  # explicit settings win
 
 
+def test_presets_set_defaults_and_explicit_settings_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("WEIGHTS", "MIN_SIZE", "PRESET"):
+        monkeypatch.delenv(f"MASKRCNN_{key}", raising=False)
+    assert MaskRCNNSettings().preset == "shapes"  # named nothing: the shapes preset
+    assert MaskRCNNSettings(weights="random").preset is None  # named other weights: no preset
+    monkeypatch.setenv("MASKRCNN_PRESET", "coco")
+    coco = MaskRCNNSettings()
+    assert (coco.preset, coco.weights, coco.keypoint_weights, coco.min_size, coco.keypoints_enabled) == (
+        "coco", "torchvision:COCO_V1", "torchvision:COCO_V1", 800, False
+    )
+    monkeypatch.setenv("MASKRCNN_PRESET", "shapes")
+    monkeypatch.setenv("MASKRCNN_WEIGHTS", "random")
+    mixed = MaskRCNNSettings()  # the preset's other defaults stay; the weights given win
+    assert (mixed.preset, mixed.weights, mixed.min_size, mixed.keypoint_weights) == ("shapes", "random", 192, "shapes")
+    monkeypatch.setenv("MASKRCNN_PRESET", "imagenet")
+    with pytest.raises(ValueError, match="preset='imagenet' is not a preset of this service; choose from coco, shapes"):
+        MaskRCNNSettings()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -87,6 +87,19 @@ def test_shapes_is_the_default_preset_with_its_own_defaults(monkeypatch: pytest.
     assert settings(clip_pretrained="openai").clip_model == "ViT-B-32"
 
 
+def test_presets_set_defaults_and_explicit_settings_win() -> None:
+    assert settings().preset == "shapes" and settings(sam_variant="shapes").preset == "shapes"
+    assert settings(sam_variant="tiny", sam_weights="random", backend="composed").preset is None
+    official = settings(preset="official")
+    assert (official.backend, official.sam_variant, official.sam_weights, official.clip_model) == (
+        "composed", "vit_b", "official", "ViT-B-32"
+    )
+    assert (official.clip_pretrained, official.points_per_side) == ("laion2b_e16", 32)
+    assert settings(preset="official", sam_variant="vit_l").sam_variant == "vit_l"  # what is given wins
+    with pytest.raises(ValidationError, match="preset='sam2' is not a preset of this service; choose from official"):
+        settings(preset="sam2")
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -264,6 +264,7 @@ class MaskRCNNModel(VisionModel):
             if len(nets) > 1
             else (),
             warnings=tuple(dict.fromkeys(w for n in nets for w in n.warnings)),
+            preset=self.settings.preset or "",
         )
         return Capabilities(card=card, tasks=tuple(tasks), runtime=runtime)
 

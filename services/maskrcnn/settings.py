@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -13,19 +13,21 @@ from services.maskrcnn.categories import COCO_CATEGORIES
 from services.maskrcnn.weights import WeightsSource, parse_weights_source, scheme_of
 from services.runtime.settings import ModelServerSettings
 
-# Defaults a preset architecture brings, used unless set explicitly: the input size it was
-# trained at (shapes_models.maskrcnn.MIN_SIZE, MAX_SIZE), a score threshold and class-agnostic
-# NMS (one object, one label, as SAM-CLIP's open-vocabulary results have). On 100 held-out
-# scenes with the shipped weights (a match: same class, mask IoU >= 0.5), precision / recall
-# at 0.5, 0.6, 0.7, 0.8 are 0.835/0.808, 0.876/0.798, 0.919/0.777, 0.951/0.764 (F1 0.821,
-# 0.835, 0.842, 0.847); per-class NMS at 0.7 gives 0.895/0.780 (F1 0.833). 0.7 keeps
-# recall for the comparison at almost the best F1.
-# The preset also serves its shipped keypoint model (triangle corners): it is small and local.
-PRESET_DEFAULTS: dict[str, dict[str, float | bool | str]] = {
+# The presets. shapes (the default when no weights are named): the shipped shapes reference
+# weights with their own architecture and five classes, the input size they were trained at
+# (shapes_models.maskrcnn.MIN_SIZE, MAX_SIZE), a score threshold and class-agnostic NMS (one
+# object, one label, as SAM-CLIP's open-vocabulary results have), and the shipped keypoint
+# model (triangle corners: it is small and local). On 100 held-out scenes with the shipped
+# weights (a match: same class, mask IoU >= 0.5), precision / recall at 0.5, 0.6, 0.7, 0.8 are
+# 0.835/0.808, 0.876/0.798, 0.919/0.777, 0.951/0.764 (F1 0.821, 0.835, 0.842, 0.847); per-class
+# NMS at 0.7 gives 0.895/0.780 (F1 0.833). 0.7 keeps recall for the comparison at almost the
+# best F1. coco: torchvision's COCO checkpoints of the variant (`fetch-weights maskrcnn`).
+PRESETS: dict[str, dict[str, Any]] = {
     "shapes": {
-        "min_size": 192, "max_size": 288, "score_threshold": 0.7, "class_agnostic_nms": True,
-        "keypoints_enabled": True, "keypoint_weights": "shapes",
-    }
+        "weights": "shapes", "min_size": 192, "max_size": 288, "score_threshold": 0.7,
+        "class_agnostic_nms": True, "keypoints_enabled": True, "keypoint_weights": "shapes",
+    },
+    "coco": {"weights": "torchvision:COCO_V1", "keypoint_weights": "torchvision:COCO_V1"},
 }
 
 
@@ -37,9 +39,10 @@ def _default_cache_dir() -> Path:
 class MaskRCNNSettings(ModelServerSettings):
     """Everything the Mask R-CNN service can be told; validated once at start-up.
 
-    Weights: "shapes" (the default: reference weights shipped in shapes_models/weights/, trained on
-    synthetic data, with their own architecture, five classes and input size),
-    "torchvision:COCO_V1" (the variant's torchvision checkpoint in
+    Presets (`PRESETS`; `preset`, explicit settings win): "shapes", the default when no weights
+    are named, and "coco". Weights: "shapes" (reference weights shipped in
+    shapes_models/weights/, trained on synthetic data, with their own architecture, five classes
+    and input size), "torchvision:COCO_V1" (the variant's torchvision checkpoint in
     `cache_dir/hub/checkpoints`, put there by `fetch-weights maskrcnn`),
     "file:/path/to/state_dict.pth", or "random". A fine-tuned checkpoint also needs
     `num_classes` (with background) and/or a `categories_file` of class names.
@@ -51,19 +54,21 @@ class MaskRCNNSettings(ModelServerSettings):
     # instance segmentation 1.67x, keypoints 0.97x; R50-FPN at 800/1333 detection 1.22x, instance
     # segmentation 1.43x, Keypoint R-CNN 1.60x); torch on CUDA, where it was not measured.
     measured_engines = {"cpu": "onnxruntime"}
+    presets = PRESETS
 
     # --- model and weights -------------------------------------------------------------
     variant: Literal["v1", "v2"] = Field("v1", description="maskrcnn_resnet50_fpn or _v2")
     weights: str = Field(
-        "shapes", description="shapes (shipped reference weights) | torchvision:NAME | file:/path | random"
+        "torchvision:COCO_V1",
+        description="shapes (shipped reference weights) | torchvision:NAME | file:/path | random",
     )
     num_classes: int | None = Field(None, ge=2, le=10_000, description="with background")
     categories_file: Path | None = Field(None, description="JSON list or one name a line")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="torch.hub root")
     seed: int = Field(0, description="seed of the random init (random weights are reproducible)")
-    keypoints_enabled: bool = Field(False, description="also load Keypoint R-CNN (default with weights=shapes)")
+    keypoints_enabled: bool = Field(False, description="also load Keypoint R-CNN (on in the shapes preset)")
     keypoint_weights: str = Field(
-        "torchvision:COCO_V1", description="as for weights (shapes: triangle corners; default with weights=shapes)"
+        "torchvision:COCO_V1", description="as for weights (shapes: triangle corners, the shapes preset's)"
     )
 
     # --- defaults of per-request options ------------------------------------------------
@@ -100,12 +105,14 @@ class MaskRCNNSettings(ModelServerSettings):
     def keypoint_weights_source(self) -> WeightsSource:
         return parse_weights_source(self.keypoint_weights)
 
+    @classmethod
+    def implied_preset(cls, given: dict[str, Any]) -> str | None:
+        """shapes when no weights are named or they are the shapes weights; else none."""
+        return "shapes" if str(given.get("weights", "shapes")).strip() == "shapes" else None
+
     @model_validator(mode="after")
     def _check_model(self) -> Self:
         scheme = scheme_of(self.weights_source)
-        for name, value in PRESET_DEFAULTS.get(scheme.arch or "", {}).items():
-            if name not in self.model_fields_set:
-                object.__setattr__(self, name, type(getattr(self, name))(value))
         if scheme.names_classes or scheme.categories is not None:
             classes = len(scheme.categories or COCO_CATEGORIES)
             if self.num_classes not in (None, classes):

@@ -228,6 +228,7 @@ def capabilities_to_proto(c: Capabilities) -> vms.CapabilitiesResponse:
                 for p in rt.components
             ],
             warnings=rt.warnings,
+            preset=rt.preset,
         ),
     )
 
@@ -273,6 +274,7 @@ def capabilities_from_proto(m: vms.CapabilitiesResponse) -> Capabilities:
                 ModelComponent(p.name, p.weights, p.pretrained, p.parameter_count) for p in r.components
             ),
             warnings=tuple(r.warnings),
+            preset=r.preset,
         ),
     )
 

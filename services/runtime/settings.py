@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import ClassVar, Literal, Self, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -66,7 +66,12 @@ Engine = Literal["torch", "onnxruntime"]
 
 
 class ModelServerSettings(ServerSettings):
-    """Adds what every model service has: a device, a precision and an inference engine.
+    """Adds what every model service has: a preset, a device, a precision and an inference engine.
+
+    A preset is a named set of defaults (`presets`): it fills in the settings that are not
+    given, and explicit settings win. `preset` names one; unset, the service infers it from
+    what is given (`implied_preset`), e.g. the shapes preset when no weights are named.
+    Capabilities say which preset is active.
 
     A service names the engines it implements in `supported_engines`; any other engine is
     refused here, at start-up, rather than ignored. `engine=auto` (the default) runs the
@@ -79,6 +84,14 @@ class ModelServerSettings(ServerSettings):
     #: What `engine=auto` runs, by torch device type ("cpu", "cuda"), as measured for this
     #: service; a device type not listed runs torch.
     measured_engines: ClassVar[dict[str, str]] = {}
+    #: The service's presets: name -> the settings it fills in when they are not given.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    preset: str | None = Field(
+        None,
+        description="a named set of defaults (the service's `presets`); explicit settings win; "
+        "unset: the preset the given settings imply, if any",
+    )
 
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: Literal["fp32", "fp16", "bf16"] = Field(
@@ -101,6 +114,28 @@ class ModelServerSettings(ServerSettings):
     onnx_tensorrt: bool = Field(
         False, description="on CUDA, put ONNX Runtime's TensorRT execution provider before CUDA's (needs TensorRT)"
     )
+
+    @classmethod
+    def implied_preset(cls, given: dict[str, Any]) -> str | None:
+        """The preset to apply when none is named, from the settings `given`; None: no preset."""
+        return None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        name = data.get("preset") or cls.implied_preset(data)
+        if name is None:
+            return data
+        if name not in cls.presets:
+            choices = ", ".join(sorted(cls.presets)) or "none (this service has no presets)"
+            raise ValueError(f"preset={name!r} is not a preset of this service; choose from {choices}")
+        data["preset"] = name
+        for key, value in cls.presets[name].items():
+            data.setdefault(key, value)
+        return data
 
     @model_validator(mode="after")
     def _check_engine(self) -> Self:

@@ -283,6 +283,7 @@ class RuntimeInfo:
     software_version: str
     components: tuple[ModelComponent, ...] = ()
     warnings: tuple[str, ...] = ()
+    preset: str = ""  # the settings preset, e.g. "shapes"; "" when none
 
 
 @dataclass(frozen=True)

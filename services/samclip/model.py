@@ -193,6 +193,7 @@ class SamClipModel(VisionModel):
             software_version=_software_version(self.engine),
             components=d.components,
             warnings=(*plan.warnings, *d.warnings),
+            preset=self.settings.preset or "",
         )
         return Capabilities(card=card, tasks=TASKS, runtime=runtime)
 

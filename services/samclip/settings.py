@@ -18,8 +18,8 @@ SHAPES: Final = "shapes"
 OFFICIAL_SAM = ("vit_b", "official")
 OFFICIAL_CLIP = ("ViT-B-32", "laion2b_e16")
 
-#: Defaults of the shapes preset where the official ones do not fit (filled in when a
-#: setting is not given). The shapes SAM sees 128 px, so a coarser point grid covers the
+#: The shapes preset's automatic-segmentation defaults, where the official ones do not fit.
+#: The shapes SAM sees 128 px, so a coarser point grid covers the
 #: scene's objects (14-60 px in radius on 128-256 px images). Its predicted IoUs and
 #: stability scores sit below the official SAM's (median predicted IoU 0.82 for masks that
 #: match an object at IoU >= 0.8, 0.30 for fragments), so the official 0.88/0.95 would drop
@@ -28,7 +28,9 @@ OFFICIAL_CLIP = ("ViT-B-32", "laion2b_e16")
 #: rises a little (0.333 -> 0.349). Its masks often carry a few stray pixels far from the
 #: object, which stretch the crop CLIP sees: dropping islands (and filling holes) under 50 px
 #: lifts mask AP on the same scenes from 0.349 to 0.379 (25 px: 0.377, 100 px: 0.374; CLIP
-#: before its proposal-crop stages).
+#: before its proposal-crop stages). The official open_vocab_score_threshold (0.3, on label
+#: probability x stability) suits the shapes models too: on eval scenes it keeps about 3.5
+#: results per scene (3.9 objects).
 SHAPES_SAM_DEFAULTS: dict[str, Any] = {
     "points_per_side": 16,
     "proposal_points_per_side": 12,
@@ -36,9 +38,20 @@ SHAPES_SAM_DEFAULTS: dict[str, Any] = {
     "stability_score_thresh": 0.7,
     "min_mask_region_area": 50,
 }
-#: The official open_vocab_score_threshold (0.3, on label probability x stability) suits the
-#: shapes models too: on eval scenes it keeps about 3.5 results per scene (3.9 objects).
-SHAPES_CLIP_DEFAULTS: dict[str, Any] = {}
+#: The presets. shapes (the default when no architecture or weights are named, or only shapes
+#: ones): the merged SAM-CLIP and both teachers as the shapes reference weights. official: the
+#: composition of the official SAM ViT-B and OpenCLIP ViT-B-32 (no official merged weights exist).
+PRESETS: dict[str, dict[str, Any]] = {
+    SHAPES: {
+        "merged_weights": SHAPES, "sam_variant": SHAPES, "sam_weights": SHAPES,
+        "clip_model": SHAPES, "clip_pretrained": SHAPES, **SHAPES_SAM_DEFAULTS,
+    },
+    "official": {
+        "backend": "composed", "sam_variant": OFFICIAL_SAM[0], "sam_weights": OFFICIAL_SAM[1],
+        "clip_model": OFFICIAL_CLIP[0], "clip_pretrained": OFFICIAL_CLIP[1],
+    },
+}
+_ARCHS_AND_WEIGHTS = ("merged_weights", "sam_variant", "sam_weights", "clip_model", "clip_pretrained")
 
 DEFAULT_TEMPLATES = (
     "a photo of a {}.",
@@ -60,26 +73,29 @@ class SamClipSettings(ModelServerSettings):
     teacher's (`clip_model`, `clip_pretrained`); "composed" is Segment Anything + OpenCLIP,
     whose weights are `sam_weights` and `clip_pretrained`.
 
+    Presets (`PRESETS`; `preset`, explicit settings win): "shapes" and "official".
+
     Weight specs: `sam_weights` is "official" (the variant's file in `cache_dir`),
     "shapes", "file:/path" or "random"; `clip_pretrained` is an open_clip pretrained
     tag (its file in `cache_dir`), "shapes", "file:/path" or "random". Nothing is ever
     downloaded at run time: `fetch-weights samclip` fills the cache.
 
-    The default is the "shapes" preset (SAM variant, SAM weights, CLIP model and CLIP
-    weights all "shapes"): small models this project trains on its synthetic shapes
+    The default is the "shapes" preset (merged weights, SAM variant, SAM weights, CLIP model
+    and CLIP weights all "shapes"): small models this project trains on its synthetic shapes
     world and ships in `shapes_models/weights/`, checked against their model cards' SHA-256.
     They know only circle, square, triangle, star and cross, and every answer says
     "shapes reference weights, synthetic data". Giving one half of a pair picks the
     other: a SAM variant alone means its official weights (shapes: shapes), SAM weights
     alone mean vit_b (shapes: shapes); a CLIP model alone means laion2b_e16 (shapes:
     shapes), CLIP weights alone mean ViT-B-32 (shapes: shapes). Mixing shapes weights
-    with another architecture is refused. With the shapes SAM or CLIP, the unset
-    automatic-segmentation and open-vocabulary settings take the preset's defaults
-    (`SHAPES_SAM_DEFAULTS`, `SHAPES_CLIP_DEFAULTS`). The "tiny" SAM variant and CLIP
+    with another architecture is refused. Naming only shapes architectures and weights (or
+    none) implies the shapes preset, whose unset automatic-segmentation settings take
+    `SHAPES_SAM_DEFAULTS`. The "tiny" SAM variant and CLIP
     model are small random architectures for tests and smoke runs.
     """
 
     supported_engines = ("torch", "onnxruntime")
+    presets = PRESETS
     model_config = SettingsConfigDict(env_prefix="SAMCLIP_", extra="forbid", frozen=True)
 
     port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free one")
@@ -152,10 +168,15 @@ class SamClipSettings(ModelServerSettings):
         "of each label in the CLIP head's text-to-pixel map",
     )
 
+    @classmethod
+    def implied_preset(cls, given: dict[str, Any]) -> str | None:
+        """shapes when every architecture and weights setting given (if any) is shapes; else none."""
+        return SHAPES if all(given.get(key, SHAPES) == SHAPES for key in _ARCHS_AND_WEIGHTS) else None
+
     @model_validator(mode="before")
     @classmethod
-    def _fill_presets(cls, data: Any) -> Any:
-        """Complete a half-given (architecture, weights) pair, then the shapes preset's defaults."""
+    def _complete_pairs(cls, data: Any) -> Any:
+        """Complete a half-given (architecture, weights) pair; runs before the preset is applied."""
         if not isinstance(data, dict):
             return data
         data = dict(data)
@@ -168,10 +189,6 @@ class SamClipSettings(ModelServerSettings):
                 data[weights_key] = SHAPES if arch == SHAPES else official[1]
             elif weights is not None and arch is None:
                 data[arch_key] = SHAPES if weights == SHAPES else official[0]
-        for arch_key, defaults in (("sam_variant", SHAPES_SAM_DEFAULTS), ("clip_model", SHAPES_CLIP_DEFAULTS)):
-            if data.get(arch_key, SHAPES) == SHAPES:
-                for key, value in defaults.items():
-                    data.setdefault(key, value)
         return data
 
     def auto_engine(self, device_type: str) -> Engine:

@@ -83,7 +83,7 @@ class ModelComponent(_message.Message):
     def __init__(self, name: _Optional[str] = ..., weights: _Optional[str] = ..., pretrained: _Optional[bool] = ..., parameter_count: _Optional[int] = ...) -> None: ...
 
 class RuntimeInfo(_message.Message):
-    __slots__ = ("device", "backend", "precision", "weights", "pretrained", "max_batch_size", "software_version", "components", "warnings")
+    __slots__ = ("device", "backend", "precision", "weights", "pretrained", "max_batch_size", "software_version", "components", "warnings", "preset")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class RuntimeInfo(_message.Message):
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
     COMPONENTS_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
     device: str
     backend: Backend
     precision: str
@@ -102,7 +103,8 @@ class RuntimeInfo(_message.Message):
     software_version: str
     components: _containers.RepeatedCompositeFieldContainer[ModelComponent]
     warnings: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, device: _Optional[str] = ..., backend: _Optional[_Union[Backend, str]] = ..., precision: _Optional[str] = ..., weights: _Optional[str] = ..., pretrained: _Optional[bool] = ..., max_batch_size: _Optional[int] = ..., software_version: _Optional[str] = ..., components: _Optional[_Iterable[_Union[ModelComponent, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
+    preset: str
+    def __init__(self, device: _Optional[str] = ..., backend: _Optional[_Union[Backend, str]] = ..., precision: _Optional[str] = ..., weights: _Optional[str] = ..., pretrained: _Optional[bool] = ..., max_batch_size: _Optional[int] = ..., software_version: _Optional[str] = ..., components: _Optional[_Iterable[_Union[ModelComponent, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., preset: _Optional[str] = ...) -> None: ...
 
 class CapabilitiesResponse(_message.Message):
     __slots__ = ("card", "tasks", "runtime")
