@@ -2,7 +2,9 @@
 
 The shipped shapes weights on held-out shapes scenes. Stated tolerances: SAM image
 embeddings and CLIP image and text embeddings at cosine >= 0.9999 (each vector); SAM's
-prompted masks at IoU >= 0.99 with scores within 1e-3; SAM mIoU (point and box prompts),
+prompted masks (the prompt encoder and mask decoder in one ONNX graph) at IoU >= 0.99 with
+predicted IoUs within 1e-3, for point, box and mixed prompts, single and multiple masks,
+through gRPC; SAM mIoU (point and box prompts),
 zero-shot top-1, open-vocabulary box and mask AP and semantic mIoU through the gRPC service
 equal to torch's in process to 3 decimals.
 """
@@ -18,12 +20,12 @@ import torch
 
 from services.runtime.client import VisionModelClient
 from services.runtime.masks import decode_rle
-from services.runtime.types import InferenceRequest, Point, Prediction, Task, TaskOptions
+from services.runtime.types import Box, InferenceRequest, Point, Prediction, Task, TaskOptions
 from services.samclip.model import SamClipModel
-from services.samclip.onnx_engine import OrtImageEncoder
+from services.samclip.onnx_engine import OrtImageEncoder, OrtMaskDecoder, OrtPromptEncoder
 from services.samclip.settings import SamClipSettings
 from shapes.accuracy import InProcessClient, clip_top1, sam_miou, samclip_open_vocabulary_ap, semantic_miou
-from shapes.scenes import CLASSES, EVAL_SEEDS, generate_scene
+from shapes.scenes import CLASSES, EVAL_SEEDS, Scene, generate_scene, interior_point
 from tests.serving import ServerThread
 
 COSINE, MASK_IOU, SCORE = 0.9999, 0.99, 1e-3
@@ -55,12 +57,14 @@ def test_the_networks_run_in_onnxruntime_and_say_so(pair: tuple[str, SamClipMode
     model = server.model
     assert isinstance(model, SamClipModel)
     assert isinstance(model.backend.sam.image_encoder, OrtImageEncoder) == (backend == "composed")  # type: ignore[attr-defined]
+    assert isinstance(model.backend.sam.prompt_encoder, OrtPromptEncoder)  # type: ignore[attr-defined]
+    assert isinstance(model.backend.sam.mask_decoder, OrtMaskDecoder)  # type: ignore[attr-defined]
     names = {f.path.name.split("-")[0] for f in model.backend.onnx_files}  # type: ignore[attr-defined]
     expected = (
-        {"sam_shapes.image_encoder", "sam_shapes.mask_decoder", "clip_shapes.text_tower", "clip_shapes.image_tower"}
+        {"sam_shapes.image_encoder", "sam_shapes.prompt_decoder", "clip_shapes.text_tower", "clip_shapes.image_tower"}
         if backend == "composed"
         else {"merged_shapes.backbone", "merged_shapes.sam_neck", "merged_shapes.clip_head",
-              "merged_shapes.mask_decoder", "clip_shapes.text_tower"}  # fmt: skip
+              "merged_shapes.prompt_decoder", "clip_shapes.text_tower"}  # fmt: skip
     )
     assert names == expected
     with VisionModelClient(server.address, timeout=60) as client:
@@ -101,6 +105,46 @@ def test_prompted_masks_match_torch(pair: tuple[str, SamClipModel, ServerThread]
             ma, mb = decode_rle(x.mask.rle), decode_rle(y.mask.rle)
             assert (ma & mb).sum() / max(1, (ma | mb).sum()) >= MASK_IOU
             assert abs(x.score - y.score) <= SCORE
+
+
+def _prompts(scene: Scene) -> dict[str, TaskOptions]:
+    """Point, box and mixed prompts on a scene's objects, as a client sends them."""
+    objects = sorted(scene.objects, key=lambda o: -int(o.mask.sum()))[:3]
+    points, boxes = [], []
+    for obj in objects:
+        ys, xs = np.nonzero(obj.mask)
+        x, y = interior_point(obj.mask)
+        points.append(Point(x, y, True))
+        boxes.append(Box(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)))
+    return {
+        "point": TaskOptions(points=points[:1]),
+        "point-multimask": TaskOptions(points=points[:1], multimask_output=True),
+        "points-fg-bg": TaskOptions(points=(points[0], Point(points[-1].x, points[-1].y, False))),
+        "box": TaskOptions(boxes=boxes[:1]),
+        "boxes-multimask": TaskOptions(boxes=tuple(boxes), multimask_output=True),
+        "boxes-and-point": TaskOptions(boxes=tuple(boxes), points=points[:1]),
+    }
+
+
+def test_prompted_masks_through_the_service_match_torch(pair: tuple[str, SamClipModel, ServerThread]) -> None:
+    """The prompt decoder's graph through gRPC against torch in process, on held-out scenes."""
+    _, torch_model, server = pair
+    compared = 0
+    with VisionModelClient(server.address, timeout=120) as client:
+        for scene in SCENES[:4]:
+            for name, options in _prompts(scene).items():
+                [expected] = torch_model.predict([InferenceRequest(Task.PROMPTED_SEGMENTATION, scene.image, options)])
+                got = client.segment(scene.image, Task.PROMPTED_SEGMENTATION, options)
+                assert isinstance(expected, Prediction) and got.backend == "onnxruntime"
+                assert len(got.instances) == len(expected.instances) > 0, name
+                for x, y in zip(expected.instances, got.instances, strict=True):
+                    assert x.mask is not None and y.mask is not None
+                    ma, mb = decode_rle(x.mask.rle), decode_rle(y.mask.rle)
+                    assert (ma & mb).sum() / max(1, (ma | mb).sum()) >= MASK_IOU, name
+                    assert abs(x.score - y.score) <= SCORE, name
+                    assert abs((x.predicted_iou or 0) - (y.predicted_iou or 0)) <= SCORE, name
+                    compared += 1
+    assert compared >= 4 * 12
 
 
 def test_accuracy_through_the_service_matches_torch_to_3_decimals(pair: tuple[str, SamClipModel, ServerThread]) -> None:
