@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from services.runtime.weights import sha256_of
+from services.runtime.errors import ConfigurationError
+from services.runtime.weights import Weights, sha256_of
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DESCRIPTION = "shapes reference weights, synthetic data"
@@ -35,15 +36,32 @@ def load_stage(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     return torch.load(path, map_location="cpu", weights_only=True), previous
 
 
-def card(name: str) -> dict[str, Any]:
-    return json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
+def shipped(stem: str, what: str, hint: str) -> Weights:
+    """The shipped weights `stem` (in WEIGHTS_DIR) as the runtime's `Weights`: the file, the SHA-256
+    its model card names (checked by `Weights.check`), the note every answer carries, the card.
+    `hint` says how to get the file back; a missing or unreadable card is a ConfigurationError."""
+    path, card_path = WEIGHTS_DIR / f"{stem}.pth", WEIGHTS_DIR / f"{stem}.json"
+    try:
+        card = json.loads(card_path.read_text())
+        sha256 = str(card["sha256"])
+    except FileNotFoundError:
+        raise ConfigurationError(f"{what} shapes model card not found: {card_path}. {hint}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigurationError(f"{what} shapes model card {card_path} is unreadable or has no sha256: {exc}") from exc
+    return Weights(
+        label=f"shapes:{path.name} ({DESCRIPTION})",
+        path=path,
+        pretrained=True,  # trained, on synthetic data: the note and the card say which
+        fetch_hint=hint,
+        sha256=sha256,
+        note=DESCRIPTION,
+        card=card,
+    )
 
 
-def verified_path(name: str, suffix: str = ".pth") -> Path:
-    """The path of shipped weights `name`, after checking the SHA-256 in its model card."""
-    path = WEIGHTS_DIR / f"{name}{suffix}"
-    expected = card(name)["sha256"]
-    actual = sha256_of(path)
-    if actual != expected:
-        raise ValueError(f"{path}: SHA-256 {actual} does not match its model card ({expected})")
-    return path
+def verified_path(stem: str) -> Path:
+    """The path of shipped weights `stem`, after checking the SHA-256 in its model card."""
+    weights = shipped(stem, stem, "Restore shapes_models/weights/ from the repository.")
+    weights.check(stem)
+    assert weights.path is not None
+    return weights.path

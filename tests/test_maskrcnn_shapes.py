@@ -101,7 +101,11 @@ def test_altered_weights_fail_at_start(
         f.seek(-8, 2)
         f.write(b"\x00" * 8)
     monkeypatch.setattr(shapes_cards, "WEIGHTS_DIR", copy)
-    with pytest.raises(ConfigurationError, match=rf"missing or altered \(.*{name}\.pth.*shapes\.{trainer}"):
+    with pytest.raises(ConfigurationError, match=rf"{name}\.pth: SHA-256 .* does not match the model card's .*"
+                                                  rf"damaged or was replaced.*shapes\.{trainer}"):
+        MaskRCNNModel(MaskRCNNSettings(metrics_port=None)).load()
+    (copy / f"{name}.json").unlink()
+    with pytest.raises(ConfigurationError, match=rf"shapes model card not found: .*{name}\.json.*shapes\.{trainer}"):
         MaskRCNNModel(MaskRCNNSettings(metrics_port=None)).load()
 
 

@@ -24,9 +24,10 @@ from services.maskrcnn import __main__ as entry
 from services.maskrcnn.categories import COCO_CATEGORIES, COCO_KEYPOINT_NAMES
 from services.maskrcnn.model import MaskRCNNModel
 from services.maskrcnn.settings import MaskRCNNSettings
-from services.maskrcnn.weights import WEIGHT_FILES, WeightsSource, parse_weights_source
+from services.maskrcnn.weights import WEIGHT_FILES, parse_weights_source
 from services.runtime.errors import ConfigurationError
 from services.runtime.types import InferenceRequest, Prediction, Task
+from services.runtime.weights import WeightsSpec
 
 SMALL = {"min_size": 128, "max_size": 160, "max_detections": 5}
 BUILDERS: dict[str, tuple[Callable[..., Any], Any]] = {
@@ -203,8 +204,8 @@ def test_missing_checkpoint_file(tmp_path: Path) -> None:
 
 
 def test_weights_source_grammar() -> None:
-    assert parse_weights_source("torchvision:COCO_V1") == WeightsSource("torchvision", "COCO_V1")
-    assert parse_weights_source("file:/m/x.pth") == WeightsSource("file", "/m/x.pth")
+    assert parse_weights_source("torchvision:COCO_V1") == WeightsSpec("torchvision", "COCO_V1")
+    assert parse_weights_source("file:/m/x.pth") == WeightsSpec("file", "/m/x.pth")
     assert str(parse_weights_source(" random ")) == "random"
     for bad, match in [
         ("COCO_V1", "unknown weights source"),
@@ -294,7 +295,7 @@ def test_a_preset_is_one_registry_entry(monkeypatch: pytest.MonkeyPatch) -> None
     """A named preset (as issue 9's "shapes" will be) brings its own class names and note."""
     from services.maskrcnn import weights
 
-    def resolve_toy(source: WeightsSource, arch: Any, cache_dir: Path) -> weights.ResolvedWeights:
+    def resolve_toy(source: WeightsSpec, arch: Any, cache_dir: Path) -> weights.ResolvedWeights:
         return weights.ResolvedWeights(source, None, pretrained=True)
 
     toy = weights.Scheme(

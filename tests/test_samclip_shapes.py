@@ -23,7 +23,6 @@ from pydantic import ValidationError
 from services.runtime.client import VisionModelClient
 from services.runtime.errors import ConfigurationError
 from services.runtime.types import Point, Task, TaskOptions
-from services.samclip import weights as samclip_weights
 from services.samclip.architectures import tiny_sam
 from services.samclip.model import SamClipModel
 from services.samclip.openvocab import mask_crop
@@ -61,7 +60,7 @@ def stand_in(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @pytest.fixture
 def weights_dir(stand_in: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(samclip_weights, "SHAPES_WEIGHTS_DIR", stand_in["dir"])
+    monkeypatch.setattr(shapes_cards, "WEIGHTS_DIR", stand_in["dir"])
     return stand_in["dir"]
 
 
@@ -164,7 +163,7 @@ def test_only_the_shapes_part_carries_the_note(weights_dir: Path) -> None:
 def copy_of(directory: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     out = tmp_path / "weights"
     shutil.copytree(directory, out)
-    monkeypatch.setattr(samclip_weights, "SHAPES_WEIGHTS_DIR", out)
+    monkeypatch.setattr(shapes_cards, "WEIGHTS_DIR", out)
     return out
 
 
@@ -207,7 +206,7 @@ def client(stand_in: dict[str, Any]) -> Iterator[VisionModelClient]:
     """A server of the default settings: the shipped weights if trained, else the stand-ins."""
     with pytest.MonkeyPatch.context() as mp:
         if not SHIPPED:
-            mp.setattr(samclip_weights, "SHAPES_WEIGHTS_DIR", stand_in["dir"])
+            mp.setattr(shapes_cards, "WEIGHTS_DIR", stand_in["dir"])
         s = settings(host="127.0.0.1", port=0, log_json=False, max_batch_size=4, max_queue_delay_ms=5)
         with ServerThread(SamClipModel(s), s) as srv, VisionModelClient(srv.address, timeout=120) as c:
             yield c

@@ -191,3 +191,40 @@ def test_fetch_weights_says_when_no_service_is_registered(
     with pytest.raises(SystemExit):
         fetch_main(["--list"])
     assert "no service registers weight files" in capsys.readouterr().err
+
+
+# --- the one check and the one loader every service uses -------------------------------------------
+
+
+def test_weights_check_verifies_the_file_against_its_digest(tmp_path: Path) -> None:
+    from services.runtime.errors import ConfigurationError
+    from services.runtime.weights import Weights, sha256_of
+
+    path = tmp_path / "w.pth"
+    path.write_bytes(b"weights")
+    good = Weights(label="file", path=path, pretrained=True, sha256=sha256_of(path), fetch_hint="Fetch it again.")
+    good.check("toy")  # passes
+    Weights(label="random", path=None, pretrained=False).check("toy")  # nothing to check
+    with pytest.raises(ConfigurationError, match=r"toy weights .*w\.pth: SHA-256 .* does not match .*Fetch it again\."):
+        Weights(label="file", path=path, pretrained=True, sha256="0" * 64, fetch_hint="Fetch it again.").check("toy")
+    with pytest.raises(ConfigurationError, match=r"toy weights not found: .*nope\.pth\. Fetch it again\."):
+        Weights(label="file", path=tmp_path / "nope.pth", pretrained=True, fetch_hint="Fetch it again.").check("toy")
+
+
+def test_load_state_dict_is_weights_only_and_unwraps_training_checkpoints(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    from services.runtime.errors import ConfigurationError
+    from services.runtime.weights import load_state_dict
+
+    state = {"w": torch.ones(2)}
+    torch.save({"model": state, "epoch": 3}, tmp_path / "ckpt.pth")
+    assert torch.equal(load_state_dict(tmp_path / "ckpt.pth", "toy")["w"], state["w"])
+    torch.save(np.zeros(2), tmp_path / "pickled.pth")  # a global that weights_only refuses
+    with pytest.raises(ConfigurationError, match="from pickled.pth: not a weights-only") as err:
+        load_state_dict(tmp_path / "pickled.pth", "toy")
+    assert str(tmp_path) not in str(err.value)
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(ConfigurationError, match="does not hold a state dict"):
+        load_state_dict(tmp_path / "list.pth", "toy")

@@ -35,7 +35,7 @@ from services.maskrcnn.onnx_engine import export_and_install
 from services.maskrcnn.options import ResolvedOptions, accepted_options, padded_shape, resolve_options
 from services.maskrcnn.settings import MaskRCNNSettings
 from services.maskrcnn.transform import use_any_aspect_transform
-from services.maskrcnn.weights import ResolvedWeights, WeightsSource, load_weights, resolve, scheme_of
+from services.maskrcnn.weights import ResolvedWeights, load_weights, resolve, scheme_of
 from services.runtime.device import DevicePlan, plan_device
 from services.runtime.engines import ExportedFile, OrtRunner, fp32_plan, ort_runner, ort_version
 from services.runtime.errors import ServiceError
@@ -59,6 +59,7 @@ from services.runtime.types import (
     TaskOptions,
     Vocabulary,
 )
+from services.runtime.weights import WeightsSpec
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,7 @@ class MaskRCNNModel(VisionModel):
         for w in self._capabilities.runtime.warnings:
             log.warning("%s: %s", self.name, w)
 
-    def _load_network(self, role: str, arch: ArchSpec, source: WeightsSource, labels: LabelSet) -> Network:
+    def _load_network(self, role: str, arch: ArchSpec, source: WeightsSpec, labels: LabelSet) -> Network:
         assert self.plan is not None
         s = self.settings
         weights = resolve(source, arch, s.cache_dir)  # fails on a missing file before building

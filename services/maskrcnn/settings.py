@@ -10,8 +10,9 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.maskrcnn.categories import COCO_CATEGORIES
-from services.maskrcnn.weights import WeightsSource, parse_weights_source, scheme_of
+from services.maskrcnn.weights import parse_weights_source, scheme_of
 from services.runtime.settings import ModelServerSettings
+from services.runtime.weights import WeightsSpec
 
 # The presets. shapes (the default when no weights are named): the shipped shapes reference
 # weights with their own architecture and five classes, the input size they were trained at
@@ -98,11 +99,11 @@ class MaskRCNNSettings(ModelServerSettings):
         return value.strip()
 
     @property
-    def weights_source(self) -> WeightsSource:
+    def weights_source(self) -> WeightsSpec:
         return parse_weights_source(self.weights)
 
     @property
-    def keypoint_weights_source(self) -> WeightsSource:
+    def keypoint_weights_source(self) -> WeightsSpec:
         return parse_weights_source(self.keypoint_weights)
 
     @classmethod

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from services.maskrcnn.categories import PERSON_CATEGORIES, SHAPES_CATEGORIES, SHAPES_KEYPOINT_CATEGORIES
 from services.runtime.errors import ConfigurationError
-from services.runtime.weights import WeightFile
+from services.runtime.weights import WeightFile, WeightsSpec, load_state_dict
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -61,49 +61,25 @@ WEIGHT_FILES: list[WeightFile] = [
 
 
 @dataclass(frozen=True)
-class WeightsSource:
-    """A parsed weights string: `scheme:value`, or a bare preset name like `random`."""
-
-    scheme: str
-    value: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.scheme}:{self.value}" if self.value else self.scheme
-
-
-@dataclass(frozen=True)
 class ResolvedWeights:
     """What to load into a freshly built model."""
 
-    source: WeightsSource
+    source: WeightsSpec
     state_dict: Mapping[str, Tensor] | None  # None: keep the (seeded) random init
     pretrained: bool
     frozen_bn_eps: float | None = None  # override of FrozenBatchNorm2d.eps, as torchvision does
     path: Path | None = None
 
 
-Resolver = Callable[[WeightsSource, "ArchSpec", Path], ResolvedWeights]
+Resolver = Callable[[WeightsSpec, "ArchSpec", Path], ResolvedWeights]
 
 
 def read_state_dict(path: Path) -> dict[str, Tensor]:
-    """torch.load with weights_only=True, unwrapping {"model": ...} training checkpoints."""
-    import torch
-
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure here is a bad file
-        raise ConfigurationError(f"{path} is not a weights-only torch checkpoint (a state dict): {exc}") from exc
-    if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
-        loaded = loaded["model"]
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise ConfigurationError(
-            f"{path} does not hold a state dict (a mapping of names to tensors); "
-            f"save one with torch.save(model.state_dict(), path)"
-        )
-    return loaded
+    """The runtime's `load_state_dict` (weights_only=True, {"model": ...} unwrapped)."""
+    return load_state_dict(path, "Mask R-CNN")
 
 
-def _torchvision(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
+def _torchvision(source: WeightsSpec, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
     enum = arch.weights_enum
     if enum is None:
         raise ConfigurationError(f"weights={source}: {arch.name} has no torchvision weights")
@@ -131,32 +107,29 @@ def _torchvision(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> Reso
     return ResolvedWeights(source, read_state_dict(path), True, eps, path)
 
 
-def _file(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
+def _file(source: WeightsSpec, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
     path = Path(source.value).expanduser()
     if not path.is_file():
         raise ConfigurationError(f"weights={source}: no such file {path}")
     return ResolvedWeights(source, read_state_dict(path), True, None, path)
 
 
-def _random(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
+def _random(source: WeightsSpec, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
     return ResolvedWeights(source, None, pretrained=False)
 
 
-def _shapes(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
+def _shapes(source: WeightsSpec, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
     """The shipped shapes reference weights of `arch`, checked against their model card's SHA-256."""
-    from shapes_models.cards import verified_path
+    from shapes_models.cards import shipped
 
     if arch.shipped_weights is None:
         raise ConfigurationError(f"weights=shapes: there are no shipped shapes weights for {arch.name}")
-    try:
-        path = verified_path(arch.shipped_weights)
-    except (OSError, ValueError, KeyError) as exc:
-        trainer = "train_keypoints" if arch.keypoint_names else "train_maskrcnn"
-        raise ConfigurationError(
-            f"weights=shapes: the shipped file is missing or altered ({exc}); restore shapes_models/weights/ from "
-            f"the repository or retrain it with `python -m shapes.{trainer}`"
-        ) from exc
-    return ResolvedWeights(source, read_state_dict(path), True, None, path)
+    trainer = "train_keypoints" if arch.keypoint_names else "train_maskrcnn"
+    hint = f"Restore shapes_models/weights/ from the repository or retrain it with `python -m shapes.{trainer}`."
+    weights = shipped(arch.shipped_weights, f"weights=shapes: {arch.name}", hint)
+    weights.check(f"weights=shapes: {arch.name}")
+    assert weights.path is not None
+    return ResolvedWeights(source, read_state_dict(weights.path), True, None, weights.path)
 
 
 @dataclass(frozen=True)
@@ -190,9 +163,10 @@ SCHEMES: dict[str, Scheme] = {
 }
 
 
-def parse_weights_source(text: str) -> WeightsSource:
+def parse_weights_source(text: str) -> WeightsSpec:
     """Parse and check the syntax of a weights string (the files are checked at load)."""
-    scheme, sep, value = text.strip().partition(":")
+    spec = WeightsSpec.parse(text)
+    scheme, sep, value = spec.scheme, ":" in text.strip(), spec.value
     forms = ", ".join(f"{name}:..." if s.takes_value else name for name, s in SCHEMES.items())
     if scheme not in SCHEMES:
         raise ValueError(f"unknown weights source {text!r}; use one of: {forms}")
@@ -202,14 +176,14 @@ def parse_weights_source(text: str) -> WeightsSource:
         raise ValueError(f"{scheme}: needs a value after the colon, e.g. {example}")
     if not takes_value and sep:
         raise ValueError(f"{scheme} takes no value; write just {scheme!r}")
-    return WeightsSource(scheme, value)
+    return spec
 
 
-def scheme_of(source: WeightsSource) -> Scheme:
+def scheme_of(source: WeightsSpec) -> Scheme:
     return SCHEMES[source.scheme]
 
 
-def resolve(source: WeightsSource, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
+def resolve(source: WeightsSpec, arch: ArchSpec, cache_dir: Path) -> ResolvedWeights:
     return SCHEMES[source.scheme].resolve(source, arch, cache_dir)
 
 

@@ -1,7 +1,15 @@
-"""Official weight files: download into a local cache with SHA-256 verification.
+"""Weights, one system for every service: specs, resolved weights, verification, loading,
+and the official files `fetch-weights` downloads into a local cache.
 
-Services never download at run time; they read the cache. `fetch-weights`
-fills it, for users with internet and for image builds:
+- A weights setting is a `WeightsSpec`: `scheme:value` (`file:/path`, `torchvision:COCO_V1`)
+  or a bare name (`random`, `shapes`, `official`, an open_clip tag). Each service keeps a
+  table of resolvers by scheme (what its networks can load) and resolves a spec through it.
+- A resolver returns `Weights`: what to load (a file, or none for random init), its label for
+  Capabilities, the SHA-256 it must have, what every answer says of it, its model card.
+- `Weights.check` verifies the file (`verify_sha256`, the one SHA-256 check) at start-up;
+  `load_state_dict` is the one `torch.load`, with `weights_only=True`.
+- Services never download at run time; they read the cache. `fetch-weights` fills it, for
+  users with internet and for image builds, from what each service registers:
 
     fetch-weights --cache-dir /models maskrcnn samclip
 """
@@ -19,6 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from services.runtime.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +71,74 @@ def sha256_of(path: Path) -> str:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """A parsed weights setting: `scheme:value`, or a bare name (`random`, an open_clip tag)."""
+
+    scheme: str
+    value: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> WeightsSpec:
+        scheme, _, value = text.strip().partition(":")
+        return cls(scheme, value)
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.value}" if self.value else self.scheme
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Resolved weights of one network: a file to load, or none for the (seeded) random init."""
+
+    label: str  # shown in Capabilities, e.g. "segment-anything:sam_vit_b_01ec64.pth"
+    path: Path | None
+    pretrained: bool
+    fetch_hint: str = ""  # how to get the file when it is missing
+    sha256: str | None = None  # the digest the file must have (a model card's), checked by `check`
+    note: str = ""  # what every answer says about these weights, e.g. "shapes reference weights, ..."
+    card: dict[str, Any] | None = None  # the model card shipped beside the weights
+
+    def check(self, what: str) -> None:
+        """Fail at start-up, saying what to fetch, when the file is missing or not the expected one."""
+        if self.path is None:
+            return
+        if not self.path.is_file():
+            raise ConfigurationError(f"{what} weights not found: {self.path}. {self.fetch_hint}".strip())
+        if self.sha256 is not None:
+            verify_sha256(self.path, self.sha256, f"{what} weights", self.fetch_hint)
+
+
+def verify_sha256(path: Path, expected: str, what: str, hint: str = "") -> None:
+    """The one SHA-256 check of a weights file against the digest it must have."""
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ConfigurationError(
+            f"{what} {path}: SHA-256 {actual} does not match the model card's {expected}; "
+            f"the file is damaged or was replaced. {hint}".strip()
+        )
+
+
+def load_state_dict(path: Path, what: str) -> dict[str, Tensor]:
+    """`torch.load(weights_only=True)` of a state dict, unwrapping {"model": ...} training checkpoints
+    (torchvision's reference scripts, segment-anything's); ConfigurationError for anything else."""
+    import torch
+
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling and zip errors alike: the file is unusable
+        raise ConfigurationError(f"cannot load {what} weights from {path.name}: not a weights-only torch "
+                                 f"checkpoint (a state dict): {exc}") from exc
+    if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
+        loaded = loaded["model"]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise ConfigurationError(
+            f"cannot load {what} weights from {path.name}: it does not hold a state dict (a mapping of names to "
+            "tensors); save one with torch.save(model.state_dict(), path)"
+        )
+    return loaded
 
 
 def fetch(file: WeightFile, cache_dir: Path, *, timeout_s: float = 60.0) -> Path:

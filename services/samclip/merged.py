@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 from services.runtime.device import DevicePlan
 from services.runtime.engines import ort_runner
-from services.runtime.errors import ConfigurationError
 from services.runtime.types import ModelComponent
 from services.samclip.architectures import build_clip, build_sam
 from services.samclip.attention import use_sdpa_attention
@@ -33,6 +32,7 @@ from services.samclip.weights import (
     SHAPES_NOTE,
     WeightSource,
     load_clip_state,
+    load_strict,
     resolve_clip_weights,
     resolve_merged_weights,
 )
@@ -130,11 +130,7 @@ class MergedSamClipBackend(ComposedSamOpenClip):
 
 def load_merged_state(merged: MergedSamClip, path: Path) -> None:
     """Load a merged SAM-CLIP state dict with weights_only=True."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        merged.load_state_dict(state, strict=True)
-    except Exception as exc:  # unpickling, zip, shape and key errors alike: the file is unusable
-        raise ConfigurationError(f"cannot load merged SAM-CLIP weights from {path.name}: {exc}") from exc
+    load_strict(merged, path, "merged SAM-CLIP")
 
 
 def text_tower_only(clip: Any) -> Any:

@@ -1,8 +1,8 @@
 """Where SAM and CLIP weights come from, and how they are loaded. Never downloads.
 
 `WEIGHT_FILES` lists what `fetch-weights samclip` downloads with checksum
-verification. A weight spec resolves to a `WeightSource` through a small
-dispatch table per part: add an entry to add a source.
+verification. A weight spec resolves to a `WeightSource` (the runtime's `Weights`, plus what an open_clip tag
+brings) through a small dispatch table per part: add an entry to add a source.
 
 The "shapes" preset is the reference weights this project trains itself on its
 synthetic shapes world (`shapes_models/`, trained by the `shapes/` lab): shipped in the repository, verified
@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from services.runtime.errors import ConfigurationError
-from services.runtime.weights import WeightFile
+from services.runtime.weights import WeightFile, Weights, WeightsSpec, load_state_dict
 from shapes_models import cards as shapes_cards
 
 SHAPES = "shapes"
 #: Said by every answer, in Capabilities and in each part's weights label.
 SHAPES_NOTE = shapes_cards.DESCRIPTION  # "shapes reference weights, synthetic data"
-#: Where the shapes weights and their model cards are; tests point it elsewhere.
-SHAPES_WEIGHTS_DIR: Path = shapes_cards.WEIGHTS_DIR
-#: part -> (file stem in SHAPES_WEIGHTS_DIR, the script that trains it, its setting, its architecture's setting).
+#: part -> (file stem in shapes_models/weights/, the script that trains it, its setting, its architecture's setting).
 SHAPES_FILES = {
     "SAM": ("sam_shapes", "shapes.train_sam", "SAMCLIP_SAM_WEIGHTS", "SAMCLIP_SAM_VARIANT"),
     "CLIP": ("clip_shapes", "shapes.train_clip", "SAMCLIP_CLIP_PRETRAINED", "SAMCLIP_CLIP_MODEL"),
@@ -69,32 +67,11 @@ WEIGHT_FILES: list[WeightFile] = [*SAM_FILES.values(), DEFAULT_CLIP_FILE]
 
 
 @dataclass(frozen=True)
-class WeightSource:
-    """Resolved weights of one part: a file to load, or none for random init."""
+class WeightSource(Weights):
+    """Resolved weights of one part; a CLIP's also say how its open_clip tag preprocesses."""
 
-    label: str  # shown in Capabilities, e.g. "segment-anything:sam_vit_b_01ec64.pth"
-    path: Path | None
-    pretrained: bool
-    fetch_hint: str = ""  # how to get the file when it is missing
     preprocess: dict[str, Any] | None = None  # open_clip preprocess config of a tag
     quick_gelu: bool = False  # the open_clip tag was trained with QuickGELU
-    sha256: str | None = None  # the file's expected digest, checked at start-up
-    note: str = ""  # what every answer says about these weights, e.g. SHAPES_NOTE
-    card: dict[str, Any] | None = None  # the model card shipped beside the weights
-
-    def check(self, part: str) -> None:
-        """Fail at start-up, saying what to fetch, when the file is missing or not the expected one."""
-        if self.path is None:
-            return
-        if not self.path.is_file():
-            raise ConfigurationError(f"{part} weights not found: {self.path}. {self.fetch_hint}".strip())
-        if self.sha256 is not None:
-            actual = shapes_cards.sha256_of(self.path)
-            if actual != self.sha256:
-                raise ConfigurationError(
-                    f"{part} weights {self.path}: SHA-256 {actual} does not match the model card's "
-                    f"{self.sha256}; the file is damaged or was replaced. {self.fetch_hint}".strip()
-                )
 
 
 def _fetch_hint(file: WeightFile, cache_dir: Path, env: str) -> str:
@@ -115,36 +92,18 @@ def _random(*_: object) -> WeightSource:
 
 def _shapes(part: str, arch: str) -> WeightSource:
     """The shipped shapes weights of `part` (a key of SHAPES_FILES), with their model card."""
-    import json
-
     stem, script, env, arch_env = SHAPES_FILES[part]
     if arch != SHAPES:
         raise ConfigurationError(
             f"{env}=shapes are weights of the shapes architecture only; set {arch_env}=shapes "
             f"(not {arch!r}), or give {arch} its own weights"
         )
-    directory = SHAPES_WEIGHTS_DIR
-    path, card_path = directory / f"{stem}.pth", directory / f"{stem}.json"
+    directory = shapes_cards.WEIGHTS_DIR
     hint = (
         f"The shapes reference weights ship in {directory}: restore them from git, or train them "
         f"with `python -m {script} --out {directory}`."
     )
-    try:
-        card = json.loads(card_path.read_text())
-        sha256 = card["sha256"]
-    except FileNotFoundError:
-        raise ConfigurationError(f"{part} shapes model card not found: {card_path}. {hint}") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ConfigurationError(f"{part} shapes model card {card_path} is unreadable or has no sha256: {exc}") from exc
-    return WeightSource(
-        label=f"shapes:{path.name} ({SHAPES_NOTE})",
-        path=path,
-        pretrained=True,  # trained, on synthetic data: the note and the card say which
-        fetch_hint=hint,
-        sha256=sha256,
-        note=SHAPES_NOTE,
-        card=card,
-    )
+    return WeightSource(**asdict(shapes_cards.shipped(stem, part, hint)))
 
 
 def _official_sam(variant: str, cache_dir: Path) -> WeightSource:
@@ -176,11 +135,11 @@ def _resolve(
     sources: dict[str, Callable[[str, Path], WeightSource]], advice: str = "",
 ) -> WeightSource:
     """`spec` ("kind" or "file:/path") through its kind's resolver in `sources`."""
-    kind, _, arg = spec.partition(":")
-    resolver = sources.get(kind)
+    parsed = WeightsSpec.parse(spec)
+    resolver = sources.get(parsed.scheme)
     if resolver is None:
         raise ConfigurationError(f"{setting}={spec!r}: use one of {sorted(sources)}{advice}")
-    return resolver(arg if kind == "file" else variant, cache_dir)
+    return resolver(parsed.value if parsed.scheme == "file" else variant, cache_dir)
 
 
 def resolve_sam_weights(spec: str, variant: str, cache_dir: Path) -> WeightSource:
@@ -274,10 +233,10 @@ CLIP_SOURCES: dict[str, Callable[[str, str, Path], WeightSource]] = {
 
 
 def resolve_clip_weights(spec: str, model: str, cache_dir: Path) -> WeightSource:
-    kind, sep, arg = spec.partition(":")
-    resolver = CLIP_SOURCES.get(kind)
-    if resolver is not None and (sep or kind != "file"):
-        return resolver(model, arg, cache_dir)
+    parsed = WeightsSpec.parse(spec)
+    resolver = CLIP_SOURCES.get(parsed.scheme)
+    if resolver is not None and (parsed.value or parsed.scheme != "file"):
+        return resolver(model, parsed.value, cache_dir)
     if model == SHAPES:
         raise ConfigurationError(
             f"clip_pretrained={spec!r}: the shapes CLIP has no open_clip tags; use shapes, file:/path or random"
@@ -285,17 +244,18 @@ def resolve_clip_weights(spec: str, model: str, cache_dir: Path) -> WeightSource
     return _clip_tag(model, spec, cache_dir)
 
 
+def load_strict(module: Any, path: Path, what: str) -> None:
+    """Load a state dict (`load_state_dict`, weights_only) strictly into `module`."""
+    state = load_state_dict(path, what)
+    try:
+        module.load_state_dict(state, strict=True)
+    except Exception as exc:  # shape and key errors alike: the file is not for this network
+        raise ConfigurationError(f"cannot load {what} weights from {path.name}: {exc}") from exc
+
+
 def load_sam_state(sam: Any, path: Path) -> None:
     """Load a segment-anything checkpoint (a plain state dict) with weights_only=True."""
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]
-        sam.load_state_dict(state, strict=True)
-    except Exception as exc:  # unpickling, zip, shape and key errors alike: the file is unusable
-        raise ConfigurationError(f"cannot load SAM weights from {path}: {exc}") from exc
+    load_strict(sam, path, "SAM")
 
 
 def load_clip_state(clip: Any, path: Path) -> None:
