@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from importlib import metadata
@@ -436,6 +437,22 @@ def test_the_dockerfile_s_own_checks_pass_in_the_gateway_venv_and_fail_beside_to
     # The same check in the development venv (torch installed, shapes importable) fails: it can bite.
     beside_torch = run_isolated(Path(sys.executable), checks[1][1:], ROOT)
     assert beside_torch.returncode != 0 and "torch" in beside_torch.stderr
+
+
+def test_the_image_keeps_only_console_scripts_that_work_there(gateway_venv: Path, tmp_path: Path) -> None:
+    """The package's [project.scripts] all land in the venv. The Dockerfile removes those that cannot
+    work without the model services (`--help` already fails: their modules, or the services their
+    entry points name, are not there); every one it keeps loads."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    [run] = [args for _, keyword, args in instructions(DOCKERFILE) if keyword == "RUN" and "pip install" in args]
+    removed = {Path(w).name for w in shlex.split(run) if w.startswith("/opt/venv/bin/")}
+    assert removed <= scripts.keys()
+    assert {"vcompare", "vision-gateway", "vc-healthcheck"} <= scripts.keys() - removed
+    for name in sorted(scripts):
+        load = f"import importlib.metadata as md, sys; [ep] = md.entry_points(group='console_scripts', name={name!r})"
+        call = "; sys.argv = [ep.name, '--help']; sys.exit(ep.load()())" if name in removed else "; ep.load()"
+        probe = run_isolated(gateway_venv, ["-I", "-c", load + call], tmp_path)
+        assert (probe.returncode == 0) == (name not in removed), (name, probe.stderr[-2000:])
 
 
 def test_the_replay_runs_the_image_s_python_version() -> None:

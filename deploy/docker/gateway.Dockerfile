@@ -22,12 +22,15 @@ COPY services/__init__.py services/
 COPY services/runtime services/runtime
 COPY gateway gateway
 # Installed (not editable), then checked: the gateway imports, and no model framework, model
-# service, shapes model or shapes lab is importable in the venv the final image gets.
+# service, shapes model or shapes lab is importable in the venv the final image gets. The
+# package's console scripts of the model services (their modules are not here) are removed:
+# the image keeps vcompare, vision-gateway and vc-healthcheck.
 RUN pip install ".[gateway]" && pip check \
     && python -I -c "import gateway.server, gateway.http, gateway.cli" \
     && python -I -c "import importlib.util as u, sys; \
 bad = [m for m in ('torch', 'torchvision', 'segment_anything', 'open_clip', 'onnxruntime', 'shapes', \
-'shapes_models', 'services.maskrcnn', 'services.samclip') if u.find_spec(m)]; sys.exit(f'in the gateway venv: {bad}' if bad else 0)"
+'shapes_models', 'services.maskrcnn', 'services.samclip') if u.find_spec(m)]; sys.exit(f'in the gateway venv: {bad}' if bad else 0)" \
+    && rm /opt/venv/bin/maskrcnn-service /opt/venv/bin/samclip-service /opt/venv/bin/fetch-weights /opt/venv/bin/export-onnx
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --home-dir /home/app --create-home app
