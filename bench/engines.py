@@ -4,6 +4,7 @@ encoder's GFLOP/s as a share of a 2048 x 2048 fp32 matmul measured in the same r
     .venv/bin/python bench/engines.py                 # everything (about 10-20 min on 2 cores)
     .venv/bin/python bench/engines.py --only shapes   # the shapes models only (a minute)
     .venv/bin/python bench/engines.py --only sam      # the SAM ViT-B encoder share only
+    .venv/bin/python bench/engines.py --only decoder  # SAM's prompt encoder + mask decoder (shapes, ViT-B)
 
 Full-size architectures with random weights (the figures are compute, not accuracy):
 Mask R-CNN R50-FPN v1 at 800/1333 on an 800 x 1066 image (10 detections an image, so the
@@ -17,7 +18,8 @@ torch.set_num_threads(--threads) and ONNX Runtime on as many intra-op threads, s
 and the share is against their mean (each a sustained 2 s of back-to-back products), so a
 machine shared with other work (whose load moves both) still gives a fair ratio. The Mask
 R-CNN and SAM-CLIP rows go through the services' model classes (pre- and postprocessing
-included, which stay in torch in both engines); the SAM and CLIP rows time the networks alone.
+included, which stay in torch in both engines); the SAM and CLIP rows time the networks alone,
+the SAM prompt encoder + mask decoder rows the two modules as the backends call them.
 """
 
 from __future__ import annotations
@@ -235,6 +237,57 @@ def sam_rows(args: argparse.Namespace, variant: str, tmp: Path) -> None:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8, max_name_column_width=48))
 
 
+# --- SAM's prompt encoder and mask decoder -----------------------------------------------------
+
+
+def decoder_rows(args: argparse.Namespace, variant: str, tmp: Path) -> None:
+    """SAM's prompt encoder + mask decoder as the backends call them: torch's two modules against
+    the ONNX Runtime stand-ins (one graph, services.samclip.onnx_engine), on one image embedding,
+    for a point (three masks), four boxes, and a 64-point batch of the automatic generator."""
+    from services.runtime.engines import OrtRunner, plan_providers
+    from services.samclip.architectures import build_sam
+    from services.samclip.onnx_engine import Exporter, install_sam_decoder
+
+    torch.manual_seed(0)
+    sam = build_sam(variant).eval()
+    if variant == "shapes":
+        from shapes_models.cards import verified_path
+
+        sam.load_state_dict(torch.load(verified_path("sam_shapes"), map_location="cpu", weights_only=True))
+    reference = copy.deepcopy(sam)
+    plan, _ = plan_providers("cpu")
+    start = time.perf_counter()
+    install_sam_decoder(sam, Exporter(tmp / "decoder-cache", OrtRunner(plan, args.threads), "bench"), "0" * 64, variant)
+    export_s = time.perf_counter() - start
+    pe = reference.prompt_encoder
+    side = float(max(pe.input_image_size))
+    embedding = torch.randn(1, pe.embed_dim, *pe.image_embedding_size)
+    grid = torch.rand(64, 1, 2, generator=torch.Generator().manual_seed(0)) * side
+    cases = [
+        ("1 point, 3 masks", {"points": (torch.tensor([[[side / 3, side / 2]]]), torch.tensor([[1]])), "boxes": None},
+         True),
+        ("4 boxes, 1 mask each", {"points": None, "boxes": torch.tensor([[0.1, 0.1, 0.5, 0.6], [0.3, 0.2, 0.9, 0.7],
+                                                                          [0.0, 0.0, 1.0, 1.0], [0.6, 0.6, 0.8, 0.9]])
+                                  * side}, False),
+        ("64 points (automatic batch)", {"points": (grid, torch.ones(64, 1, dtype=torch.int)), "boxes": None}, True),
+    ]  # fmt: skip
+
+    def decode(model: Any, prompts: dict[str, Any], multimask: bool) -> Any:
+        sparse, dense = model.prompt_encoder(masks=None, **prompts)
+        return model.mask_decoder(embedding, model.prompt_encoder.get_dense_pe(), sparse, dense, multimask)
+
+    name = f"SAM {variant} prompt+mask decoder"
+    print(f"# {name}: ONNX export {export_s:.1f} s", flush=True)
+    with torch.inference_mode():
+        for what, prompts, multimask in cases:
+            (a, ia), (b, ib) = decode(reference, prompts, multimask), decode(sam, prompts, multimask)
+            agree = float(((a > 0) == (b > 0)).float().mean())
+            t = best_of(lambda p=prompts, mm=multimask: decode(reference, p, mm), args.repeat * 4)
+            o = best_of(lambda p=prompts, mm=multimask: decode(sam, p, mm), args.repeat * 4)
+            diff = float((ia - ib).abs().max())
+            row(name, what, t, o, f"mask pixels agree {agree:.5f}, IoU pred. max diff {diff:.1e}")
+
+
 # --- CLIP -----------------------------------------------------------------------------------------
 
 
@@ -293,8 +346,8 @@ def clip_rows(args: argparse.Namespace, name: str, tmp: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="maskrcnn,sam,clip,shapes",
-                        help="comma-separated: maskrcnn, sam, clip, shapes (default: all)")  # fmt: skip
+    parser.add_argument("--only", default="maskrcnn,sam,decoder,clip,shapes",
+                        help="comma-separated: maskrcnn, sam, decoder, clip, shapes (default: all)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--keypoints", action="store_true", help="also Keypoint R-CNN R50-FPN (another R50 export)")
@@ -313,11 +366,16 @@ def main() -> int:
             maskrcnn_rows(args, cache_dir, full=False)
             samclip_rows(args, cache_dir)
             sam_rows(args, "shapes", tmp)
+            decoder_rows(args, "shapes", tmp)
             clip_rows(args, "shapes", tmp)
         if "maskrcnn" in only:
             maskrcnn_rows(args, cache_dir, full=True)
         if "clip" in only:
             clip_rows(args, "ViT-B-32", tmp)
+        if "decoder" in only:
+            if "shapes" not in only:
+                decoder_rows(args, "shapes", tmp)
+            decoder_rows(args, "vit_b", tmp)
         if "sam" in only:
             sam_rows(args, "vit_b", tmp)
     print(f"# matmul {MATMUL_N}^2 fp32 at the end: {matmul_rate():.0f} GFLOP/s")
