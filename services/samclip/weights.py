@@ -1,12 +1,13 @@
 """Where SAM and CLIP weights come from, and how they are loaded. Never downloads.
 
 `WEIGHT_FILES` lists what `fetch-weights samclip` downloads with checksum
-verification. A weight spec resolves to a `WeightSource` (the runtime's `Weights`, plus what an open_clip tag
-brings) through a small dispatch table per part: add an entry to add a source.
+verification. A weight spec resolves to a `WeightSource` (the runtime's `Weights`, plus
+what an open_clip tag brings) through a small dispatch table per part: add an entry to
+add a source.
 
-The "shapes" preset is the reference weights this project trains itself on its
-synthetic shapes world (`shapes_models/`, trained by the `shapes/` lab): shipped in the repository, verified
-against the SHA-256 in their model cards, and loaded by the same code as real
+The "shapes" weights are the reference models this project trains on its synthetic
+shapes world (`shapes_models/`, trained by the `shapes/` lab): shipped in the repository,
+verified against the SHA-256 in their model cards, and loaded by the same code as real
 checkpoints. They know only the five shape classes.
 """
 
