@@ -45,6 +45,10 @@ SETTINGS = {"MASKRCNN_": MaskRCNNSettings, "SAMCLIP_": SamClipSettings, "GATEWAY
 SERVICE_PREFIX = {"maskrcnn": "MASKRCNN_", "samclip": "SAMCLIP_", "sam-clip-composed": "SAMCLIP_",
                   "gateway": "GATEWAY_"}
 MODELS = ("maskrcnn", "samclip", "sam-clip-composed")
+#: compose's one-shot ONNX export steps, by the model service each runs for
+EXPORT_STEPS = {f"export-{name}": name for name in MODELS}
+#: the `export-onnx` exporter (entry point) of each model service
+EXPORTER = {"maskrcnn": "maskrcnn", "samclip": "samclip", "sam-clip-composed": "samclip"}
 SCRIPTS = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
 
 
@@ -127,6 +131,11 @@ def test_model_deployments_have_probes_security_and_gpus(manifests: list[dict[st
             assert c["securityContext"]["readOnlyRootFilesystem"] is True
             assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
         assert pod["initContainers"][0]["command"][0] == "fetch-weights"
+        export = pod["initContainers"][1]
+        assert export["command"] == ["export-onnx", "--skip-torch", EXPORTER[name]]
+        assert {"name": "models", "mountPath": "/models"} in export["volumeMounts"]  # writable, unlike the service's
+        if gpu:  # so that device=auto, and with it engine=auto, resolve as in the service
+            assert export["resources"]["limits"]["nvidia.com/gpu"] == 1
         if gpu:
             assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
             assert pod["nodeSelector"] and pod["tolerations"]
@@ -156,10 +165,11 @@ def test_every_variable_set_is_a_settings_field(manifests: list[dict[str, Any]])
 
 
 def test_the_values_set_are_valid_settings(manifests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each service's settings class accepts what its environment sets (a one-shot job such as
-    fetch-weights has no settings class of its own)."""
+    """Each service's settings class accepts what its environment sets (an export step's is its
+    service's; a one-shot job such as fetch-weights has no settings class of its own)."""
     checked = set()
     for (source, service), env in env_sources(manifests).items():
+        service = EXPORT_STEPS.get(service, service)
         if service not in SERVICE_PREFIX:
             continue
         with monkeypatch.context() as m:
@@ -170,6 +180,32 @@ def test_the_values_set_are_valid_settings(manifests: list[dict[str, Any]], monk
             SETTINGS[SERVICE_PREFIX[service]]()  # raises on any invalid value
         checked.add((source, service))
     assert {s for _, s in checked} == set(SERVICE_PREFIX)
+
+
+def test_each_model_service_exports_with_its_own_settings(manifests: list[dict[str, Any]]) -> None:
+    """The one-shot export-onnx step beside fetch-weights runs with exactly its service's settings
+    (so it exports from the same weights, under the same SHA-256, into what the service reads) and
+    finishes before the service starts: compose, its CPU override, and each Deployment."""
+    compose, doc = compose_services({}), load_yaml(ROOT / "docker-compose.yml")
+    cpu = load_yaml(ROOT / "docker-compose.cpu.yml")["services"]
+    assert set(EXPORT_STEPS) == {n for n, s in compose.items() if s.command[:1] == ["export-onnx"]}
+    for step, service in EXPORT_STEPS.items():
+        spec, served = doc["services"][step], doc["services"][service]
+        assert compose[step].command == ["export-onnx", "--skip-torch", EXPORTER[service]]
+        assert compose[step].environment == compose[service].environment, step
+        assert compose[step].environment[f"{SERVICE_PREFIX[service]}CACHE_DIR"] == "/models"
+        assert spec["volumes"] == ["models:/models"] and served["volumes"] == ["models:/models:ro"]
+        assert spec["image"] == served["image"] and spec["restart"] == "no" and spec["deploy"] == served["deploy"]
+        assert spec["depends_on"] == {"fetch-weights": {"condition": "service_completed_successfully"}}
+        assert served["depends_on"][step] == {"condition": "service_completed_successfully"}
+        assert cpu[step] == cpu[service], f"docker-compose.cpu.yml: {step} must run as {service} does"
+    deployments = by_kind(manifests, "Deployment")
+    for name in MODELS:
+        pod = deployments[name]["spec"]["template"]["spec"]
+        [container], export = pod["containers"], pod["initContainers"][1]
+        assert export["image"] == container["image"]
+        assert export["envFrom"] == container["envFrom"] and export.get("env") == container.get("env"), name
+        assert {"name": "models", "mountPath": "/models", "readOnly": True} in container["volumeMounts"]
 
 
 def test_commands_name_console_scripts_that_exist(manifests: list[dict[str, Any]]) -> None:
@@ -239,7 +275,9 @@ def processes_with(marker: str) -> list[int]:
 @pytest.fixture
 def stack_env() -> dict[str, str]:
     marker = uuid.uuid4().hex
-    return {**os.environ, "VC_TEST_MARKER": marker}
+    # engine=torch: the local stack's models volume is ./models (compose's /models), where ONNX
+    # Runtime would leave its exports (tests/conftest.py keeps the in-process ones out of it)
+    return {**os.environ, "VC_TEST_MARKER": marker, "MASKRCNN_ENGINE": "torch", "SAMCLIP_ENGINE": "torch"}
 
 
 def test_stack_up_runs_the_main_job_and_stops_cleanly(stack_env: dict[str, str], tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -186,3 +187,30 @@ def test_a_read_only_cache_exports_under_the_temporary_directory_and_says_so(
     assert not read_only.exists()
     again = cached_export(read_only, "ab" * 32, "tiny.part", {}, _tiny_onnx)
     assert not again.exported and again.path == first.path
+
+
+def test_export_onnx_skip_torch_skips_a_service_whose_settings_run_torch(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The deployments' export step (`export-onnx --skip-torch`, the service's environment) exports
+    nothing for a service that will run torch: engine=torch, or auto resolving to torch (full-size
+    SAM-CLIP on CPU); it loads no model and writes nothing."""
+    from services.samclip.settings import SamClipSettings
+
+    for key in [k for k in os.environ if k.startswith(("MASKRCNN_", "SAMCLIP_"))]:
+        monkeypatch.delenv(key)
+    engines.skip_unless_onnxruntime(SamClipSettings(device="cpu"))  # the shapes models on CPU: exported
+    with pytest.raises(engines.ExportSkipped):
+        engines.skip_unless_onnxruntime(SamClipSettings(device="cpu", engine="torch"))
+    monkeypatch.setenv("MASKRCNN_ENGINE", "torch")
+    for key, value in {"SAMCLIP_BACKEND": "composed", "SAMCLIP_SAM_VARIANT": "vit_b", "SAMCLIP_SAM_WEIGHTS": "official",
+                       "SAMCLIP_CLIP_MODEL": "ViT-B-32", "SAMCLIP_CLIP_PRETRAINED": "laion2b_e16",
+                       "SAMCLIP_DEVICE": "cpu"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    assert engines.export_main(["--skip-torch", "--cache-dir", str(tmp_path), "maskrcnn", "samclip"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "maskrcnn\tskipped: engine=torch runs torch on cpu: nothing to export",
+        "samclip\tskipped: engine=auto runs torch on cpu: nothing to export",
+    ]
+    assert not any(tmp_path.iterdir())

@@ -38,8 +38,9 @@ log = logging.getLogger(__name__)
 
 CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
 ONNX_SUBDIR = "onnx"
-#: Where services register their ONNX export: a function (cache_dir: Path | None) -> list[ExportedFile]
-#: that exports (or verifies) the files of the networks its settings configure.
+#: Where services register their ONNX export: a function (cache_dir: Path | None, *, skip_torch: bool)
+#: -> list[ExportedFile] that exports (or verifies) the files of the networks its settings configure;
+#: with skip_torch, it raises ExportSkipped where those settings run torch.
 ENTRY_POINT_GROUP = "visioncompare.onnx"
 MANIFEST_VERSION = 1
 
@@ -384,9 +385,25 @@ def cached_export(
 # --- the command ---------------------------------------------------------------------
 
 
-def exporters() -> dict[str, Callable[[Path | None], list[ExportedFile]]]:
+class ExportSkipped(Exception):
+    """Raised by a service's exporter under `export-onnx --skip-torch` when its settings run
+    torch (engine=torch, or engine=auto resolving to torch on its device): nothing to export."""
+
+
+def skip_unless_onnxruntime(settings: Any) -> None:
+    """ExportSkipped unless `settings` (a ModelServerSettings) run ONNX Runtime on their device,
+    resolved as the service resolves it at start (device=auto: CUDA if this process sees one)."""
+    from services.runtime.device import plan_device
+
+    device = plan_device(settings.device, settings.precision).device.type
+    engine = settings.resolved_engine(device)
+    if engine != "onnxruntime":
+        raise ExportSkipped(f"engine={settings.engine} runs {engine} on {device}: nothing to export")
+
+
+def exporters() -> dict[str, Callable[..., list[ExportedFile]]]:
     """The services' exporters, by name, as registered under ENTRY_POINT_GROUP."""
-    found: dict[str, Callable[[Path | None], list[ExportedFile]]] = {}
+    found: dict[str, Callable[..., list[ExportedFile]]] = {}
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name):
         found.setdefault(ep.name, ep.load())
     return found
@@ -395,11 +412,18 @@ def exporters() -> dict[str, Callable[[Path | None], list[ExportedFile]]]:
 def export_main(argv: Sequence[str] | None = None) -> int:
     """Console script `export-onnx`: export each service's networks to ONNX from the weights its
     settings (environment variables, e.g. MASKRCNN_WEIGHTS) name, into its cache directory
-    (cache_dir/onnx/<SHA-256 of the weights>/), or verify the files already there."""
+    (cache_dir/onnx/<SHA-256 of the weights>/), or verify the files already there. With
+    --skip-torch (the deployments' one-shot step, run with the service's own environment), a
+    service whose settings run torch on this machine's device is skipped."""
     found = exporters()
     parser = argparse.ArgumentParser(prog="export-onnx", description=export_main.__doc__)
     parser.add_argument("services", nargs="*", help=f"any of {sorted(found)}; default: all")
     parser.add_argument("--cache-dir", type=Path, default=None, help="default: each service's cache_dir setting")
+    parser.add_argument(
+        "--skip-torch",
+        action="store_true",
+        help="skip a service whose settings run torch (engine=torch, or auto resolving to torch on its device)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not found:
@@ -410,7 +434,10 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     failed = 0
     for name in args.services or sorted(found):
         try:
-            files = found[name](args.cache_dir)
+            files = found[name](args.cache_dir, skip_torch=True) if args.skip_torch else found[name](args.cache_dir)
+        except ExportSkipped as exc:
+            print(f"{name}\tskipped: {exc}")
+            continue
         except (ConfigurationError, ValueError, OSError) as exc:
             print(f"export-onnx: {name}: {exc}", file=sys.stderr)
             failed += 1
