@@ -173,9 +173,10 @@ def samclip_rows(args: argparse.Namespace, cache_dir: Path) -> None:
 # --- SAM ------------------------------------------------------------------------------------------
 
 
+
 def sam_rows(args: argparse.Namespace, variant: str, tmp: Path) -> None:
     from services.samclip.architectures import build_sam
-    from services.samclip.attention import use_sdpa_attention
+    from services.samclip.attention import use_chunked_mlp, use_sdpa_attention
 
     torch.manual_seed(0)
     sam = build_sam(variant).eval()
@@ -191,6 +192,7 @@ def sam_rows(args: argparse.Namespace, variant: str, tmp: Path) -> None:
     eager = sam.image_encoder
     fused = copy.deepcopy(eager)
     use_sdpa_attention(fused)
+    use_chunked_mlp(fused)
     size = eager.img_size
     x = torch.randn(1, 3, size, size)
     repeat = args.repeat if variant == "shapes" else max(1, args.repeat // 2)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from segment_anything.modeling.image_encoder import Attention
+from segment_anything.modeling.image_encoder import Attention, Block
 
 from services.runtime.device import plan_device
 from services.samclip import attention
 from services.samclip.architectures import build_sam
-from services.samclip.attention import SdpaAttention, use_sdpa_attention
+from services.samclip.attention import ChunkedMlpBlock, SdpaAttention, use_chunked_mlp, use_sdpa_attention
 from services.samclip.composed import build_composed
 from services.samclip.merged import build_merged_backend
 from services.samclip.settings import SamClipSettings
@@ -56,11 +56,31 @@ def test_the_blocked_path_for_large_masks_equals_it_too(monkeypatch: pytest.Monk
         torch.testing.assert_close(fused(x), eager(x), atol=ATOL, rtol=1e-4)
 
 
+@pytest.mark.parametrize("window", [0, 4], ids=["global", "windows"])
+def test_the_chunked_mlp_block_equals_segment_anything_s(window: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The MLP over blocks of tokens (rows need not divide evenly): the same outputs; with gradients
+    (training), the block runs segment_anything's forward unchanged."""
+    torch.manual_seed(0)
+    eager = Block(32, 2, window_size=window, input_size=(10, 10)).eval()
+    chunked = Block(32, 2, window_size=window, input_size=(10, 10)).eval()
+    chunked.load_state_dict(eager.state_dict())
+    assert use_chunked_mlp(chunked) == 1 and isinstance(chunked, ChunkedMlpBlock)
+    monkeypatch.setattr(attention, "MLP_CHUNK_BYTES", 7 * 128 * 4)  # 7 tokens a block of 100 per image
+    x = torch.randn(2, 10, 10, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(chunked(x), eager(x), atol=1e-6, rtol=1e-6)
+    y = chunked(x.requires_grad_())
+    y.sum().backward()
+    assert x.grad is not None
+    torch.testing.assert_close(y.detach(), eager(x).detach())
+
+
 def test_the_shapes_encoder_gives_the_same_embeddings() -> None:
     eager = build_sam("shapes")
     fused = build_sam("shapes")
     fused.load_state_dict(eager.state_dict())
     assert use_sdpa_attention(fused) == len(fused.image_encoder.blocks)
+    assert use_chunked_mlp(fused) == len(fused.image_encoder.blocks)
     image = torch.randn(2, 3, eager.image_encoder.img_size, eager.image_encoder.img_size)
     with torch.inference_mode():
         expected, got = eager.image_encoder(image), fused.image_encoder(image)
@@ -78,3 +98,5 @@ def test_both_backends_run_sdpa_unless_told_eager(backend: str) -> None:
         network = built.sam if backend == "composed" else built.merged  # type: ignore[union-attr]
         kinds = {type(m) for m in network.modules() if isinstance(m, Attention)}
         assert kinds == {cls}
+        blocks = {type(m) for m in network.modules() if isinstance(m, Block)}
+        assert blocks == {ChunkedMlpBlock if mode == "sdpa" else Block}

@@ -9,17 +9,25 @@ segment-anything-fast (the PyTorch team's) does: score, bias, softmax and the pr
 in one fused kernel. On CPU the global layers' mask is built and used one head and a block
 of query rows at a time, so that each block is still in cache when the kernel reads it.
 
-Both SAM-CLIP backends put it into their SAM (`use_sdpa_attention`), unless
-`SAMCLIP_SAM_ATTENTION=eager`. The parameters and state dict are unchanged.
+`ChunkedMlpBlock` runs each encoder block's MLP over a block of tokens at a time in inference:
+the same function row by row (bit-identical on CPU), without the whole hidden layer (4 x dim
+per token: 50 MB for ViT-B's 4096 tokens) ever existing. Tensors that large get fresh pages
+from the kernel on every call (glibc maps allocations over 32 MB anew), and the first touch
+of those pages cost more than the MLP's arithmetic lost to smaller products.
+
+Both SAM-CLIP backends put both into their SAM (`use_sdpa_attention`, `use_chunked_mlp`),
+unless `SAMCLIP_SAM_ATTENTION=eager`. The parameters and state dict are unchanged.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling.image_encoder import Attention, get_rel_pos
+from segment_anything.modeling.image_encoder import Attention, Block, get_rel_pos, window_partition, window_unpartition
 from torch import Tensor, nn
 
+#: The MLP of an encoder block runs over blocks of tokens whose hidden layer is about this size.
+MLP_CHUNK_BYTES = 16 << 20
 #: A relative-position mask larger than this per head is built in row blocks of about this
 #: size (the kernel then reads each block from cache rather than memory).
 MASK_BLOCK_BYTES = 8 << 20
@@ -93,5 +101,40 @@ def use_sdpa_attention(module: nn.Module) -> int:
     for m in module.modules():
         if type(m) is Attention:
             m.__class__ = SdpaAttention
+            count += 1
+    return count
+
+
+class ChunkedMlpBlock(Block):
+    """segment_anything's encoder Block, its MLP run over blocks of tokens in inference."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            return super().forward(x)
+        shortcut = x
+        x = self.norm1(x)
+        if self.window_size > 0:  # as Block.forward
+            h, w = x.shape[1], x.shape[2]
+            x, pad_hw = window_partition(x, self.window_size)
+        x = self.attn(x)
+        if self.window_size > 0:
+            x = window_unpartition(x, self.window_size, pad_hw, (h, w))
+        x = (shortcut + x).contiguous()  # the first block's input is a permuted view of the patch embedding
+        tokens = x.view(-1, x.shape[-1])
+        hidden = self.mlp.lin1.out_features * x.element_size()
+        rows = max(1, MLP_CHUNK_BYTES // hidden)
+        for start in range(0, tokens.shape[0], rows):
+            part = tokens[start : start + rows]
+            part.add_(self.mlp(self.norm2(part)))
+        return x
+
+
+def use_chunked_mlp(module: nn.Module) -> int:
+    """Give every segment_anything encoder Block in `module` the token-chunked MLP in inference
+    (the same module, parameters and state; one method changed). Returns how many it changed."""
+    count = 0
+    for m in module.modules():
+        if type(m) is Block:
+            m.__class__ = ChunkedMlpBlock
             count += 1
     return count

@@ -18,7 +18,7 @@ from services.runtime.engines import ExportedFile, ort_runner
 from services.runtime.types import ModelComponent
 from services.samclip import automatic, openvocab
 from services.samclip.architectures import build_clip, build_sam
-from services.samclip.attention import use_sdpa_attention
+from services.samclip.attention import use_chunked_mlp, use_sdpa_attention
 from services.samclip.backend import (
     AutomaticParams,
     BackendDescription,
@@ -389,6 +389,7 @@ def build_composed(
         load_sam_state(sam, sam_source.path)
     if settings.sam_attention == "sdpa":
         use_sdpa_attention(sam)
+        use_chunked_mlp(sam)
     clip, tokenizer = clip_builder(settings.clip_model, quick_gelu=clip_source.quick_gelu)
     if clip_source.path is not None:
         load_clip_state(clip, clip_source.path)

@@ -23,7 +23,7 @@ from services.runtime.device import DevicePlan
 from services.runtime.engines import ort_runner
 from services.runtime.types import ModelComponent
 from services.samclip.architectures import build_clip, build_sam
-from services.samclip.attention import use_sdpa_attention
+from services.samclip.attention import use_chunked_mlp, use_sdpa_attention
 from services.samclip.backend import BackendDescription, ImageEmbedding, ProposedMask
 from services.samclip.composed import ComposedSamOpenClip, cache_and_batch_sizes
 from services.samclip.merged_arch import MergedSamClip, build_merged, region_weights
@@ -182,6 +182,7 @@ def build_merged_backend(
         load_merged_state(merged, merged_source.path)
     if settings.sam_attention == "sdpa":
         use_sdpa_attention(merged)  # the backbone's and the CLIP head's blocks
+        use_chunked_mlp(merged)
     merged_part = ModelComponent(
         name=f"merged SAM-CLIP {settings.sam_variant} (backbone, SAM head, CLIP head)",
         weights=merged_source.label,

@@ -118,8 +118,9 @@ class SamClipSettings(ModelServerSettings):
     sam_weights: str = Field(SHAPES, description="official | shapes | file:/path | random")
     sam_attention: Literal["sdpa", "eager"] = Field(
         "sdpa",
-        description="the SAM image encoder's attention: sdpa (fused scaled-dot-product attention with the "
-        "relative-position bias as its mask; services/samclip/attention.py) or eager (segment_anything's own)",
+        description="the SAM image encoder's blocks: sdpa (fused scaled-dot-product attention with the "
+        "relative-position bias as its mask, and the MLP over blocks of tokens; services/samclip/attention.py) "
+        "or eager (segment_anything's own)",
     )
     clip_model: str = Field(SHAPES, description="an open_clip model name, shapes or tiny")
     clip_pretrained: str = Field(SHAPES, description="open_clip pretrained tag | shapes | file:/path | random")
@@ -194,8 +195,9 @@ class SamClipSettings(ModelServerSettings):
     def auto_engine(self, device_type: str) -> Engine:
         """engine=auto, as bench/engines.py measured on CPU (one run, 2 cores): ONNX Runtime for the
         small presets (shapes: every task 1.02-1.45x faster through the service, both backends);
-        torch for the full-size ones (SAM ViT-B's image encoder: torch with SDPA attention 15.0 s,
-        ONNX Runtime 33.4 s; CLIP ViT-B-32 even) and on CUDA, where nothing was measured."""
+        torch for the full-size ones (SAM ViT-B's image encoder: torch with SDPA attention and the
+        chunked MLP 4.3 s, ONNX Runtime 6.0 s; CLIP ViT-B-32 even) and on CUDA, where nothing was
+        measured."""
         small = self.sam_variant in (SHAPES, "tiny") and self.clip_model in (SHAPES, "tiny")
         return "onnxruntime" if device_type == "cpu" and small else "torch"
 
