@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 REPO_ONNX = ROOT / "models" / engines.ONNX_SUBDIR
 
 
+#: The runtime's own fallback directory for unwritable caches (the session replaces it).
+SYSTEM_TEMP_CACHE_DIR = engines.temp_cache_dir
+
+
 def _files(directory: Path) -> set[Path]:
     return {p for p in directory.rglob("*") if p.is_file()} if directory.is_dir() else set()
 
@@ -41,10 +45,21 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             cache_dir = cache
         return export_path(cache_dir, weights_digest, name, config)
 
+    # The fallback for unwritable caches gets its own directory: were it the system's temporary
+    # directory, redirected above, a model would find there (and load) another test's export
+    # of the same weights instead of exporting into its own cache.
+    fallback = tmp_path_factory.mktemp("onnx-fallback")
     before = _files(REPO_ONNX)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(engines, "export_path", in_session_cache)
+        m.setattr(engines, "temp_cache_dir", lambda: fallback)
         yield cache
     gained = sorted(str(p.relative_to(ROOT)) for p in _files(REPO_ONNX) - before)
     if gained:
         pytest.fail(f"the tests left {len(gained)} ONNX file(s) in models/onnx: {gained[:4]}", pytrace=False)
+
+
+@pytest.fixture
+def system_temp_cache_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a test of the fallback itself: the runtime's own temp_cache_dir again."""
+    monkeypatch.setattr(engines, "temp_cache_dir", SYSTEM_TEMP_CACHE_DIR)

@@ -172,6 +172,7 @@ def test_weights_without_a_file_are_keyed_by_their_state_dict() -> None:
     assert state_dict_sha256(a) != state_dict_sha256(b)
 
 
+@pytest.mark.usefixtures("system_temp_cache_dir")
 def test_a_read_only_cache_exports_under_the_temporary_directory_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
