@@ -27,6 +27,7 @@ lint: setup
 	cd protos && ../node_modules/.bin/buf lint
 	$(BIN)/python tools/gen_protos.py --check
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports  # the layers in pyproject.toml [tool.importlinter]
 	$(BIN)/mypy services gateway shapes shapes_models  # pyproject.toml [tool.mypy]
 

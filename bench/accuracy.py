@@ -75,12 +75,16 @@ def main() -> None:
     stack.up()
     figures: dict[str, object] = {}
     try:
-        with VisionModelClient(f"127.0.0.1:{stack.port('maskrcnn')}", timeout=300) as mrcnn, \
-                VisionModelClient(f"127.0.0.1:{stack.port('samclip')}", timeout=300) as merged, \
-                VisionModelClient(f"127.0.0.1:{stack.port('sam-clip-composed')}", timeout=300) as composed, \
-                grpc.insecure_channel(f"127.0.0.1:{stack.port('gateway')}") as channel:
-            weights = {name: client.capabilities().runtime.weights
-                       for name, client in (("maskrcnn", mrcnn), ("samclip", merged), ("sam-clip-composed", composed))}
+        with (
+            VisionModelClient(f"127.0.0.1:{stack.port('maskrcnn')}", timeout=300) as mrcnn,
+            VisionModelClient(f"127.0.0.1:{stack.port('samclip')}", timeout=300) as merged,
+            VisionModelClient(f"127.0.0.1:{stack.port('sam-clip-composed')}", timeout=300) as composed,
+            grpc.insecure_channel(f"127.0.0.1:{stack.port('gateway')}") as channel,
+        ):
+            weights = {
+                name: client.capabilities().runtime.weights
+                for name, client in (("maskrcnn", mrcnn), ("samclip", merged), ("sam-clip-composed", composed))
+            }
             print(f"weights: {weights}")
             start = time.time()
             figures["maskrcnn_service"] = accuracy.maskrcnn_service_ap(mrcnn, scenes)
@@ -97,8 +101,10 @@ def main() -> None:
             figures["seconds"] = round(time.time() - start)
     finally:
         stack.stop()
-    same = (figures["maskrcnn_service"] == figures["maskrcnn_in_process"]
-            and figures["maskrcnn_keypoints_service"] == figures["maskrcnn_keypoints_in_process"])
+    same = (
+        figures["maskrcnn_service"] == figures["maskrcnn_in_process"]
+        and figures["maskrcnn_keypoints_service"] == figures["maskrcnn_keypoints_in_process"]
+    )
     print(json.dumps(figures, indent=2))
     print(f"Mask R-CNN figures in-process == through the service: {same}")
     if not same:

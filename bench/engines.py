@@ -173,7 +173,6 @@ def samclip_rows(args: argparse.Namespace, cache_dir: Path) -> None:
 # --- SAM ------------------------------------------------------------------------------------------
 
 
-
 def sam_rows(args: argparse.Namespace, variant: str, tmp: Path) -> None:
     from services.samclip.architectures import build_sam
     from services.samclip.attention import use_chunked_mlp, use_sdpa_attention

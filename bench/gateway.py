@@ -67,8 +67,10 @@ async def run(args: argparse.Namespace, services: list[ServiceProcess], gateway_
         for name, ms in direct.items():
             print(f"direct {name:>6}: p50 {ms:8.2f} ms")
         print(f"Compare (both)  : p50 {compare:8.2f} ms")
-        print(f"Compare / slowest single model ({slowest_name}): {compare / slowest:.3f}  "
-              f"(a serial fan-out would be {total / slowest:.2f})")
+        print(
+            f"Compare / slowest single model ({slowest_name}): {compare / slowest:.3f}  "
+            f"(a serial fan-out would be {total / slowest:.2f})"
+        )
         print(f"gateway overhead per Compare: {(compare - slowest) * 1000:.0f} µs")
 
         async def caller(n: int) -> None:
@@ -78,8 +80,10 @@ async def run(args: argparse.Namespace, services: list[ServiceProcess], gateway_
         start = time.perf_counter()
         await asyncio.gather(*(caller(args.requests // 4) for _ in range(16)))
         elapsed = time.perf_counter() - start
-        print(f"throughput, 16 concurrent callers: {16 * (args.requests // 4) / elapsed:.1f} Compare/s "
-              "(each model forms batches of up to its max_batch_size)")
+        print(
+            f"throughput, 16 concurrent callers: {16 * (args.requests // 4) / elapsed:.1f} Compare/s "
+            "(each model forms batches of up to its max_batch_size)"
+        )
 
 
 def main() -> None:
@@ -94,9 +98,17 @@ def main() -> None:
     port = free_port()
     targets = "{" + ",".join(f'"{s.name}": "dns:///{s.address}"' for s in services) + "}"
     gateway = ServiceProcess(
-        "gateway", ["-m", "gateway"], port,
-        env={"GATEWAY_PORT": str(port), "GATEWAY_HOST": "127.0.0.1", "GATEWAY_TARGETS": targets,
-             "GATEWAY_METRICS_PORT": str(free_port()), "GATEWAY_HTTP_PORT": "none", "GATEWAY_LOG_LEVEL": "WARNING"},
+        "gateway",
+        ["-m", "gateway"],
+        port,
+        env={
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_TARGETS": targets,
+            "GATEWAY_METRICS_PORT": str(free_port()),
+            "GATEWAY_HTTP_PORT": "none",
+            "GATEWAY_LOG_LEVEL": "WARNING",
+        },
     )
     try:
         gateway.start()

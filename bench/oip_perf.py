@@ -75,8 +75,13 @@ def free_port() -> int:
 
 def start_service(service: str, port: int) -> subprocess.Popen[bytes]:
     module, prefix = SERVICES[service]
-    env = {**os.environ, f"{prefix}PORT": str(port), f"{prefix}HOST": "127.0.0.1", f"{prefix}METRICS_PORT": "0",
-           f"{prefix}LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        f"{prefix}PORT": str(port),
+        f"{prefix}HOST": "127.0.0.1",
+        f"{prefix}METRICS_PORT": "0",
+        f"{prefix}LOG_LEVEL": "WARNING",
+    }
     for line in (ROOT / "deploy" / "local.env").read_text().splitlines():  # shapes weights, no downloads
         key, _, value = line.partition("=")
         if key.startswith(prefix) and not line.startswith("#"):

@@ -160,12 +160,16 @@ def main() -> None:
     print(f"no-op model predict() in-process: p50 {p50:.1f} µs, p99 {p99:.1f} µs")
     bare = measure(args.port, True, args.requests)
     runtime = measure(args.port + 1, False, args.requests)
-    print(f"{'clients':>7} | {'bare gRPC p50/p99 µs':>21} | {'runtime p50/p99 µs':>19} | "
-          f"{'added p50/p99 µs':>17} | {'bare/runtime req/s':>18}")
+    print(
+        f"{'clients':>7} | {'bare gRPC p50/p99 µs':>21} | {'runtime p50/p99 µs':>19} | "
+        f"{'added p50/p99 µs':>17} | {'bare/runtime req/s':>18}"
+    )
     for c in (1, 16):
         b, r = bare[c], runtime[c]
-        print(f"{c:>7} | {b[0]:9.0f} / {b[1]:9.0f} | {r[0]:8.0f} / {r[1]:8.0f} | "
-              f"{r[0] - b[0]:7.0f} / {r[1] - b[1]:7.0f} | {b[2]:8.0f} / {r[2]:7.0f}")
+        print(
+            f"{c:>7} | {b[0]:9.0f} / {b[1]:9.0f} | {r[0]:8.0f} / {r[1]:8.0f} | "
+            f"{r[0] - b[0]:7.0f} / {r[1] - b[1]:7.0f} | {b[2]:8.0f} / {r[2]:7.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -106,7 +106,10 @@ def main() -> None:
     for config in CONFIGS:
         run = subprocess.run(
             [sys.executable, __file__, "--child", config, "--repeats", str(args.repeats), "--image", str(args.image)],
-            capture_output=True, text=True, check=False, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
         )
         if run.returncode:
             raise SystemExit(f"{config} failed:\n{run.stderr[-3000:]}")

@@ -159,8 +159,10 @@ class Soak:
                 await asyncio.sleep(max(start + args.duration * i / args.samples - time.monotonic(), 0))
                 self.sample(time.monotonic() - start)
                 t, calls, rss = self.samples[-1]
-                print(f"  t={t:5.0f} s  calls {calls:6d}  " + "  ".join(f"{n} {v:.1f} MiB" for n, v in rss.items()),
-                      flush=True)
+                print(
+                    f"  t={t:5.0f} s  calls {calls:6d}  " + "  ".join(f"{n} {v:.1f} MiB" for n, v in rss.items()),
+                    flush=True,
+                )
             self.elapsed = time.monotonic() - start
             self.current = Stats()  # calls finishing after the end sample are not counted
             self.stopping = True
@@ -168,18 +170,24 @@ class Soak:
 
     def report(self) -> bool:
         args, m = self.args, self.measured
-        print(f"\n== soak: {args.callers} callers x Compare(instance-segmentation, {args.image.name}), "
-              f"deadline {args.deadline:.0f} s, {self.elapsed:.0f} s after {args.warmup:.0f} s warm-up ==")
+        print(
+            f"\n== soak: {args.callers} callers x Compare(instance-segmentation, {args.image.name}), "
+            f"deadline {args.deadline:.0f} s, {self.elapsed:.0f} s after {args.warmup:.0f} s warm-up =="
+        )
         print(f"warm-up calls: {self.warmup.calls} (Compare: {codes_text(self.warmup.codes)})")
         print(f"calls: {m.calls} ({m.calls / self.elapsed:.2f} Compare/s)")
         print(f"status codes, Compare: {codes_text(m.codes)}")
         for model, codes in sorted(m.model_codes.items()):
             print(f"status codes, {model} result: {codes_text(codes)}")
-        print(f"latency, Compare: p50 {percentile(m.latency_ms, 50):.0f} ms, "
-              f"p99 {percentile(m.latency_ms, 99):.0f} ms, max {max(m.latency_ms, default=float('nan')):.0f} ms")
+        print(
+            f"latency, Compare: p50 {percentile(m.latency_ms, 50):.0f} ms, "
+            f"p99 {percentile(m.latency_ms, 99):.0f} ms, max {max(m.latency_ms, default=float('nan')):.0f} ms"
+        )
         for model, values in sorted(m.model_latency_ms.items()):
-            print(f"latency, {model} (as the gateway saw it): p50 {percentile(values, 50):.0f} ms, "
-                  f"p99 {percentile(values, 99):.0f} ms")
+            print(
+                f"latency, {model} (as the gateway saw it): p50 {percentile(values, 50):.0f} ms, "
+                f"p99 {percentile(values, 99):.0f} ms"
+            )
 
         print("\nRSS over time (MiB):")
         print(f"  {'t (s)':>6} {'calls':>7} " + " ".join(f"{n:>9}" for n in PROCESSES))
@@ -191,21 +199,28 @@ class Soak:
             first, last = self.samples[0][2][name], self.samples[-1][2][name]
             peak = max(s[2][name] for s in self.samples)
             growth[name] = (last - first) / first * 100.0
-            print(f"  {name:>9} (pid {self.pids[name]}): {first:.1f} -> {last:.1f} MiB ({growth[name]:+.2f}%), "
-                  f"peak sample {peak:.1f} MiB")
+            print(
+                f"  {name:>9} (pid {self.pids[name]}): {first:.1f} -> {last:.1f} MiB ({growth[name]:+.2f}%), "
+                f"peak sample {peak:.1f} MiB"
+            )
 
         expected = set(args.expect)
         unexpected = self.warmup.unexpected(expected) + m.unexpected(expected)
         ok_codes = not unexpected and m.calls > 0
         print("\ngoals:")
-        print(f"  {'PASS' if ok_codes else 'FAIL'}: no unexpected status code (expected: {', '.join(sorted(expected))})"
-              + (f"; found {'; '.join(unexpected)}" if unexpected else "") + ("" if m.calls else "; no calls"))
+        print(
+            f"  {'PASS' if ok_codes else 'FAIL'}: no unexpected status code (expected: {', '.join(sorted(expected))})"
+            + (f"; found {'; '.join(unexpected)}" if unexpected else "")
+            + ("" if m.calls else "; no calls")
+        )
         ok_rss = True
         for name in PROCESSES:
             ok = growth[name] < args.max_growth
             ok_rss &= ok
-            print(f"  {'PASS' if ok else 'FAIL'}: {name} RSS growth {growth[name]:+.2f}% < {args.max_growth:g}% "
-                  f"over {self.elapsed / 60:.1f} min")
+            print(
+                f"  {'PASS' if ok else 'FAIL'}: {name} RSS growth {growth[name]:+.2f}% < {args.max_growth:g}% "
+                f"over {self.elapsed / 60:.1f} min"
+            )
         return ok_codes and ok_rss
 
 
@@ -226,8 +241,11 @@ def main() -> None:
     offset = args.port_offset if args.port_offset is not None else free_port() % 1000 + 12_000
     stack = LocalStack(port_offset=offset, log_dir=ROOT / "artifacts" / "soak")
     stop_on_signals(stack)  # Ctrl-C / SIGTERM: SIGTERM every process, then exit
-    print(f"starting maskrcnn, samclip and gateway as `vcompare stack up` does (port offset {offset}, "
-          f"logs in {stack.log_dir}) ...", flush=True)
+    print(
+        f"starting maskrcnn, samclip and gateway as `vcompare stack up` does (port offset {offset}, "
+        f"logs in {stack.log_dir}) ...",
+        flush=True,
+    )
     passed = False
     try:
         stack.up(args.timeout)
@@ -242,8 +260,10 @@ def main() -> None:
         start = time.monotonic()
         stack.stop()
         if processes:
-            print(f"\nstack stopped with SIGTERM in {time.monotonic() - start:.1f} s; exit codes: "
-                  + ", ".join(f"{n} {p.returncode}" for n, p in processes.items()))
+            print(
+                f"\nstack stopped with SIGTERM in {time.monotonic() - start:.1f} s; exit codes: "
+                + ", ".join(f"{n} {p.returncode}" for n, p in processes.items())
+            )
     print("\nPASS" if passed else "\nFAIL")
     sys.exit(0 if passed else 1)
 

@@ -54,9 +54,7 @@ def _rle(m: pb.Mask) -> RleMask:
     return RleMask(m.rle.height, m.rle.width, m.rle.counts)
 
 
-def instance_agreement(
-    a: Sequence[pb.Instance], b: Sequence[pb.Instance], threshold: float
-) -> cs.InstanceAgreement:
+def instance_agreement(a: Sequence[pb.Instance], b: Sequence[pb.Instance], threshold: float) -> cs.InstanceAgreement:
     use_masks = bool(a) and bool(b) and all(i.HasField("mask") for i in [*a, *b])
     if use_masks:
         iou = mask_iou([_rle(i.mask) for i in a], [_rle(i.mask) for i in b])
@@ -78,9 +76,7 @@ def instance_agreement(
     return result
 
 
-def classification_agreement(
-    a: Sequence[vms.ClassScore], b: Sequence[vms.ClassScore]
-) -> cs.ClassificationAgreement:
+def classification_agreement(a: Sequence[vms.ClassScore], b: Sequence[vms.ClassScore]) -> cs.ClassificationAgreement:
     k = min(len(a), len(b))
     top_a = {s.label.name.lower() for s in a[:k]}
     top_b = {s.label.name.lower() for s in b[:k]}

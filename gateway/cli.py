@@ -1,9 +1,9 @@
 """`vcompare`: the command line for the comparison gateway.
 
-    vcompare models
-    vcompare compare photo.jpg --task instance-segmentation --out side_by_side.png
-    vcompare compare photo.jpg --task prompted-segmentation --point 120,80 --point 40,40,neg
-    vcompare evaluate data/shapes-eval/images --annotations data/shapes-eval/annotations.json
+vcompare models
+vcompare compare photo.jpg --task instance-segmentation --out side_by_side.png
+vcompare compare photo.jpg --task prompted-segmentation --point 120,80 --point 40,40,neg
+vcompare evaluate data/shapes-eval/images --annotations data/shapes-eval/annotations.json
 """
 
 from __future__ import annotations
@@ -180,8 +180,21 @@ def stack_up(
     try:
         models(gateway=gateway, token=None, json=False)
         typer.echo("")
-        compare(image, task=task, labels=None, point=[], box=[], models_=None, score_threshold=None,
-                max_results=None, json=False, out=out, timeout=timeout, gateway=gateway, token=None)
+        compare(
+            image,
+            task=task,
+            labels=None,
+            point=[],
+            box=[],
+            models_=None,
+            score_threshold=None,
+            max_results=None,
+            json=False,
+            out=out,
+            timeout=timeout,
+            gateway=gateway,
+            token=None,
+        )
     except (typer.Exit, SystemExit):
         stack.stop()
         raise

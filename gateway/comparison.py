@@ -44,12 +44,19 @@ STATUS_DETAILS_KEY = "grpc-status-details-bin"
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.calls = Counter(
-            "model_calls", "Model calls by model and status", ["model", "code"],
-            namespace="visioncompare_gateway", registry=registry,
+            "model_calls",
+            "Model calls by model and status",
+            ["model", "code"],
+            namespace="visioncompare_gateway",
+            registry=registry,
         )
         self.latency = Histogram(
-            "model_latency_seconds", "Model call latency seen by the gateway", ["model"],
-            namespace="visioncompare_gateway", registry=registry, buckets=LATENCY_BUCKETS,
+            "model_latency_seconds",
+            "Model call latency seen by the gateway",
+            ["model"],
+            namespace="visioncompare_gateway",
+            registry=registry,
+            buckets=LATENCY_BUCKETS,
         )
 
 
@@ -117,8 +124,12 @@ class Comparator:
         self.metrics = metrics
 
     def available_tasks(self) -> list[str]:
-        tasks = {t.task for target in self.registry.targets.values() if target.capabilities and target.serving
-                 for t in target.capabilities.tasks}
+        tasks = {
+            t.task
+            for target in self.registry.targets.values()
+            if target.capabilities and target.serving
+            for t in target.capabilities.tasks
+        }
         return [pb.Task.Name(t) for t in sorted(tasks)]
 
     def select(self, request: cs.CompareRequest) -> list[Target]:
@@ -126,9 +137,7 @@ class Comparator:
         targets = self.registry.targets
         unknown = [n for n in request.model_names if n not in targets]
         if unknown:
-            raise InvalidArgument(
-                f"unknown model(s) {unknown}; configured: {sorted(targets)}", field="model_names"
-            )
+            raise InvalidArgument(f"unknown model(s) {unknown}; configured: {sorted(targets)}", field="model_names")
         candidates = [targets[n] for n in request.model_names] if request.model_names else list(targets.values())
         if not any(t.serving for t in candidates):
             down = "; ".join(f"{t.name}: {t.error}" for t in candidates)
@@ -170,9 +179,7 @@ class Comparator:
         labels_used = self.shared_vocabulary(request.task, request.options, targets, request.open_vocabulary_labels)
         budget = timeout_s if timeout_s is not None else self.settings.default_timeout_s
         deadline = time.monotonic() + budget - self.settings.deadline_margin_ms / 1000.0
-        results = await asyncio.gather(
-            *(self._call(t, request, task, labels_used, deadline) for t in targets)
-        )
+        results = await asyncio.gather(*(self._call(t, request, task, labels_used, deadline) for t in targets))
         error = image_error(list(results))
         if error is not None:
             raise error

@@ -57,8 +57,20 @@ COCO_PERSON_SIGMAS = (
 )
 DEFAULT_OKS_SIGMA = 0.05  # one constant per keypoint for skeletons other than COCO's person
 STATS_NAMES = {
-    "bbox": ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
-             "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large"),
+    "bbox": (
+        "AP",
+        "AP50",
+        "AP75",
+        "AP_small",
+        "AP_medium",
+        "AP_large",
+        "AR1",
+        "AR10",
+        "AR100",
+        "AR_small",
+        "AR_medium",
+        "AR_large",
+    ),
     "keypoints": ("AP", "AP50", "AP75", "AP_medium", "AP_large", "AR", "AR50", "AR75", "AR_medium", "AR_large"),
 }
 STATS_NAMES["segm"] = STATS_NAMES["bbox"]
@@ -424,7 +436,7 @@ def models_for_task(models: cs.ListModelsResponse, task: str, names: Sequence[st
 
 
 def evaluator_name(choice: str = "auto") -> str:
-    """"faster-coco-eval" when chosen, or with "auto" when installed; else "pycocotools"."""
+    """ "faster-coco-eval" when chosen, or with "auto" when installed; else "pycocotools"."""
     if choice == "pycocotools":
         return choice
     try:
@@ -498,20 +510,28 @@ def detections(
                 continue
             b = i.box
             det: dict[str, Any] = {
-                "image_id": record.image_id, "category_id": category, "score": i.score,
+                "image_id": record.image_id,
+                "category_id": category,
+                "score": i.score,
                 "bbox": [b.x1, b.y1, b.x2 - b.x1, b.y2 - b.y1],
             }
             if task == "instance-segmentation" and i.HasField("mask"):
-                det["segmentation"] = {"size": [i.mask.rle.height, i.mask.rle.width],
-                                       "counts": i.mask.rle.counts.decode()}
+                det["segmentation"] = {
+                    "size": [i.mask.rle.height, i.mask.rle.width],
+                    "counts": i.mask.rle.counts.decode(),
+                }
             if task == "keypoint-detection":
                 if category not in keypoint_names:
                     continue
                 points = {normalise(k.name): k for k in i.keypoints}
                 det["keypoints"] = [
-                    v for name in keypoint_names[category]
-                    for v in ((points[normalise(name)].x, points[normalise(name)].y, 1)
-                              if normalise(name) in points else (0.0, 0.0, 0))
+                    v
+                    for name in keypoint_names[category]
+                    for v in (
+                        (points[normalise(name)].x, points[normalise(name)].y, 1)
+                        if normalise(name) in points
+                        else (0.0, 0.0, 0)
+                    )
                 ]
             out.append(det)
     return out, unmatched
@@ -536,14 +556,17 @@ def coco_metrics(
     """COCOeval's summary, per-class AP and precision-recall curves for one model."""
     names = STATS_NAMES[iou_type]
     in_run = set(image_ids)
-    gt_counts = Counter(a["category_id"] for a in gt.dataset["annotations"]
-                        if a["image_id"] in in_run and not a.get("iscrowd", 0))
+    gt_counts = Counter(
+        a["category_id"] for a in gt.dataset["annotations"] if a["image_id"] in in_run and not a.get("iscrowd", 0)
+    )
     recall = [round(float(r), 2) for r in np.linspace(0.0, 1.0, 101)]
     empty = {
         "detections": 0,
         "stats": {n: 0.0 for n in names} | {"AP_known_categories": 0.0},
-        "per_class": [{"category_id": c, "name": category_names[c], "AP": 0.0, "AP50": 0.0,
-                       "ground_truth": gt_counts.get(c, 0)} for c in category_ids],
+        "per_class": [
+            {"category_id": c, "name": category_names[c], "AP": 0.0, "AP50": 0.0, "ground_truth": gt_counts.get(c, 0)}
+            for c in category_ids
+        ],
         "pr_curves": {"recall": recall, "precision": {k: [0.0] * 101 for k in ("0.50:0.95", "0.50", "0.75")}},
     }
     if not results or not image_ids:
@@ -572,9 +595,15 @@ def coco_metrics(
         ap = float(np.mean(p[p > -1])) if (p > -1).any() else None
         p50 = p[0]
         ap50 = float(np.mean(p50[p50 > -1])) if (p50 > -1).any() else None
-        per_class.append({"category_id": int(c), "name": category_names[int(c)],
-                          "AP": None if ap is None else round(ap, 4), "AP50": None if ap50 is None else round(ap50, 4),
-                          "ground_truth": gt_counts.get(int(c), 0)})
+        per_class.append(
+            {
+                "category_id": int(c),
+                "name": category_names[int(c)],
+                "AP": None if ap is None else round(ap, 4),
+                "AP50": None if ap50 is None else round(ap50, 4),
+                "ground_truth": gt_counts.get(int(c), 0),
+            }
+        )
     known_aps = [float(r["AP"]) for r in per_class if r["category_id"] in set(known) and r["AP"] is not None]
     stats = _stats(names, ev.stats) | {"AP_known_categories": round(float(np.mean(known_aps)), 4) if known_aps else 0.0}
     iou_thresholds = np.asarray(ev.params.iouThrs)
@@ -588,8 +617,10 @@ def coco_metrics(
         "detections": len(results),
         "stats": stats,
         "per_class": per_class,
-        "pr_curves": {"recall": [round(float(r), 2) for r in ev.params.recThrs],
-                      "precision": {k: [round(float(v), 4) for v in curve] for k, curve in curves.items()}},
+        "pr_curves": {
+            "recall": [round(float(r), 2) for r in ev.params.recThrs],
+            "precision": {k: [round(float(v), 4) for v in curve] for k, curve in curves.items()},
+        },
     }
 
 
@@ -649,9 +680,14 @@ def pair_rows(
     for record in records:
         if record.response is None:
             continue
-        pair = next((p for p in record.response.agreements
-                     if {p.model_a, p.model_b} == {model_a, model_b} and p.WhichOneof("agreement") == "instances"),
-                    None)
+        pair = next(
+            (
+                p
+                for p in record.response.agreements
+                if {p.model_a, p.model_b} == {model_a, model_b} and p.WhichOneof("agreement") == "instances"
+            ),
+            None,
+        )
         if pair is None:
             continue
         ra, rb = model_result(record, pair.model_a), model_result(record, pair.model_b)
@@ -671,16 +707,25 @@ def pair_rows(
         labelled = any(i.HasField("label") for i in [*ia, *ib])
         consistent = agreeing if labelled else matched
         total = len(ia) + len(ib)
-        rows.append({
-            "image_id": record.image_id, "file_name": record.file_name,
-            "instances_a": len(ia), "instances_b": len(ib), "matched": matched,
-            "labels_disagree": matched - agreeing if labelled else 0,
-            "only_a": only_a, "only_b": only_b,
-            "mean_iou": round(agreement.mean_iou, 4), "iou_sum": float(sum(m.iou for m in agreement.matches)),
-            "agreeing": agreeing, "iou_kind": agreement.iou_kind, "iou_threshold": agreement.iou_threshold,
-            # 0 when every instance has a match with the same label; 1 when nothing matches
-            "disagreement": round(1.0 - 2.0 * consistent / total, 4) if total else 0.0,
-        })
+        rows.append(
+            {
+                "image_id": record.image_id,
+                "file_name": record.file_name,
+                "instances_a": len(ia),
+                "instances_b": len(ib),
+                "matched": matched,
+                "labels_disagree": matched - agreeing if labelled else 0,
+                "only_a": only_a,
+                "only_b": only_b,
+                "mean_iou": round(agreement.mean_iou, 4),
+                "iou_sum": float(sum(m.iou for m in agreement.matches)),
+                "agreeing": agreeing,
+                "iou_kind": agreement.iou_kind,
+                "iou_threshold": agreement.iou_threshold,
+                # 0 when every instance has a match with the same label; 1 when nothing matches
+                "disagreement": round(1.0 - 2.0 * consistent / total, 4) if total else 0.0,
+            }
+        )
     return rows
 
 
@@ -689,10 +734,21 @@ def aggregate_pair(model_a: str, model_b: str, rows: list[dict[str, Any]], worst
     matched = sum(r["matched"] for r in rows)
     kind = {cs.IOU_KIND_MASK: "mask", cs.IOU_KIND_BOX: "box"}
     kinds = sorted({kind.get(r["iou_kind"], "none") for r in rows if r["matched"] or r["instances_a"]})
-    ranked = sorted(rows, key=lambda r: (-r["disagreement"], -(r["only_a"] + r["only_b"] + r["labels_disagree"]),
-                                         r["image_id"]))
-    keep = ("image_id", "file_name", "disagreement", "instances_a", "instances_b", "matched", "labels_disagree",
-            "only_a", "only_b", "mean_iou")
+    ranked = sorted(
+        rows, key=lambda r: (-r["disagreement"], -(r["only_a"] + r["only_b"] + r["labels_disagree"]), r["image_id"])
+    )
+    keep = (
+        "image_id",
+        "file_name",
+        "disagreement",
+        "instances_a",
+        "instances_b",
+        "matched",
+        "labels_disagree",
+        "only_a",
+        "only_b",
+        "mean_iou",
+    )
     return {
         "model_a": model_a,
         "model_b": model_b,
@@ -767,8 +823,14 @@ def evaluate(
                 weights = weights or (out.info.weights if out is not None else "")
             else:
                 errors[status_name(r.status.code)] += 1
-                error_images.append({"image_id": record.image_id, "file_name": record.file_name,
-                                     "code": status_name(r.status.code), "message": r.status.message})
+                error_images.append(
+                    {
+                        "image_id": record.image_id,
+                        "file_name": record.file_name,
+                        "code": status_name(r.status.code),
+                        "message": r.status.message,
+                    }
+                )
         latencies[model] = lat
         figures: dict[str, Any] = {
             "endpoint": (endpoints or {}).get(model, ""),
@@ -792,8 +854,15 @@ def evaluate(
                     category_ids, sigmas = sorted(names), None
                 usable = [d for d in dets if iou_type != "segm" or "segmentation" in d]
                 metrics[iou_type] = coco_metrics(
-                    gt, usable, iou_type, image_ids=image_ids, category_ids=category_ids, category_names=names,
-                    evaluator=evaluator, sigmas=sigmas, known=list(vocab.category_of.values()),
+                    gt,
+                    usable,
+                    iou_type,
+                    image_ids=image_ids,
+                    category_ids=category_ids,
+                    category_names=names,
+                    evaluator=evaluator,
+                    sigmas=sigmas,
+                    known=list(vocab.category_of.values()),
                 )
             eval_seconds += time.perf_counter() - start
             figures["metrics"] = metrics
@@ -828,19 +897,35 @@ def evaluate(
         "vocabulary": {
             "open_vocabulary_labels": list(config.open_vocabulary_labels),
             "categories_no_model_knows": [c for c in categories if c not in known],
-            "models": {m: {"vocabulary": v.vocabulary, "matched": v.matched, "unknown_categories": v.unknown_categories,
-                           "labels_without_category": v.labels_without_category}
-                       for m, v in vocabularies.items()},
+            "models": {
+                m: {
+                    "vocabulary": v.vocabulary,
+                    "matched": v.matched,
+                    "unknown_categories": v.unknown_categories,
+                    "labels_without_category": v.labels_without_category,
+                }
+                for m, v in vocabularies.items()
+            },
         },
         "per_model": model_figures,
         "agreement": {"min_score": agreement_min_score, "pairs": pairs},
         "failures": {
             "by_code": dict(sorted(failures.items())),
-            "images": [{"image_id": r.image_id, "file_name": r.file_name, "code": r.code, "message": r.message,
-                        "attempts": r.attempts} for r in failed],
+            "images": [
+                {
+                    "image_id": r.image_id,
+                    "file_name": r.file_name,
+                    "code": r.code,
+                    "message": r.message,
+                    "attempts": r.attempts,
+                }
+                for r in failed
+            ],
         },
-        "evaluator": {"name": evaluator_version(evaluator) if gt is not None else None,
-                      "seconds": round(eval_seconds, 4)},
+        "evaluator": {
+            "name": evaluator_version(evaluator) if gt is not None else None,
+            "seconds": round(eval_seconds, 4),
+        },
     }
     return Evaluation(result, dict(kept), dataset, latencies)
 
@@ -871,9 +956,11 @@ def ground_truth_result(dataset: Dataset, image_id: int, task: str) -> cs.ModelR
         if int(ann["image_id"]) != image_id:
             continue
         x, y, bw, bh = (float(v) for v in ann["bbox"])
-        instance = pb.Instance(box=pb.BoundingBox(x1=x, y1=y, x2=x + bw, y2=y + bh), score=1.0,
-                               label=pb.Label(id=int(ann["category_id"]), name=names.get(int(ann["category_id"]), "?"),
-                                              score=1.0))
+        instance = pb.Instance(
+            box=pb.BoundingBox(x1=x, y1=y, x2=x + bw, y2=y + bh),
+            score=1.0,
+            label=pb.Label(id=int(ann["category_id"]), name=names.get(int(ann["category_id"]), "?"), score=1.0),
+        )
         segmentation = ann.get("segmentation")
         if task == "instance-segmentation" and segmentation:
             if isinstance(segmentation, list):
@@ -883,8 +970,9 @@ def ground_truth_result(dataset: Dataset, image_id: int, task: str) -> cs.ModelR
             else:
                 rle = segmentation
             counts = rle["counts"]
-            instance.mask.rle.CopyFrom(pb.RleMask(height=h, width=w,
-                                                  counts=counts.encode() if isinstance(counts, str) else counts))
+            instance.mask.rle.CopyFrom(
+                pb.RleMask(height=h, width=w, counts=counts.encode() if isinstance(counts, str) else counts)
+            )
             instance.mask.bbox.CopyFrom(instance.box)
         if task == "keypoint-detection" and ann.get("keypoints"):
             kp = ann["keypoints"]
@@ -907,4 +995,3 @@ def identity(dataset: Dataset, config: RunConfig) -> dict[str, Any]:
         "annotations": str(dataset.annotations_file.resolve()) if dataset.annotations_file else None,
         **asdict(config),
     }
-

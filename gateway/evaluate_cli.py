@@ -27,26 +27,28 @@ from rich.text import Text
 from gateway import evaluate as ev
 from gateway.report import write_report
 
-HELP = "\n\n".join([
-    "Evaluate every model serving a task on a dataset, side by side, through the gateway.",
-    "IMAGES is an image folder. With --annotations (a COCO annotation file whose file_name entries are relative "
-    "to IMAGES) each model gets COCO metrics: AP, AP50, AP75 and AR for boxes, for masks (instance segmentation) "
-    "and OKS keypoint AP (keypoint detection, when the annotations have keypoints), per-class AP and "
-    "precision-recall curves. Without it: agreement between the models and their latency only. Category names "
-    "are matched to each model's labels by name (case, spaces, _ and - aside); open-vocabulary models get the "
-    "category names as their labels; the result lists categories no model knows and labels no category has.",
-    "Every image goes through the gateway's Compare (--concurrency calls at a time, --timeout seconds each, "
-    "retried --retries times with backoff while the call, or a model in it, is UNAVAILABLE). Answers are stored "
-    "in OUT/results.jsonl as they arrive: after an interruption the same command resumes (failed images are "
-    "tried again); --fresh starts over. Failed images are counted by status code and listed.",
-    "Writes OUT/evaluation.json (its schema: gateway/schemas/evaluation.schema.json) and OUT/report.html "
-    "(self-contained: metric tables; precision-recall, per-class AP and latency plots; the images where the "
-    "models disagree most, drawn beside the ground truth).",
-    f"Tasks: {', '.join(ev.TASKS)}. Exit status 0; 1 when no image was answered; 2 for bad arguments; 130 when "
-    "interrupted (the answers so far are kept).",
-    "Example: python -m shapes.export_coco --scenes 20 --out data/shapes-eval, then "
-    "vcompare evaluate data/shapes-eval/images -a data/shapes-eval/annotations.json -o eval",
-])
+HELP = "\n\n".join(
+    [
+        "Evaluate every model serving a task on a dataset, side by side, through the gateway.",
+        "IMAGES is an image folder. With --annotations (a COCO annotation file whose file_name entries are relative "
+        "to IMAGES) each model gets COCO metrics: AP, AP50, AP75 and AR for boxes, for masks (instance segmentation) "
+        "and OKS keypoint AP (keypoint detection, when the annotations have keypoints), per-class AP and "
+        "precision-recall curves. Without it: agreement between the models and their latency only. Category names "
+        "are matched to each model's labels by name (case, spaces, _ and - aside); open-vocabulary models get the "
+        "category names as their labels; the result lists categories no model knows and labels no category has.",
+        "Every image goes through the gateway's Compare (--concurrency calls at a time, --timeout seconds each, "
+        "retried --retries times with backoff while the call, or a model in it, is UNAVAILABLE). Answers are stored "
+        "in OUT/results.jsonl as they arrive: after an interruption the same command resumes (failed images are "
+        "tried again); --fresh starts over. Failed images are counted by status code and listed.",
+        "Writes OUT/evaluation.json (its schema: gateway/schemas/evaluation.schema.json) and OUT/report.html "
+        "(self-contained: metric tables; precision-recall, per-class AP and latency plots; the images where the "
+        "models disagree most, drawn beside the ground truth).",
+        f"Tasks: {', '.join(ev.TASKS)}. Exit status 0; 1 when no image was answered; 2 for bad arguments; 130 when "
+        "interrupted (the answers so far are kept).",
+        "Example: python -m shapes.export_coco --scenes 20 --out data/shapes-eval, then "
+        "vcompare evaluate data/shapes-eval/images -a data/shapes-eval/annotations.json -o eval",
+    ]
+)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -99,46 +101,70 @@ def _summary(result: dict[str, Any]) -> str:
     for model, m in v["models"].items():
         if m["labels_without_category"]:
             extra = m["labels_without_category"]
-            lines.append(f"  {model}'s labels no category has: {len(extra)} "
-                         f"({', '.join(extra[:8])}{'...' if len(extra) > 8 else ''})")
+            lines.append(
+                f"  {model}'s labels no category has: {len(extra)} "
+                f"({', '.join(extra[:8])}{'...' if len(extra) > 8 else ''})"
+            )
     f = result["failures"]
     if f["images"]:
-        lines.append(f"  failed images: {', '.join(f'{c} x{n}' for c, n in f['by_code'].items())}: "
-                     + ", ".join(r["file_name"] for r in f["images"][:10]) + (" ..." if len(f["images"]) > 10 else ""))
+        lines.append(
+            f"  failed images: {', '.join(f'{c} x{n}' for c, n in f['by_code'].items())}: "
+            + ", ".join(r["file_name"] for r in f["images"][:10])
+            + (" ..." if len(f["images"]) > 10 else "")
+        )
     return "\n".join(lines)
 
 
 def evaluate(
     images: Annotated[Path, typer.Argument(help="image folder")],
     annotations: Annotated[Path | None, typer.Option("--annotations", "-a", help="COCO annotation file")] = None,
-    task: Annotated[str | None, typer.Option(
-        "--task", "-t", help="object-detection, instance-segmentation (the default with masks or without "
-        "annotations) or keypoint-detection")] = None,
-    models_: Annotated[str | None, typer.Option("--models", help="comma-separated model names (default: every "
-                                                "model serving the task)")] = None,
-    labels: Annotated[str | None, typer.Option(help="without annotations: comma-separated labels for the "
-                                               "open-vocabulary models")] = None,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task",
+            "-t",
+            help="object-detection, instance-segmentation (the default with masks or without "
+            "annotations) or keypoint-detection",
+        ),
+    ] = None,
+    models_: Annotated[
+        str | None, typer.Option("--models", help="comma-separated model names (default: every model serving the task)")
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option(help="without annotations: comma-separated labels for the open-vocabulary models")
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("evaluation"),
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Compare calls in flight")] = ev.DEFAULT_CONCURRENCY,
     timeout: Annotated[float, typer.Option(min=0.1, help="deadline of each Compare call, seconds")] = 120.0,
-    retries: Annotated[int, typer.Option(
-        min=0, help="retries of a call while it, or a model in it, is UNAVAILABLE")] = 3,
-    score_threshold: Annotated[float | None, typer.Option(
-        help="sent to every model: AP ranks low-scoring answers too")] = 0.05,
+    retries: Annotated[
+        int, typer.Option(min=0, help="retries of a call while it, or a model in it, is UNAVAILABLE")
+    ] = 3,
+    score_threshold: Annotated[
+        float | None, typer.Option(help="sent to every model: AP ranks low-scoring answers too")
+    ] = 0.05,
     max_results: Annotated[int | None, typer.Option(help="sent to every model (COCO counts 100 per image)")] = 100,
-    agreement_score: Annotated[float | None, typer.Option(
-        help="agreement and gallery over instances scoring at least this; 0 for every instance")] = 0.5,
-    oks_sigma: Annotated[list[float], typer.Option(
-        "--oks-sigma", help="keypoint OKS constant: once for all keypoints, or once per keypoint "
-        "(default: COCO's for 17 keypoints, else 0.05)")] = [],  # noqa: B006
+    agreement_score: Annotated[
+        float | None,
+        typer.Option(help="agreement and gallery over instances scoring at least this; 0 for every instance"),
+    ] = 0.5,
+    oks_sigma: Annotated[
+        list[float],
+        typer.Option(
+            "--oks-sigma",
+            help="keypoint OKS constant: once for all keypoints, or once per keypoint "
+            "(default: COCO's for 17 keypoints, else 0.05)",
+        ),
+    ] = [],  # noqa: B006
     gallery: Annotated[int, typer.Option(min=0, help="how many disagreeing images the report draws")] = 8,
     limit: Annotated[int | None, typer.Option(min=1, help="the first N images only")] = None,
     fresh: Annotated[bool, typer.Option("--fresh", help="discard stored answers and start over")] = False,
-    evaluator: Annotated[str, typer.Option(help="auto (faster-coco-eval when installed), pycocotools or "
-                                           "faster-coco-eval")] = "auto",
+    evaluator: Annotated[
+        str, typer.Option(help="auto (faster-coco-eval when installed), pycocotools or faster-coco-eval")
+    ] = "auto",
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
-    gateway: Annotated[str, typer.Option("--gateway", "-g", envvar="VCOMPARE_GATEWAY",
-                                         help="gateway address")] = "localhost:50050",
+    gateway: Annotated[
+        str, typer.Option("--gateway", "-g", envvar="VCOMPARE_GATEWAY", help="gateway address")
+    ] = "localhost:50050",
     token: Annotated[str | None, typer.Option("--token", envvar="VCOMPARE_TOKEN", help="bearer token")] = None,
 ) -> None:
     if evaluator not in ev.EVALUATORS:
@@ -183,14 +209,25 @@ def evaluate(
     done = {i for i, r in stored.items() if r.code == "OK"}
     todo = [i for i in dataset.images if i.id not in done]
     resumed = len(dataset.images) - len(todo)
-    typer.echo(f"{task_} on {len(dataset.images)} images with {', '.join(chosen)} via {gateway}"
-               + (f"; resuming: {resumed} stored, {len(todo)} to go" if resumed else ""), err=True)
+    typer.echo(
+        f"{task_} on {len(dataset.images)} images with {', '.join(chosen)} via {gateway}"
+        + (f"; resuming: {resumed} stored, {len(todo)} to go" if resumed else ""),
+        err=True,
+    )
     stats = ev.RunStats()
     console = Console(stderr=True)
     bar = Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-        TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), TextColumn("failed {task.fields[failed]}"),
-        console=console, disable=not progress, transient=False,
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        TextColumn("failed {task.fields[failed]}"),
+        console=console,
+        disable=not progress,
+        transient=False,
     )
     failed = 0
     interrupted = False
@@ -203,10 +240,19 @@ def evaluate(
             bar.update(job, advance=1, failed=failed)
 
         try:
-            stats = asyncio.run(ev.run_images(
-                gateway, todo, config, store, concurrency=concurrency, timeout_s=timeout, retries=retries,
-                token=token, on_record=on_record,
-            ))
+            stats = asyncio.run(
+                ev.run_images(
+                    gateway,
+                    todo,
+                    config,
+                    store,
+                    concurrency=concurrency,
+                    timeout_s=timeout,
+                    retries=retries,
+                    token=token,
+                    on_record=on_record,
+                )
+            )
         except KeyboardInterrupt:
             interrupted = True
     if interrupted:
@@ -215,20 +261,34 @@ def evaluate(
     records = store.load()
     start = time.perf_counter()
     run = {
-        "concurrency": concurrency, "timeout_s": timeout, "retries": retries, "resumed_images": resumed,
-        "images_this_run": stats.done, "retried_calls": stats.retries, "seconds": round(stats.seconds, 3),
+        "concurrency": concurrency,
+        "timeout_s": timeout,
+        "retries": retries,
+        "resumed_images": resumed,
+        "images_this_run": stats.done,
+        "retried_calls": stats.retries,
+        "seconds": round(stats.seconds, 3),
         "images_per_second": round(stats.done / stats.seconds, 3) if stats.seconds > 0 and stats.done else None,
     }
     evaluation = ev.evaluate(
-        dataset, records, config, vocabularies,
-        endpoints={n: c["row"].endpoint for n, c in chosen.items()}, evaluator=evaluator,
-        agreement_min_score=agreement_score or None, oks_sigma=oks_sigma, run=run, gateway=gateway,
+        dataset,
+        records,
+        config,
+        vocabularies,
+        endpoints={n: c["row"].endpoint for n, c in chosen.items()},
+        evaluator=evaluator,
+        agreement_min_score=agreement_score or None,
+        oks_sigma=oks_sigma,
+        run=run,
+        gateway=gateway,
     )
     ev.write_json(evaluation.result, out / "evaluation.json")
     write_report(evaluation, out / "report.html", gallery)
     typer.echo(_summary(evaluation.result))
-    typer.echo(f"wrote {out / 'evaluation.json'} and {out / 'report.html'} "
-               f"({time.perf_counter() - start:.1f} s to evaluate and draw)")
+    typer.echo(
+        f"wrote {out / 'evaluation.json'} and {out / 'report.html'} "
+        f"({time.perf_counter() - start:.1f} s to evaluate and draw)"
+    )
     if not evaluation.result["run"]["images_answered"]:
         sys.exit(1)
 

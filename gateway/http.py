@@ -69,7 +69,8 @@ HTTP_ERRORS = {
 #: Task names a request may give: "TASK_OBJECT_DETECTION" or "object-detection".
 TASK_NAMES = [
     spelling
-    for name in pb.Task.keys() if name != "TASK_UNSPECIFIED"
+    for name in pb.Task.keys()
+    if name != "TASK_UNSPECIFIED"
     for spelling in (name, name.removeprefix("TASK_").lower().replace("_", "-"))
 ]
 TASK_FIELD = {
@@ -370,8 +371,10 @@ def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
         "gets a grey panel; the error statuses below fail the whole call.",
         response_class=Response,
         responses={
-            200: {"description": "the side-by-side picture",
-                  "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+            200: {
+                "description": "the side-by-side picture",
+                "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            },
             **errors(400, 401, 404, 413, 415, 429, 500, 503, 504),
         },
         openapi_extra={"requestBody": COMPARE_BODY},
@@ -380,8 +383,9 @@ def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
         message, timeout = await read_compare(request)
         response = await comparator.compare(message, timeout)
         png = await asyncio.to_thread(draw_png, message.image.encoded, response)
-        return Response(png, media_type="image/png",
-                        headers={"content-disposition": 'attachment; filename="side_by_side.png"'})
+        return Response(
+            png, media_type="image/png", headers={"content-disposition": 'attachment; filename="side_by_side.png"'}
+        )
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

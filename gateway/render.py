@@ -137,7 +137,9 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
 
 
 def place_label(
-    size: tuple[int, int], box: tuple[float, float, float, float], panel: tuple[int, int],
+    size: tuple[int, int],
+    box: tuple[float, float, float, float],
+    panel: tuple[int, int],
     taken: list[tuple[int, int, int, int]],
 ) -> tuple[int, int, int, int]:
     """A spot for a w x h label by its box, inside the panel, overlapping the labels placed so far the least.
@@ -198,8 +200,9 @@ def _draw_panel(base: Image.Image, result: cs.ModelResult, scale: float) -> tupl
         text = f"{instance.label.name} {instance.score:.2f}" if instance.HasField("label") else f"{instance.score:.2f}"
         text = _fit(text, font, size[0] - 4)
         left, top, right, bottom = _text_box(draw, (0, 0), text, font)
-        spot = place_label((right - left + 4, bottom - top + 4), (b.x1 * scale, b.y1 * scale, b.x2 * scale,
-                                                                   b.y2 * scale), size, taken)
+        spot = place_label(
+            (right - left + 4, bottom - top + 4), (b.x1 * scale, b.y1 * scale, b.x2 * scale, b.y2 * scale), size, taken
+        )
         taken.append(spot)
         draw.rectangle(spot, fill=(*colour, 230))
         draw.text((spot[0] + 2 - left, spot[1] + 2 - top), text, fill=(0, 0, 0, 255), font=font)
@@ -247,9 +250,7 @@ def header_lines(result: cs.ModelResult, width: float, reference: bool = False) 
     return lines
 
 
-def render(
-    image_bytes: bytes, response: cs.CompareResponse, references: Sequence[cs.ModelResult] = ()
-) -> Sheet:
+def render(image_bytes: bytes, response: cs.CompareResponse, references: Sequence[cs.ModelResult] = ()) -> Sheet:
     """One panel per model, each the image with that model's output drawn on it, under a wrapped header;
     `references` (e.g. the ground truth, as a result) first, headed by their name alone."""
     base = ImageOps.exif_transpose(Image.open(io.BytesIO(image_bytes))).convert("RGB")
@@ -259,8 +260,10 @@ def render(
     font = _font(HEADER_FONT_PX)
     ascent, descent = font.getmetrics()
     line_px = ascent + descent + 2
-    headers = [header_lines(r, panel.width - 2 * PAD_PX, n < len(references))
-               for n, (r, (panel, _)) in enumerate(zip(results, drawn, strict=True))]
+    headers = [
+        header_lines(r, panel.width - 2 * PAD_PX, n < len(references))
+        for n, (r, (panel, _)) in enumerate(zip(results, drawn, strict=True))
+    ]
     header_px = 2 * PAD_PX + line_px * max((len(h) for h in headers), default=1)
     width = sum(p.width for p, _ in drawn) + GAP_PX * max(len(drawn) - 1, 0)
     height = max((p.height for p, _ in drawn), default=base.height) + header_px

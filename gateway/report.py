@@ -58,7 +58,8 @@ def _num(value: Any, digits: int = 3) -> str:
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], text_columns: int = 1) -> str:
     head = "".join(f'<th class="{"text" if n < text_columns else ""}">{_e(h)}</th>' for n, h in enumerate(headers))
     body = "".join(
-        "<tr>" + "".join(f'<td class="{"text" if n < text_columns else ""}">{cell}</td>' for n, cell in enumerate(row))
+        "<tr>"
+        + "".join(f'<td class="{"text" if n < text_columns else ""}">{cell}</td>' for n, cell in enumerate(row))
         + "</tr>"
         for row in rows
     )
@@ -85,8 +86,11 @@ def _pyplot() -> Any:
 
 def pr_curve_plot(result: Mapping[str, Any]) -> str | None:
     plt = _pyplot()
-    kinds = [k for k in ("bbox", "segm", "keypoints")
-             if any((m["metrics"] or {}).get(k) for m in result["per_model"].values())]
+    kinds = [
+        k
+        for k in ("bbox", "segm", "keypoints")
+        if any((m["metrics"] or {}).get(k) for m in result["per_model"].values())
+    ]
     if not kinds:
         return None
     figure, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 4.2), squeeze=False)
@@ -97,10 +101,19 @@ def pr_curve_plot(result: Mapping[str, Any]) -> str | None:
                 continue
             curves = metrics["pr_curves"]
             colour = f"C{n}"
-            ax.plot(curves["recall"], curves["precision"]["0.50:0.95"], color=colour,
-                    label=f"{model} IoU .50:.95 (AP {metrics['stats']['AP']:.3f})")
-            ax.plot(curves["recall"], curves["precision"]["0.50"], color=colour, linestyle="--",
-                    label=f"{model} IoU .50 (AP50 {metrics['stats']['AP50']:.3f})")
+            ax.plot(
+                curves["recall"],
+                curves["precision"]["0.50:0.95"],
+                color=colour,
+                label=f"{model} IoU .50:.95 (AP {metrics['stats']['AP']:.3f})",
+            )
+            ax.plot(
+                curves["recall"],
+                curves["precision"]["0.50"],
+                color=colour,
+                linestyle="--",
+                label=f"{model} IoU .50 (AP50 {metrics['stats']['AP50']:.3f})",
+            )
         ax.set(title=f"precision-recall: {kind}", xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
@@ -109,8 +122,11 @@ def pr_curve_plot(result: Mapping[str, Any]) -> str | None:
 
 def per_class_plot(result: Mapping[str, Any]) -> str | None:
     plt = _pyplot()
-    kinds = [k for k in ("bbox", "segm", "keypoints")
-             if any((m["metrics"] or {}).get(k) for m in result["per_model"].values())]
+    kinds = [
+        k
+        for k in ("bbox", "segm", "keypoints")
+        if any((m["metrics"] or {}).get(k) for m in result["per_model"].values())
+    ]
     if not kinds:
         return None
     models = list(result["per_model"])
@@ -123,13 +139,25 @@ def per_class_plot(result: Mapping[str, Any]) -> str | None:
                     names.append(row["name"])
         width = 0.8 / max(len(models), 1)
         for n, model in enumerate(models):
-            rows = {r["name"]: r for r in (((result["per_model"][model]["metrics"] or {}).get(kind) or {})
-                                           .get("per_class", []))}
+            rows = {
+                r["name"]: r
+                for r in (((result["per_model"][model]["metrics"] or {}).get(kind) or {}).get("per_class", []))
+            }
             values = [(rows[c]["AP"] or 0.0) if c in rows else 0.0 for c in names]
-            ax.bar([k + (n - (len(models) - 1) / 2) * width for k in range(len(names))], values, width,
-                   label=model, color=f"C{n}")
-        ax.set_xticks(range(len(names)), names, rotation=30 if len(names) > 8 else 0, ha="right" if
-                      len(names) > 8 else "center", fontsize=8)
+            ax.bar(
+                [k + (n - (len(models) - 1) / 2) * width for k in range(len(names))],
+                values,
+                width,
+                label=model,
+                color=f"C{n}",
+            )
+        ax.set_xticks(
+            range(len(names)),
+            names,
+            rotation=30 if len(names) > 8 else 0,
+            ha="right" if len(names) > 8 else "center",
+            fontsize=8,
+        )
         ax.set(title=f"per-class AP @[.50:.95]: {kind}", ylabel="AP", ylim=(0, 1))
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
@@ -194,8 +222,11 @@ def _figure(uri: str | None, caption: str) -> str:
 
 
 def _metrics_table(result: Mapping[str, Any]) -> str:
-    kinds = [k for k in ("bbox", "segm", "keypoints")
-             if any((m["metrics"] or {}).get(k) for m in result["per_model"].values())]
+    kinds = [
+        k
+        for k in ("bbox", "segm", "keypoints")
+        if any((m["metrics"] or {}).get(k) for m in result["per_model"].values())
+    ]
     headers = ["model", "images OK", "errors", "latency p50 / p95 / p99 ms"]
     for kind in kinds:
         headers += [f"{kind} AP", f"{kind} AP50", f"{kind} AP75", f"{kind} AR"]
@@ -203,9 +234,12 @@ def _metrics_table(result: Mapping[str, Any]) -> str:
     for model, m in result["per_model"].items():
         errors = ", ".join(f"{code} ×{n}" for code, n in m["errors"]["by_code"].items()) or "none"
         lat = m["latency_ms"]
-        row = [f"<b>{_e(model)}</b><br><span class=note>{_e(m['weights'])}</span>", _num(m["images_ok"]),
-               f'<span class="{"bad" if m["errors"]["by_code"] else ""}">{_e(errors)}</span>',
-               f"{_num(lat['p50'], 1)} / {_num(lat['p95'], 1)} / {_num(lat['p99'], 1)}"]
+        row = [
+            f"<b>{_e(model)}</b><br><span class=note>{_e(m['weights'])}</span>",
+            _num(m["images_ok"]),
+            f'<span class="{"bad" if m["errors"]["by_code"] else ""}">{_e(errors)}</span>',
+            f"{_num(lat['p50'], 1)} / {_num(lat['p95'], 1)} / {_num(lat['p99'], 1)}",
+        ]
         for kind in kinds:
             stats = ((m["metrics"] or {}).get(kind) or {}).get("stats", {})
             ar = stats.get("AR100", stats.get("AR"))
@@ -217,14 +251,15 @@ def _metrics_table(result: Mapping[str, Any]) -> str:
 def _per_class_table(result: Mapping[str, Any]) -> str:
     parts = []
     for kind in ("bbox", "segm", "keypoints"):
-        per_model = {model: {r["name"]: r for r in ((m["metrics"] or {}).get(kind) or {}).get("per_class", [])}
-                     for model, m in result["per_model"].items()}
+        per_model = {
+            model: {r["name"]: r for r in ((m["metrics"] or {}).get(kind) or {}).get("per_class", [])}
+            for model, m in result["per_model"].items()
+        }
         names = list(dict.fromkeys(n for rows in per_model.values() for n in rows))
         if not names:
             continue
         truth = {n: next(rows[n]["ground_truth"] for rows in per_model.values() if n in rows) for n in names}
-        rows = [[_e(n), _num(truth[n]), *(_num(per_model[m].get(n, {}).get("AP")) for m in per_model)]
-                for n in names]
+        rows = [[_e(n), _num(truth[n]), *(_num(per_model[m].get(n, {}).get("AP")) for m in per_model)] for n in names]
         parts.append(f"<h3>{_e(kind)}</h3>" + table(["category", "objects", *per_model], rows))
     return "".join(parts)
 
@@ -233,14 +268,24 @@ def _vocabulary(result: Mapping[str, Any]) -> str:
     v = result["vocabulary"]
     rows = []
     for model, m in v["models"].items():
-        rows.append([_e(model), _e(m["vocabulary"]), _e(len(m["matched"])),
-                     _e(", ".join(m["unknown_categories"]) or "–"), _e(", ".join(m["labels_without_category"]) or "–")])
+        rows.append(
+            [
+                _e(model),
+                _e(m["vocabulary"]),
+                _e(len(m["matched"])),
+                _e(", ".join(m["unknown_categories"]) or "–"),
+                _e(", ".join(m["labels_without_category"]) or "–"),
+            ]
+        )
     nobody = ", ".join(v["categories_no_model_knows"]) or "none"
     labels = ", ".join(v["open_vocabulary_labels"]) or "(the gateway's choice)"
     return (
         f"<p>Categories no model knows: <b>{_e(nobody)}</b>. Labels sent to open-vocabulary models: {_e(labels)}.</p>"
-        + table(["model", "vocabulary", "categories matched", "categories it does not know",
-                 "its labels no category has"], rows, text_columns=5)
+        + table(
+            ["model", "vocabulary", "categories matched", "categories it does not know", "its labels no category has"],
+            rows,
+            text_columns=5,
+        )
     )
 
 
@@ -248,23 +293,66 @@ def _agreement(result: Mapping[str, Any]) -> str:
     a = result["agreement"]
     if not a["pairs"]:
         return "<p>One model: no pairs to compare.</p>"
-    rows = [[_e(f"{p['model_a']} vs {p['model_b']}"), _num(p["images"]), _e(p["iou_kind"]), _num(p["matched"]),
-             _num(p["matched_per_image"], 2), _num(p["mean_iou"]), _num(p["label_agreement"]),
-             _num(p["only_a_per_image"], 2), _num(p["only_b_per_image"], 2), _num(p["mean_disagreement"])]
-            for p in a["pairs"]]
-    note = (f"instances scoring at least {a['min_score']}" if a["min_score"] is not None
-            else "every instance the models returned")
-    out = [f"<p class=note>Over {_e(note)}, matched one-to-one by the gateway's agreement "
-           "(greedy IoU; mask IoU when both have masks).</p>",
-           table(["pair", "images", "IoU", "matched", "matched / image", "mean IoU", "label agreement",
-                  "only A / image", "only B / image", "disagreement"], rows)]
+    rows = [
+        [
+            _e(f"{p['model_a']} vs {p['model_b']}"),
+            _num(p["images"]),
+            _e(p["iou_kind"]),
+            _num(p["matched"]),
+            _num(p["matched_per_image"], 2),
+            _num(p["mean_iou"]),
+            _num(p["label_agreement"]),
+            _num(p["only_a_per_image"], 2),
+            _num(p["only_b_per_image"], 2),
+            _num(p["mean_disagreement"]),
+        ]
+        for p in a["pairs"]
+    ]
+    note = (
+        f"instances scoring at least {a['min_score']}"
+        if a["min_score"] is not None
+        else "every instance the models returned"
+    )
+    out = [
+        f"<p class=note>Over {_e(note)}, matched one-to-one by the gateway's agreement "
+        "(greedy IoU; mask IoU when both have masks).</p>",
+        table(
+            [
+                "pair",
+                "images",
+                "IoU",
+                "matched",
+                "matched / image",
+                "mean IoU",
+                "label agreement",
+                "only A / image",
+                "only B / image",
+                "disagreement",
+            ],
+            rows,
+        ),
+    ]
     for p in a["pairs"]:
         if p["most_disagreeing"]:
             out.append(f"<h3>Most disagreeing: {_e(p['model_a'])} vs {_e(p['model_b'])}</h3>")
-            out.append(table(["image", "disagreement", "A", "B", "matched", "labels differ", "only A", "only B"],
-                             [[_e(r["file_name"]), _num(r["disagreement"]), _num(r["instances_a"]),
-                               _num(r["instances_b"]), _num(r["matched"]), _num(r["labels_disagree"]),
-                               _num(r["only_a"]), _num(r["only_b"])] for r in p["most_disagreeing"]]))
+            out.append(
+                table(
+                    ["image", "disagreement", "A", "B", "matched", "labels differ", "only A", "only B"],
+                    [
+                        [
+                            _e(r["file_name"]),
+                            _num(r["disagreement"]),
+                            _num(r["instances_a"]),
+                            _num(r["instances_b"]),
+                            _num(r["matched"]),
+                            _num(r["labels_disagree"]),
+                            _num(r["only_a"]),
+                            _num(r["only_b"]),
+                        ]
+                        for r in p["most_disagreeing"]
+                    ],
+                )
+            )
     return "".join(out)
 
 
@@ -275,16 +363,25 @@ def _failures(result: Mapping[str, Any]) -> str:
         return "<p>No image failed.</p>"
     out = []
     if f["images"]:
-        out.append("<p>Compare calls that failed: "
-                   + _e(", ".join(f"{c} ×{n}" for c, n in f["by_code"].items())) + "</p>")
-        out.append(table(["image", "code", "attempts", "message"],
-                         [[_e(r["file_name"]), _e(r["code"]), _num(r["attempts"]), _e(r["message"])]
-                          for r in f["images"]], text_columns=4))
+        out.append(
+            "<p>Compare calls that failed: " + _e(", ".join(f"{c} ×{n}" for c, n in f["by_code"].items())) + "</p>"
+        )
+        out.append(
+            table(
+                ["image", "code", "attempts", "message"],
+                [[_e(r["file_name"]), _e(r["code"]), _num(r["attempts"]), _e(r["message"])] for r in f["images"]],
+                text_columns=4,
+            )
+        )
     if per_model:
         out.append("<p>Models that failed on an image (the call answered, that model did not):</p>")
-        out.append(table(["model", "image", "code", "message"],
-                         [[_e(m), _e(e["file_name"]), _e(e["code"]), _e(e["message"])] for m, e in per_model],
-                         text_columns=4))
+        out.append(
+            table(
+                ["model", "image", "code", "message"],
+                [[_e(m), _e(e["file_name"]), _e(e["code"]), _e(e["message"])] for m, e in per_model],
+                text_columns=4,
+            )
+        )
     return "".join(out)
 
 
@@ -300,22 +397,33 @@ def report_html(evaluation: Evaluation, gallery: int = 8) -> str:
         f"({d['images']} images, {d['annotation_count']} annotations, {len(d['categories'])} categories). "
         f"Options: {_e(options)}. Created {_e(result['created'])}.</p>"
         f"<p>{run['images_answered']} images answered, {run['images_failed']} failed"
-        + (f"; {_num(run.get('images_per_second'), 2)} images/s at concurrency {_e(run.get('concurrency'))}"
-           if run.get("images_per_second") is not None else "")
-        + (f"; evaluated with {_e(result['evaluator']['name'])} in {_num(result['evaluator']['seconds'], 2)} s"
-           if result["evaluator"]["name"] else "") + ".</p>"
+        + (
+            f"; {_num(run.get('images_per_second'), 2)} images/s at concurrency {_e(run.get('concurrency'))}"
+            if run.get("images_per_second") is not None
+            else ""
+        )
+        + (
+            f"; evaluated with {_e(result['evaluator']['name'])} in {_num(result['evaluator']['seconds'], 2)} s"
+            if result["evaluator"]["name"]
+            else ""
+        )
+        + ".</p>"
     )
     if not labelled:
         head += "<p class=note>No annotations: agreement and latency only.</p>"
     sections = [head, "<h2>Models</h2>", _metrics_table(result)]
     if labelled:
         sections += [
-            '<p class=note>AP is COCO\'s AP@[.50:.95] over every category of the dataset (a category a model does '
+            "<p class=note>AP is COCO's AP@[.50:.95] over every category of the dataset (a category a model does "
             "not know counts as 0 for it); AR is AR@100 (keypoints: AR@20). Images a model failed on count as "
             "images where it found nothing.</p>",
-            "<h2>Precision-recall</h2>", _figure(pr_curve_plot(result), "precision-recall curves, all categories"),
-            "<h2>Per-class AP</h2>", _figure(per_class_plot(result), "per-class AP"), _per_class_table(result),
-            "<h2>Vocabulary</h2>", _vocabulary(result),
+            "<h2>Precision-recall</h2>",
+            _figure(pr_curve_plot(result), "precision-recall curves, all categories"),
+            "<h2>Per-class AP</h2>",
+            _figure(per_class_plot(result), "per-class AP"),
+            _per_class_table(result),
+            "<h2>Vocabulary</h2>",
+            _vocabulary(result),
         ]
     sections += ["<h2>Latency</h2>", _figure(latency_plot(evaluation.latencies), "latency histograms")]
     sections += ["<h2>Agreement</h2>", _agreement(result), "<h2>Failures</h2>", _failures(result)]
@@ -323,22 +431,29 @@ def report_html(evaluation: Evaluation, gallery: int = 8) -> str:
     if worst:
         min_score = result["agreement"]["min_score"]
         sections.append("<h2>Where the models disagree most</h2>")
-        sections.append("<p class=note>" + ("Ground truth first, then " if labelled else "")
-                        + "each model's answer" + (f", instances scoring at least {min_score}" if min_score else "")
-                        + ".</p>")
+        sections.append(
+            "<p class=note>"
+            + ("Ground truth first, then " if labelled else "")
+            + "each model's answer"
+            + (f", instances scoring at least {min_score}" if min_score else "")
+            + ".</p>"
+        )
         for row in worst:
             record = evaluation.records.get(row["image_id"])
             if record is None:
                 continue
-            caption = (f"{row['file_name']}: {row['pair']}, disagreement {row['disagreement']:.2f} "
-                       f"(matched {row['matched']}, labels differ {row['labels_disagree']}, "
-                       f"only A {row['only_a']}, only B {row['only_b']})")
+            caption = (
+                f"{row['file_name']}: {row['pair']}, disagreement {row['disagreement']:.2f} "
+                f"(matched {row['matched']}, labels differ {row['labels_disagree']}, "
+                f"only A {row['only_a']}, only B {row['only_b']})"
+            )
             sections.append(_figure(gallery_picture(evaluation, record, min_score), caption))
     body = "\n".join(s for s in sections if s)
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f"<style>{STYLE}</style></head><body>{body}</body></html>\n")
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f"<style>{STYLE}</style></head><body>{body}</body></html>\n"
+    )
 
 
 def write_report(evaluation: Evaluation, path: Path, gallery: int = 8) -> None:
     path.write_text(report_html(evaluation, gallery))
-

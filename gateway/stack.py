@@ -40,6 +40,7 @@ def localize(env: Mapping[str, str], port_offset: int = 0) -> dict[str, str]:
         elif PORT_KEY.match(key) and value.isdigit():
             out[key] = str(int(value) + port_offset)
         elif key == "GATEWAY_TARGETS":
+
             def loopback(match: re.Match[str]) -> str:
                 return f"{match[1] or ''}127.0.0.1:{int(match[2]) + port_offset}"
 
@@ -90,8 +91,12 @@ class LocalStack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "wb") as log:
             self.processes[name] = subprocess.Popen(
-                argv, env={**os.environ, **self.service_env(name)}, stdout=log, stderr=subprocess.STDOUT,
-                cwd=ROOT, start_new_session=True,  # its own group: stop() signals it and its children
+                argv,
+                env={**os.environ, **self.service_env(name)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=True,  # its own group: stop() signals it and its children
             )
 
     def wait(self, name: str, timeout: float) -> None:

@@ -37,7 +37,9 @@ def coco_results(scene: Scene, result: Result, category_of: dict[str, int]) -> l
         if i.label is None or i.label.name not in category_of:
             continue
         det: dict[str, Any] = {
-            "image_id": scene.seed, "category_id": category_of[i.label.name], "score": i.score,
+            "image_id": scene.seed,
+            "category_id": category_of[i.label.name],
+            "score": i.score,
             "bbox": [i.box.x1, i.box.y1, i.box.x2 - i.box.x1, i.box.y2 - i.box.y1],
         }
         if i.mask is not None:
@@ -63,11 +65,15 @@ def keypoint_figures(scenes: Sequence[Scene], results: Sequence[Result]) -> dict
             if i.label is None or i.label.name != "triangle":
                 continue
             corner = {k.name: k for k in i.keypoints}
-            dets.append({
-                "image_id": scene.seed, "category_id": TRIANGLE_ID, "score": i.score,
-                "bbox": [i.box.x1, i.box.y1, i.box.x2 - i.box.x1, i.box.y2 - i.box.y1],
-                "keypoints": [v for name in TRIANGLE_KEYPOINTS for v in (corner[name].x, corner[name].y, 1)],
-            })
+            dets.append(
+                {
+                    "image_id": scene.seed,
+                    "category_id": TRIANGLE_ID,
+                    "score": i.score,
+                    "bbox": [i.box.x1, i.box.y1, i.box.x2 - i.box.x1, i.box.y2 - i.box.y1],
+                    "keypoints": [v for name in TRIANGLE_KEYPOINTS for v in (corner[name].x, corner[name].y, 1)],
+                }
+            )
     return keypoint_metrics(scenes, dets, KEYPOINT_SCORE_THRESHOLD)
 
 
@@ -93,8 +99,9 @@ class InProcessClient:
         if not hasattr(p, "instances"):
             raise RuntimeError(f"{task.name} failed: {p}")
         h, w = image.shape[:2]
-        return Result("", "", w, h, True, "", [], p.timing, 1, instances=p.instances, label_map=p.label_map,
-                      scores=p.scores)
+        return Result(
+            "", "", w, h, True, "", [], p.timing, 1, instances=p.instances, label_map=p.label_map, scores=p.scores
+        )
 
     def segment(self, image: np.ndarray, task: Task, options: TaskOptions | None = None) -> Result:
         return self._run(image, task, options or TaskOptions())

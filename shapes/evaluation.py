@@ -48,8 +48,12 @@ def detections(
         for i in range(len(out["scores"])):
             x1, y1, x2, y2 = (float(v) for v in out["boxes"][i])
             label = int(out["labels"][i])
-            det = {"image_id": scene.seed, "category_id": category_ids[label] if category_ids else label,
-                   "score": float(out["scores"][i]), "bbox": [x1, y1, x2 - x1, y2 - y1]}
+            det = {
+                "image_id": scene.seed,
+                "category_id": category_ids[label] if category_ids else label,
+                "score": float(out["scores"][i]),
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+            }
             if "masks" in out:
                 mask = np.asarray(out["masks"][i][0] > mask_threshold)
                 det["segmentation"] = {"size": list(mask.shape), "counts": encode_mask(mask).rle.counts.decode()}
@@ -105,8 +109,11 @@ def corner_errors(gt: COCO, results: list[dict], score_threshold: float) -> dict
     for ann in gt.loadAnns(gt.getAnnIds(catIds=[TRIANGLE_ID])):
         total += 1
         candidates = [
-            d for d in results
-            if d["image_id"] == ann["image_id"] and d["category_id"] == TRIANGLE_ID and d["score"] >= score_threshold
+            d
+            for d in results
+            if d["image_id"] == ann["image_id"]
+            and d["category_id"] == TRIANGLE_ID
+            and d["score"] >= score_threshold
             and box_iou(d["bbox"], ann["bbox"]) >= 0.5
         ]
         if not candidates:
@@ -126,9 +133,7 @@ def corner_errors(gt: COCO, results: list[dict], score_threshold: float) -> dict
     }
 
 
-def keypoint_metrics(
-    scenes: Sequence[Scene], results: list[dict], score_threshold: float
-) -> dict[str, float | None]:
+def keypoint_metrics(scenes: Sequence[Scene], results: list[dict], score_threshold: float) -> dict[str, float | None]:
     """Triangle corners: COCO keypoint AP (OKS), triangle box AP and `corner_errors`."""
     gt = ground_truth(scenes)
     return {

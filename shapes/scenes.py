@@ -62,8 +62,10 @@ class Scene:
 def _outline(category: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
     def ring(n: int, radius: float, offset: float = 0.0) -> list[tuple[float, float]]:
         return [
-            (cx + radius * math.cos(angle + offset + 2 * math.pi * k / n),
-             cy + radius * math.sin(angle + offset + 2 * math.pi * k / n))
+            (
+                cx + radius * math.cos(angle + offset + 2 * math.pi * k / n),
+                cy + radius * math.sin(angle + offset + 2 * math.pi * k / n),
+            )
             for k in range(n)
         ]
 
@@ -77,8 +79,18 @@ def _outline(category: str, cx: float, cy: float, r: float, angle: float) -> lis
     if category == "cross":
         w = r * 0.38
         arm = [
-            (-w, -r), (w, -r), (w, -w), (r, -w), (r, w), (w, w),
-            (w, r), (-w, r), (-w, w), (-r, w), (-r, -w), (-w, -w),
+            (-w, -r),
+            (w, -r),
+            (w, -w),
+            (r, -w),
+            (r, w),
+            (w, w),
+            (w, r),
+            (-w, r),
+            (-w, w),
+            (-r, w),
+            (-r, -w),
+            (-w, -w),
         ]
         c, s = math.cos(angle), math.sin(angle)
         return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in arm]
@@ -160,9 +172,16 @@ def corner_visibility(obj: ShapeObject) -> list[int]:
 
 def coco_categories() -> list[dict[str, object]]:
     return [
-        {"id": i + 1, "name": name, "supercategory": "shape",
-         **({"keypoints": list(TRIANGLE_KEYPOINTS), "skeleton": [[1, 2], [2, 3], [3, 1]]}
-            if name == "triangle" else {})}
+        {
+            "id": i + 1,
+            "name": name,
+            "supercategory": "shape",
+            **(
+                {"keypoints": list(TRIANGLE_KEYPOINTS), "skeleton": [[1, 2], [2, 3], [3, 1]]}
+                if name == "triangle"
+                else {}
+            ),
+        }
         for i, name in enumerate(CLASSES)
     ]
 
@@ -176,19 +195,30 @@ def coco_dataset(scenes: Iterable[Scene]) -> dict[str, object]:
         images.append({"id": scene.seed, "width": w, "height": h, "file_name": f"{scene.seed}.png"})
         for obj in scene.objects:
             m = encode_mask(obj.mask)
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": scene.seed,
-                "category_id": obj.category_id,
-                "segmentation": {"size": [m.rle.height, m.rle.width], "counts": m.rle.counts.decode()},
-                "area": m.area,
-                "bbox": [m.bbox.x1, m.bbox.y1, m.bbox.x2 - m.bbox.x1, m.bbox.y2 - m.bbox.y1],
-                "iscrowd": 0,
-                "attributes": {"colour": obj.colour, "size": obj.size},
-                **({"keypoints": [v for (x, y), f in zip(obj.corners, corner_visibility(obj), strict=True)
-                                  for v in (x, y, f)],
-                    "num_keypoints": len(obj.corners)} if obj.corners else {}),
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": scene.seed,
+                    "category_id": obj.category_id,
+                    "segmentation": {"size": [m.rle.height, m.rle.width], "counts": m.rle.counts.decode()},
+                    "area": m.area,
+                    "bbox": [m.bbox.x1, m.bbox.y1, m.bbox.x2 - m.bbox.x1, m.bbox.y2 - m.bbox.y1],
+                    "iscrowd": 0,
+                    "attributes": {"colour": obj.colour, "size": obj.size},
+                    **(
+                        {
+                            "keypoints": [
+                                v
+                                for (x, y), f in zip(obj.corners, corner_visibility(obj), strict=True)
+                                for v in (x, y, f)
+                            ],
+                            "num_keypoints": len(obj.corners),
+                        }
+                        if obj.corners
+                        else {}
+                    ),
+                }
+            )
     return {"images": images, "annotations": annotations, "categories": coco_categories()}
 
 

@@ -37,10 +37,23 @@ from shapes.scenes import CLASSES, EVAL_SEEDS, TRAIN_SEEDS, ShapeObject, generat
 from shapes_models.cards import load_stage, write_card
 from shapes_models.clip import build_shapes_clip
 
-TRAIN_CAPTIONS = ("a {size} {colour} {shape}", "{colour} {shape}", "{shape}", "a {colour} {shape}",
-                  "the {size} {shape}", "{shape} shape", "one {colour} {shape}")
-BACKGROUND_CAPTIONS = ("background", "a background", "empty background", "a noisy background",
-                       "the textured background", "nothing")
+TRAIN_CAPTIONS = (
+    "a {size} {colour} {shape}",
+    "{colour} {shape}",
+    "{shape}",
+    "a {colour} {shape}",
+    "the {size} {shape}",
+    "{shape} shape",
+    "one {colour} {shape}",
+)
+BACKGROUND_CAPTIONS = (
+    "background",
+    "a background",
+    "empty background",
+    "a noisy background",
+    "the textured background",
+    "nothing",
+)
 
 
 def degrade(rng: random.Random, mask: np.ndarray) -> np.ndarray:
@@ -125,8 +138,11 @@ def proposal_crops(seeds: Sequence[int], sam_clip: SamClipModel, preprocess: Cli
             if not proposal.mask.area:
                 continue
             mask = proposal.binary()
-            iou, target = max(((binary_iou(mask, obj.mask), obj) for obj in scene.objects),
-                              key=lambda pair: pair[0], default=(0.0, None))
+            iou, target = max(
+                ((binary_iou(mask, obj.mask), obj) for obj in scene.objects),
+                key=lambda pair: pair[0],
+                default=(0.0, None),
+            )
             if iou < 0.2:
                 target = None
             elif iou < 0.5:
@@ -152,13 +168,14 @@ def proposal_accuracy(model: open_clip.CLIP, tokenizer: SimpleTokenizer, crops: 
 
 def class_vectors(model: open_clip.CLIP, tokenizer: SimpleTokenizer) -> torch.Tensor:
     texts = [[t.format(c) for t in DEFAULT_TEMPLATES] for c in CLASSES]
-    return torch.stack([
-        F.normalize(F.normalize(model.encode_text(tokenizer(ts)), dim=-1).mean(0), dim=-1) for ts in texts
-    ])
+    return torch.stack(
+        [F.normalize(F.normalize(model.encode_text(tokenizer(ts)), dim=-1).mean(0), dim=-1) for ts in texts]
+    )
 
 
-def accuracy(model: open_clip.CLIP, tokenizer: SimpleTokenizer, preprocess: ClipPreprocess, seeds: range,
-             degraded: bool = False) -> float:
+def accuracy(
+    model: open_clip.CLIP, tokenizer: SimpleTokenizer, preprocess: ClipPreprocess, seeds: range, degraded: bool = False
+) -> float:
     """Zero-shot top-1 on eval object crops with the service's default templates and bare names;
     `degraded`: crops cut with proposal-like masks (a fixed draw)."""
     rng = random.Random(0)
@@ -189,18 +206,28 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval-scenes", type=int, default=150)
-    parser.add_argument("--degrade", type=float, default=0.0,
-                        help="probability of cutting an object crop with a proposal-like mask")
-    parser.add_argument("--proposal-scenes", type=int, default=0,
-                        help="scenes whose SAM proposals are cut into crops, mixed into every batch")
+    parser.add_argument(
+        "--degrade", type=float, default=0.0, help="probability of cutting an object crop with a proposal-like mask"
+    )
+    parser.add_argument(
+        "--proposal-scenes",
+        type=int,
+        default=0,
+        help="scenes whose SAM proposals are cut into crops, mixed into every batch",
+    )
     parser.add_argument("--proposals-per-step", type=int, default=48)
-    parser.add_argument("--proposal-seed-offset", type=int, default=540_000,
-                        help="first scene seed of the proposal crops")
-    parser.add_argument("--sam-weights", default=SHAPES,
-                        help="the shapes SAM that proposes: shapes (shipped) or file:/path/sam_shapes.pth")
+    parser.add_argument(
+        "--proposal-seed-offset", type=int, default=540_000, help="first scene seed of the proposal crops"
+    )
+    parser.add_argument(
+        "--sam-weights",
+        default=SHAPES,
+        help="the shapes SAM that proposes: shapes (shipped) or file:/path/sam_shapes.pth",
+    )
     parser.add_argument("--init", type=Path, help="continue from these weights (a clip_shapes.pth)")
-    parser.add_argument("--seed-offset", type=int, default=500_000,
-                        help="first training scene seed (apart from the Mask R-CNN's)")
+    parser.add_argument(
+        "--seed-offset", type=int, default=500_000, help="first training scene seed (apart from the Mask R-CNN's)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -225,16 +252,22 @@ def main() -> None:
         eval_proposals = proposal_crops(EVAL_SEEDS[: args.eval_scenes], sam_clip, preprocess)
         sam_clip.close()
         proposal_seconds = time.time() - start
-        print(f"{len(pool)} proposal crops ({sum(c.target is None for c in pool)} background); "
-              f"top-1 on eval proposals {proposal_accuracy(model, tokenizer, eval_proposals):.4f}; "
-              f"{proposal_seconds:.0f}s", flush=True)
+        print(
+            f"{len(pool)} proposal crops ({sum(c.target is None for c in pool)} background); "
+            f"top-1 on eval proposals {proposal_accuracy(model, tokenizer, eval_proposals):.4f}; "
+            f"{proposal_seconds:.0f}s",
+            flush=True,
+        )
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     model.train()
     start = time.time()
     for step in range(args.steps):
-        batch = [s for i in range(args.scenes_per_step)
-                 for s in samples(TRAIN_SEEDS[offset + step * args.scenes_per_step + i], rng, args.degrade)]
+        batch = [
+            s
+            for i in range(args.scenes_per_step)
+            for s in samples(TRAIN_SEEDS[offset + step * args.scenes_per_step + i], rng, args.degrade)
+        ]
         images = [preprocess(c) for c, _, _ in batch]
         captions = [t for _, t, _ in batch]
         classes = [k for _, _, k in batch]
@@ -254,8 +287,10 @@ def main() -> None:
         # Crops of the same class are positives of each other: soft multi-positive targets.
         same = (class_ids[:, None] == class_ids[None, :]).float()
         targets = same / same.sum(1, keepdim=True)
-        loss = (torch.sum(-targets * logits.log_softmax(1), 1).mean()
-                + torch.sum(-targets * logits.T.log_softmax(1), 1).mean()) / 2
+        loss = (
+            torch.sum(-targets * logits.log_softmax(1), 1).mean()
+            + torch.sum(-targets * logits.T.log_softmax(1), 1).mean()
+        ) / 2
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -276,9 +311,11 @@ def main() -> None:
     print(json.dumps(metrics), flush=True)
     degraded = f"; {args.degrade:.0%} of object crops cut with proposal-like (degraded) masks" if args.degrade else ""
     if pool:
-        degraded += (f"; plus {args.proposals_per_step} crops per step of SAM-CLIP proposals ({args.sam_weights} SAM, "
-                     f"the service's settings) on {args.proposal_scenes} scenes from seed {args.proposal_seed_offset}: "
-                     "objects matched at IoU >= 0.5, background where every IoU < 0.2")
+        degraded += (
+            f"; plus {args.proposals_per_step} crops per step of SAM-CLIP proposals ({args.sam_weights} SAM, "
+            f"the service's settings) on {args.proposal_scenes} scenes from seed {args.proposal_seed_offset}: "
+            "objects matched at IoU >= 0.5, background where every IoU < 0.2"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "clip_shapes.pth"
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, path)
@@ -286,10 +323,14 @@ def main() -> None:
         path,
         model="open_clip CLIP, ViT 3x96 (patch 8, 48 px) + text transformer 2x64, embed 64; stored fp16",
         data=f"shapes world: crops of {args.steps * args.scenes_per_step} generated scenes "
-             f"(seeds from {offset}), captions {list(TRAIN_CAPTIONS)} and background patches" + degraded,
+        f"(seeds from {offset}), captions {list(TRAIN_CAPTIONS)} and background patches" + degraded,
         hyperparameters={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        metrics={**{k: round(v, 4) for k, v in metrics.items()}, "eval_scenes": args.eval_scenes,
-                 "eval_templates": list(DEFAULT_TEMPLATES), "train_seconds": round(train_seconds)},
+        metrics={
+            **{k: round(v, 4) for k, v in metrics.items()},
+            "eval_scenes": args.eval_scenes,
+            "eval_templates": list(DEFAULT_TEMPLATES),
+            "train_seconds": round(train_seconds),
+        },
         classes=list(CLASSES),
         continued_from=init_card,
     )

@@ -100,8 +100,12 @@ def evaluate_model(model: torch.nn.Module, scenes: list[Scene]) -> dict[str, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_training_arguments(parser, iterations=4500, lr=0.01, warmup=100)
-    parser.add_argument("--detector", type=Path, default=WEIGHTS_DIR / "maskrcnn_shapes.pth",
-                        help="shapes Mask R-CNN weights to start from")
+    parser.add_argument(
+        "--detector",
+        type=Path,
+        default=WEIGHTS_DIR / "maskrcnn_shapes.pth",
+        help="shapes Mask R-CNN weights to start from",
+    )
     parser.add_argument("--init", type=Path, help="continue from these keypoint weights instead")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args()
@@ -138,8 +142,10 @@ def main() -> None:
         optimizer.step()
         if step % 50 == 0 or step == args.iterations - 1:
             parts = " ".join(f"{k.removeprefix('loss_')}={losses[k].item():.3f}" for k in TRAINED_LOSSES)
-            print(f"step {step:5d} lr {lr_at(step):.4f} loss {loss.item():.3f} ({parts}) {time.time() - start:.0f}s",
-                  flush=True)
+            print(
+                f"step {step:5d} lr {lr_at(step):.4f} loss {loss.item():.3f} ({parts}) {time.time() - start:.0f}s",
+                flush=True,
+            )
     train_seconds = time.time() - start
 
     # Ship fp16 and measure what ships: the service loads these values into fp32 parameters.
@@ -158,8 +164,12 @@ def main() -> None:
         data=f"shapes world: {args.iterations * args.batch_size} generated scenes with a triangle "
         f"(seeds {args.seed_offset} to {seed - 1})",
         hyperparameters={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        metrics={**metrics, "eval_scenes": args.eval_scenes, "score_threshold": SCORE_THRESHOLD,
-                 "train_seconds": round(train_seconds)},
+        metrics={
+            **metrics,
+            "eval_scenes": args.eval_scenes,
+            "score_threshold": SCORE_THRESHOLD,
+            "train_seconds": round(train_seconds),
+        },
         classes=list(CLASSES[1:]),
         keypoints=list(TRIANGLE_KEYPOINTS),
         detector_sha256=detector_sha256,  # the Mask R-CNN whose backbone and RPN these weights carry

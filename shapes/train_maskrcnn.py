@@ -125,8 +125,10 @@ def main() -> None:
         optimizer.step()
         if step % 50 == 0 or step == args.iterations - 1:
             parts = " ".join(f"{k.removeprefix('loss_')}={v.item():.3f}" for k, v in losses.items())
-            print(f"step {step:5d} lr {lr_at(step):.4f} loss {loss.item():.3f} ({parts}) {time.time() - start:.0f}s",
-                  flush=True)
+            print(
+                f"step {step:5d} lr {lr_at(step):.4f} loss {loss.item():.3f} ({parts}) {time.time() - start:.0f}s",
+                flush=True,
+            )
     train_seconds = time.time() - start
 
     eval_scenes = [generate_scene(s) for s in EVAL_SEEDS[: args.eval_scenes]]

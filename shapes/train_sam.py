@@ -44,8 +44,13 @@ class Prompted:
         x = torch.as_tensor(resized).permute(2, 0, 1).float()[None]
         return self.sam.image_encoder(self.sam.preprocess(x)), resized.shape[:2]
 
-    def decode(self, embedding: torch.Tensor, size: tuple[int, int],
-               points: np.ndarray | None = None, boxes: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode(
+        self,
+        embedding: torch.Tensor,
+        size: tuple[int, int],
+        points: np.ndarray | None = None,
+        boxes: np.ndarray | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One prompt per row of points (N x 2, x y) or boxes (N x 4, xyxy), in image pixels:
         all four mask logits at low resolution (N x 4 x 4g x 4g) and IoU predictions (N x 4)."""
         point_prompts = box_prompts = None
@@ -56,8 +61,10 @@ class Prompted:
             box_prompts = torch.as_tensor(self.resize.apply_boxes(boxes, size), dtype=torch.float32)
         sparse, dense = self.sam.prompt_encoder(points=point_prompts, boxes=box_prompts, masks=None)
         return self.sam.mask_decoder.predict_masks(
-            image_embeddings=embedding, image_pe=self.sam.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+            image_embeddings=embedding,
+            image_pe=self.sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
         )
 
     def full_size(self, low_res: torch.Tensor, input_size: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:

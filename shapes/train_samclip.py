@@ -204,8 +204,13 @@ class Distiller:
     """The student, its teachers, and the two losses."""
 
     def __init__(
-        self, teacher: ComposedSamOpenClip, student: MergedSamClip, device: torch.device, *,
-        dense_weight: float = 0.0, contrastive_weight: float = 0.0,
+        self,
+        teacher: ComposedSamOpenClip,
+        student: MergedSamClip,
+        device: torch.device,
+        *,
+        dense_weight: float = 0.0,
+        contrastive_weight: float = 0.0,
     ) -> None:
         self.teacher = teacher
         self.dense_weight = dense_weight
@@ -279,10 +284,14 @@ class Distiller:
             sparse, dense = self.student.sam.prompt_encoder(
                 points=prompt.get("points"), boxes=prompt.get("boxes"), masks=None
             )
-            out.append(sam.mask_decoder.predict_masks(
-                image_embeddings=features, image_pe=self.student.sam.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-            ))
+            out.append(
+                sam.mask_decoder.predict_masks(
+                    image_embeddings=features,
+                    image_pe=self.student.sam.prompt_encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                )
+            )
         return out
 
     def sam_loss(self, samples: Sequence[SamSample]) -> torch.Tensor:
@@ -314,8 +323,12 @@ def merged_model(student: MergedSamClip, teacher: ComposedSamOpenClip, settings:
     """The SAM-CLIP service's model around the student, with the service's settings."""
     clip = text_tower_only(teacher.clip)
     backend = MergedSamClipBackend(
-        merged=student.eval(), clip=clip, tokenizer=teacher.tokenizer, plan=plan_device(settings.device, "fp32"),
-        description=teacher.describe(), **cache_and_batch_sizes(settings),
+        merged=student.eval(),
+        clip=clip,
+        tokenizer=teacher.tokenizer,
+        plan=plan_device(settings.device, "fp32"),
+        description=teacher.describe(),
+        **cache_and_batch_sizes(settings),
     )
     model = SamClipModel(settings, backend_factory=lambda *_: backend)
     model.load()
@@ -361,10 +374,18 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--backbone-lr-scale", type=float, default=0.1)
     parser.add_argument("--lambda-sam", type=float, default=LAMBDA_SAM)
-    parser.add_argument("--dense-weight", type=float, default=1.0,
-                        help="per-patch term of the region loss (shapes scenes); 0: the paper's loss only")
-    parser.add_argument("--contrastive-weight", type=float, default=0.0,
-                        help="batch-contrastive term of the CLIP loss (InfoNCE against the teacher's embeddings)")
+    parser.add_argument(
+        "--dense-weight",
+        type=float,
+        default=1.0,
+        help="per-patch term of the region loss (shapes scenes); 0: the paper's loss only",
+    )
+    parser.add_argument(
+        "--contrastive-weight",
+        type=float,
+        default=0.0,
+        help="batch-contrastive term of the CLIP loss (InfoNCE against the teacher's embeddings)",
+    )
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seed-offset", type=int, default=900_000, help="first training scene seed")
@@ -382,9 +403,14 @@ def main() -> None:
     device = torch.device(args.device)
 
     settings = SamClipSettings(
-        backend="composed", device=args.device, metrics_port=None, cache_dir=args.cache_dir,
-        sam_variant=args.sam_variant, sam_weights=args.sam_weights,
-        clip_model=args.clip_model, clip_pretrained=args.clip_pretrained,
+        backend="composed",
+        device=args.device,
+        metrics_port=None,
+        cache_dir=args.cache_dir,
+        sam_variant=args.sam_variant,
+        sam_weights=args.sam_weights,
+        clip_model=args.clip_model,
+        clip_pretrained=args.clip_pretrained,
     )
     teacher = build_composed(settings, plan_device(args.device, "fp32"))
     teacher.sam.requires_grad_(False)
@@ -396,10 +422,12 @@ def main() -> None:
         student.load_state_dict(state)
         args.probe_steps = 0
     student.train()
-    distiller = Distiller(teacher, student, device, dense_weight=args.dense_weight,
-                          contrastive_weight=args.contrastive_weight)
+    distiller = Distiller(
+        teacher, student, device, dense_weight=args.dense_weight, contrastive_weight=args.contrastive_weight
+    )
     data: ShapesData | FolderData = (
-        ShapesData(rng, args.seed_offset) if args.clip_images is None
+        ShapesData(rng, args.seed_offset)
+        if args.clip_images is None
         else FolderData(rng, args.clip_images, args.sam_images, SamClipModel(settings).proposal_params())
     )
     args.out.mkdir(parents=True, exist_ok=True)
@@ -413,8 +441,11 @@ def main() -> None:
             yield "distill", step, args.steps
 
     head = list(student.clip_head.parameters())
-    rest = [p for n, p in student.named_parameters()
-            if not n.startswith("clip_head.") and not n.startswith("sam.prompt_encoder.")]
+    rest = [
+        p
+        for n, p in student.named_parameters()
+        if not n.startswith("clip_head.") and not n.startswith("sam.prompt_encoder.")
+    ]
     optimizer: torch.optim.Optimizer | None = None
     stage_now = ""
     for stage, step, total in stages():
@@ -439,8 +470,10 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimizer.step()
         if step % 50 == 0 or step == total - 1:
-            print(f"{stage} {step:5d}/{total} clip {clip.item():.4f} sam {sam.item():.4f} "
-                  f"{time.time() - start:.0f}s", flush=True)
+            print(
+                f"{stage} {step:5d}/{total} clip {clip.item():.4f} sam {sam.item():.4f} {time.time() - start:.0f}s",
+                flush=True,
+            )
         if args.save_every and step and step % args.save_every == 0:  # a run stopped here goes on with --init
             checkpoint = args.out / "samclip_checkpoint.pth"
             torch.save(student.state_dict(), checkpoint)
@@ -453,22 +486,31 @@ def main() -> None:
     student.load_state_dict(state)  # measure what ships: the fp16 weights
     figures = evaluate(student.float(), teacher, settings.model_copy(update={"backend": "merged"}), args.eval_scenes)
     print(json.dumps(figures), flush=True)
-    write_card(path, **card_fields(args, teacher), continued_from=init_card,
-               metrics={**figures, "eval_scenes": args.eval_scenes, "train_seconds": round(train_seconds)})
+    write_card(
+        path,
+        **card_fields(args, teacher),
+        continued_from=init_card,
+        metrics={**figures, "eval_scenes": args.eval_scenes, "train_seconds": round(train_seconds)},
+    )
 
 
 def card_fields(args: argparse.Namespace, teacher: ComposedSamOpenClip) -> dict[str, Any]:
     """What a card (or a checkpoint's) says about the run: model, teachers, data, hyper-parameters."""
     sam_part, clip_part = teacher.describe().components
     return {
-        "model": (f"merged SAM-CLIP: {args.sam_variant} SAM backbone and SAM head, CLIP head of 3 blocks into "
-                  f"{args.clip_model}'s embedding space; text: {args.clip_model}'s text tower"),
+        "model": (
+            f"merged SAM-CLIP: {args.sam_variant} SAM backbone and SAM head, CLIP head of 3 blocks into "
+            f"{args.clip_model}'s embedding space; text: {args.clip_model}'s text tower"
+        ),
         "teachers": {sam_part.name: sam_part.weights, clip_part.name: clip_part.weights},
         "teacher_sha256": {
             part: sha256_of(p) for part in ("sam", "clip") if (p := _teacher_file(args, part)) is not None
         },
-        "data": ("shapes world: object crops, scene regions and prompted scenes from generated training scenes"
-                 if args.clip_images is None else f"images under {args.clip_images.name} and {args.sam_images.name}"),
+        "data": (
+            "shapes world: object crops, scene regions and prompted scenes from generated training scenes"
+            if args.clip_images is None
+            else f"images under {args.clip_images.name} and {args.sam_images.name}"
+        ),
         "note": SHAPES_NOTE if args.clip_images is None else "",
         "hyperparameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
     }

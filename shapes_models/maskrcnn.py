@@ -25,16 +25,24 @@ STAGE_CHANNELS = (32, 48, 96, 128)  # strides 4, 8, 16, 32
 MIN_SIZE, MAX_SIZE = 192, 288
 # Fewer proposals and RoI samples than COCO's defaults: scenes hold at most six objects.
 SAMPLING = {
-    "rpn_pre_nms_top_n_train": 600, "rpn_post_nms_top_n_train": 300,
-    "rpn_pre_nms_top_n_test": 300, "rpn_post_nms_top_n_test": 150,
-    "rpn_batch_size_per_image": 128, "box_batch_size_per_image": 128, "box_detections_per_img": 50,
+    "rpn_pre_nms_top_n_train": 600,
+    "rpn_post_nms_top_n_train": 300,
+    "rpn_pre_nms_top_n_test": 300,
+    "rpn_post_nms_top_n_test": 150,
+    "rpn_batch_size_per_image": 128,
+    "box_batch_size_per_image": 128,
+    "box_detections_per_img": 50,
 }
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -74,7 +82,10 @@ class NarrowFPNBackbone(nn.Module):
 def _shared_parts(num_classes: int, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The RPN, box head and settings both models have, so that their weights carry over."""
     return {
-        "min_size": MIN_SIZE, "max_size": MAX_SIZE, **SAMPLING, **kwargs,
+        "min_size": MIN_SIZE,
+        "max_size": MAX_SIZE,
+        **SAMPLING,
+        **kwargs,
         "rpn_anchor_generator": AnchorGenerator(
             sizes=((16,), (32,), (64,), (128,), (256,)), aspect_ratios=((0.5, 1.0, 2.0),) * 5
         ),

@@ -32,8 +32,13 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
     )
 
 
-def _issue(cn: str, ca_key: ec.EllipticCurvePrivateKey, ca_name: x509.Name, usage: x509.ObjectIdentifier,
-           san: list[x509.GeneralName]) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _issue(
+    cn: str,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_name: x509.Name,
+    usage: x509.ObjectIdentifier,
+    san: list[x509.GeneralName],
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     builder = (
@@ -67,7 +72,10 @@ def make_certs(directory: Path) -> CertSet:
         .sign(ca_key, hashes.SHA256())
     )
     server, server_key = _issue(
-        "localhost", ca_key, ca_name, ExtendedKeyUsageOID.SERVER_AUTH,
+        "localhost",
+        ca_key,
+        ca_name,
+        ExtendedKeyUsageOID.SERVER_AUTH,
         [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
     client, client_key = _issue("test-client", ca_key, ca_name, ExtendedKeyUsageOID.CLIENT_AUTH, [])

@@ -64,7 +64,11 @@ def class_masks(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class PlaygroundModel(VisionModel):
     def __init__(
-        self, *, name: str, vocabulary: str = "fixed", stage_ms: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        self,
+        *,
+        name: str,
+        vocabulary: str = "fixed",
+        stage_ms: tuple[float, float, float] = (0.0, 0.0, 0.0),
         dark_score: float = 0.4,
     ) -> None:
         self.name = name
@@ -89,11 +93,29 @@ class PlaygroundModel(VisionModel):
         else:
             tasks = tuple(TaskCapability(t, Vocabulary.FIXED, FIXED_LABELS) for t in FIXED_TASKS)
         return Capabilities(
-            card=ModelCard(f"Playground ({self.name})", "tests", "test", "vision", "2026-11", 1000, "MIT", "",
-                           "test model", ("Playground",)),
+            card=ModelCard(
+                f"Playground ({self.name})",
+                "tests",
+                "test",
+                "vision",
+                "2026-11",
+                1000,
+                "MIT",
+                "",
+                "test model",
+                ("Playground",),
+            ),
             tasks=tasks,
-            runtime=RuntimeInfo("cpu", "torch", "fp32", "playground", True, 8, "test",
-                                warnings=() if self.open else ("playground weights",)),
+            runtime=RuntimeInfo(
+                "cpu",
+                "torch",
+                "fp32",
+                "playground",
+                True,
+                8,
+                "test",
+                warnings=() if self.open else ("playground weights",),
+            ),
         )
 
     def validate(self, request: InferenceRequest) -> None:
@@ -101,19 +123,21 @@ class PlaygroundModel(VisionModel):
         o = request.options
         if request.task == Task.PROMPTED_SEGMENTATION:
             if not o.points and not o.boxes:
-                raise InvalidArgument("PROMPTED_SEGMENTATION needs at least one point or box in options.prompts",
-                                      field="options.prompts")
+                raise InvalidArgument(
+                    "PROMPTED_SEGMENTATION needs at least one point or box in options.prompts", field="options.prompts"
+                )
         elif self.open and not o.labels:
             raise InvalidArgument(
-                f'{request.task.name} needs labels: list the class names to look for in options.labels, '
+                f"{request.task.name} needs labels: list the class names to look for in options.labels, "
                 'e.g. ["cat", "dog"]',
                 field="options.labels",
             )
         elif not self.open:
             for label in o.labels:
                 if label not in FIXED_LABELS:
-                    raise InvalidArgument(f"unknown label {label!r}; valid labels: bright, dark",
-                                          field="options.labels")
+                    raise InvalidArgument(
+                        f"unknown label {label!r}; valid labels: bright, dark", field="options.labels"
+                    )
 
     def _sleep(self, timer: StageTimer, stage: str, ms: float) -> None:
         with timer.stage(stage):
@@ -154,9 +178,9 @@ class PlaygroundModel(VisionModel):
         for p in request.options.points:
             if p.positive:
                 x, y = int(p.x), int(p.y)
-                mask[max(y - 4, 0): y + 5, max(x - 4, 0): x + 5] = True
+                mask[max(y - 4, 0) : y + 5, max(x - 4, 0) : x + 5] = True
         for b in request.options.boxes:
-            mask[int(b.y1): int(np.ceil(b.y2)), int(b.x1): int(np.ceil(b.x2))] = True
+            mask[int(b.y1) : int(np.ceil(b.y2)), int(b.x1) : int(np.ceil(b.x2))] = True
         if not mask.any():
             return []
         encoded = encode_mask(mask)

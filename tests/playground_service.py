@@ -1,6 +1,6 @@
 """Run the playground test model (tests/playground_model.py) as a service process.
 
-    python -m tests.playground_service --port 50061 --name samclip --vocabulary open --stage-ms 2,30,3
+python -m tests.playground_service --port 50061 --name samclip --vocabulary open --stage-ms 2,30,3
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ def main() -> None:
     parser.add_argument("--dark-score", type=float, default=0.4)
     args = parser.parse_args()
     pre, inference, post = (float(v) for v in args.stage_ms.split(","))
-    model = PlaygroundModel(name=args.name, vocabulary=args.vocabulary, stage_ms=(pre, inference, post),
-                            dark_score=args.dark_score)
+    model = PlaygroundModel(
+        name=args.name, vocabulary=args.vocabulary, stage_ms=(pre, inference, post), dark_score=args.dark_score
+    )
     serve(ServerSettings(host="127.0.0.1", port=args.port, metrics_port=None, log_json=False), model)
 
 

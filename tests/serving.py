@@ -1,7 +1,7 @@
 """Run a real model server on port 0 in a background thread, for synchronous tests.
 
-    with ServerThread(model, max_batch_size=4) as srv:
-        client = VisionModelClient(srv.address)
+with ServerThread(model, max_batch_size=4) as srv:
+    client = VisionModelClient(srv.address)
 """
 
 from __future__ import annotations

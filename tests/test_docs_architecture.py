@@ -36,9 +36,10 @@ def test_every_path_the_map_names_exists() -> None:
 
 
 def test_every_function_and_class_the_map_names_is_in_the_code() -> None:
-    code = "\n".join(
-        p.read_text() for d in SOURCES for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".proto")
-    ) + (ROOT / "pyproject.toml").read_text()
+    code = (
+        "\n".join(p.read_text() for d in SOURCES for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".proto"))
+        + (ROOT / "pyproject.toml").read_text()
+    )
     words = set(re.findall(r"\w+", code.lower()))
     missing = []
     for part in _code_spans():

@@ -42,8 +42,18 @@ BOXES = [(10, 8, 30, 20), (30, 20, 60, 40), (5, 25, 25, 45), (40, 5, 70, 30), (1
 
 def playground(name: str, vocabulary: str, stage_ms: str = "0,0,0") -> ServiceProcess:
     port = free_port()
-    args = ["-m", "tests.playground_service", "--port", str(port), "--name", name, "--vocabulary", vocabulary,
-            "--stage-ms", stage_ms]
+    args = [
+        "-m",
+        "tests.playground_service",
+        "--port",
+        str(port),
+        "--name",
+        name,
+        "--vocabulary",
+        vocabulary,
+        "--stage-ms",
+        stage_ms,
+    ]
     return ServiceProcess(name, args, port)
 
 
@@ -80,17 +90,25 @@ def write_dataset(root: Path, boxes: list[tuple[int, int, int, int]], *, broken:
         images.append({"id": n, "file_name": f"{n}.png", "width": image.shape[1], "height": image.shape[0]})
         mask = encode_mask(image.mean(axis=2) > 127)
         x1, y1, x2, y2 = box
-        annotations.append({
-            "id": n, "image_id": n, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "area": mask.area,
-            "segmentation": {"size": [mask.rle.height, mask.rle.width], "counts": mask.rle.counts.decode()},
-            "iscrowd": 0,
-        })
+        annotations.append(
+            {
+                "id": n,
+                "image_id": n,
+                "category_id": 1,
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": mask.area,
+                "segmentation": {"size": [mask.rle.height, mask.rle.width], "counts": mask.rle.counts.decode()},
+                "iscrowd": 0,
+            }
+        )
     if broken:
         (images_dir / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
         images.append({"id": 100, "file_name": "broken.png", "width": 80, "height": 56})
         images.append({"id": 101, "file_name": "missing.png", "width": 80, "height": 56})
-    categories = [{"id": 1, "name": "bright", "supercategory": "light"},
-                  {"id": 2, "name": "Striped", "supercategory": "pattern"}]
+    categories = [
+        {"id": 1, "name": "bright", "supercategory": "light"},
+        {"id": 2, "name": "Striped", "supercategory": "pattern"},
+    ]
     path = root / "annotations.json"
     path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
     return path
@@ -116,8 +134,19 @@ def test_a_labelled_dataset_gives_metrics_agreement_failures_and_a_report(
 ) -> None:
     annotations = write_dataset(tmp_path / "data", BOXES)
     out = tmp_path / "out"
-    run = run_cli(str(tmp_path / "data" / "images"), "-a", str(annotations), "-o", str(out), "-g", gateway.address,
-                  "--concurrency", "3", "--retries", "0")
+    run = run_cli(
+        str(tmp_path / "data" / "images"),
+        "-a",
+        str(annotations),
+        "-o",
+        str(out),
+        "-g",
+        gateway.address,
+        "--concurrency",
+        "3",
+        "--retries",
+        "0",
+    )
     assert run.exit_code == 0, run.output
     result = load(out)
     assert result["task"] == "instance-segmentation" and result["models"] == ["fixed", "open"]
@@ -125,8 +154,12 @@ def test_a_labelled_dataset_gives_metrics_agreement_failures_and_a_report(
     v = result["vocabulary"]
     assert v["open_vocabulary_labels"] == ["bright", "Striped"]
     assert v["categories_no_model_knows"] == []
-    assert v["models"]["fixed"] == {"vocabulary": "fixed", "matched": {"bright": "bright"},
-                                    "unknown_categories": ["Striped"], "labels_without_category": ["dark"]}
+    assert v["models"]["fixed"] == {
+        "vocabulary": "fixed",
+        "matched": {"bright": "bright"},
+        "unknown_categories": ["Striped"],
+        "labels_without_category": ["dark"],
+    }
     assert v["models"]["open"]["matched"] == {"bright": "bright", "Striped": "Striped"}
     for model in ("fixed", "open"):
         m = result["per_model"][model]
@@ -163,8 +196,17 @@ def test_agreement_counts_every_instance_with_agreement_score_0_and_the_gallery_
 ) -> None:
     annotations = write_dataset(tmp_path / "data", BOXES[:3], broken=False)
     out = tmp_path / "out"
-    run = run_cli(str(tmp_path / "data" / "images"), "-a", str(annotations), "-o", str(out), "-g", gateway.address,
-                  "--agreement-score", "0")
+    run = run_cli(
+        str(tmp_path / "data" / "images"),
+        "-a",
+        str(annotations),
+        "-o",
+        str(out),
+        "-g",
+        gateway.address,
+        "--agreement-score",
+        "0",
+    )
     assert run.exit_code == 0, run.output
     result = load(out)
     [pair] = result["agreement"]["pairs"]
@@ -180,8 +222,19 @@ def test_agreement_counts_every_instance_with_agreement_score_0_and_the_gallery_
 def test_only_the_named_models_and_categories_no_model_knows(gateway: GatewayThread, tmp_path: Path) -> None:
     annotations = write_dataset(tmp_path / "data", BOXES[:2], broken=False)
     out = tmp_path / "out"
-    run = run_cli(str(tmp_path / "data" / "images"), "-a", str(annotations), "-o", str(out), "-g", gateway.address,
-                  "--models", "fixed", "--task", "object-detection")
+    run = run_cli(
+        str(tmp_path / "data" / "images"),
+        "-a",
+        str(annotations),
+        "-o",
+        str(out),
+        "-g",
+        gateway.address,
+        "--models",
+        "fixed",
+        "--task",
+        "object-detection",
+    )
     assert run.exit_code == 0, run.output
     result = load(out)
     assert result["models"] == ["fixed"] and result["agreement"]["pairs"] == []
@@ -215,11 +268,13 @@ def test_an_image_folder_alone_gives_agreement_and_latency_only(gateway: Gateway
 def test_bad_arguments_exit_2(gateway: GatewayThread, tmp_path: Path) -> None:
     annotations = write_dataset(tmp_path / "data", BOXES[:1], broken=False)
     images = str(tmp_path / "data" / "images")
-    no_keypoints = run_cli(images, "-a", str(annotations), "-g", gateway.address, "-t", "keypoint-detection",
-                           "-o", str(tmp_path / "o1"))
+    no_keypoints = run_cli(
+        images, "-a", str(annotations), "-g", gateway.address, "-t", "keypoint-detection", "-o", str(tmp_path / "o1")
+    )
     assert no_keypoints.exit_code == 2 and "needs annotations with keypoints" in no_keypoints.output
-    unknown = run_cli(images, "-a", str(annotations), "-g", gateway.address, "--models", "nope",
-                      "-o", str(tmp_path / "o2"))
+    unknown = run_cli(
+        images, "-a", str(annotations), "-g", gateway.address, "--models", "nope", "-o", str(tmp_path / "o2")
+    )
     assert unknown.exit_code == 2 and "unknown model(s) nope" in unknown.output
     not_coco = tmp_path / "x.json"
     not_coco.write_text("[]")
@@ -233,8 +288,9 @@ def test_a_folder_holding_another_run_is_not_mixed_up(gateway: GatewayThread, tm
     assert run_cli(images, "-a", str(annotations), "-g", gateway.address, "-o", out).exit_code == 0
     other = run_cli(images, "-a", str(annotations), "-g", gateway.address, "-o", out, "--score-threshold", "0.3")
     assert other.exit_code == 2 and "score_threshold differ" in other.output
-    fresh = run_cli(images, "-a", str(annotations), "-g", gateway.address, "-o", out, "--score-threshold", "0.3",
-                    "--fresh")
+    fresh = run_cli(
+        images, "-a", str(annotations), "-g", gateway.address, "-o", out, "--score-threshold", "0.3", "--fresh"
+    )
     assert fresh.exit_code == 0, fresh.output
     assert load(Path(out))["run"]["resumed_images"] == 0
 
@@ -250,11 +306,26 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
             boxes = BOXES * 2
             annotations = write_dataset(tmp_path / "data", boxes, broken=False)
             out = tmp_path / "out"
-            args = [str(tmp_path / "data" / "images"), "-a", str(annotations), "-o", str(out), "-g", gw.address,
-                    "--concurrency", "1", "--no-progress"]
+            args = [
+                str(tmp_path / "data" / "images"),
+                "-a",
+                str(annotations),
+                "-o",
+                str(out),
+                "-g",
+                gw.address,
+                "--concurrency",
+                "1",
+                "--no-progress",
+            ]
             vcompare = str(Path(sys.executable).parent / "vcompare")
-            child = subprocess.Popen([vcompare, "evaluate", *args], cwd=ROOT,
-                                     env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            child = subprocess.Popen(
+                [vcompare, "evaluate", *args],
+                cwd=ROOT,
+                env={**os.environ},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
             stored = out / "results.jsonl"
             end = time.monotonic() + 60
             while time.monotonic() < end and (not stored.exists() or len(stored.read_text().splitlines()) < 2):
@@ -308,8 +379,9 @@ class FlakyStub:
     async def Compare(self, request: cs.CompareRequest, timeout: float, metadata: Any) -> cs.CompareResponse:  # noqa: N802
         self.calls += 1
         if self.calls <= self.failures:
-            raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
-                                       "gateway restarting")
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "gateway restarting"
+            )
         code = 14 if self.calls <= self.failures + self.model_down else 0
         return cs.CompareResponse(results=[cs.ModelResult(model_name="m", status=cs.ModelStatus(code=code))])
 
@@ -329,9 +401,11 @@ def test_unavailable_is_retried(
     (tmp_path / "a.png").write_bytes(b"png")
     stub = FlakyStub(failures, model_down)
     image = ev.DatasetImage(1, "a.png", tmp_path / "a.png")
-    record, retried = asyncio.run(ev.compare_image(
-        stub, image, ev.RunConfig("object-detection", ["m"]), timeout_s=1, retries=retries, backoff_s=0.001
-    ))
+    record, retried = asyncio.run(
+        ev.compare_image(
+            stub, image, ev.RunConfig("object-detection", ["m"]), timeout_s=1, retries=retries, backoff_s=0.001
+        )
+    )
     assert (record.code, record.attempts, stub.calls, retried) == (code, calls, calls, calls - 1)
 
 
@@ -347,8 +421,9 @@ def test_names_match_across_case_spaces_underscores_and_hyphens() -> None:
 
 def test_the_gateway_sends_open_vocabulary_labels_to_open_models_only(gateway: GatewayThread) -> None:
     image = pb.Image(encoded=(lambda b: b)(_png(scene(BOXES[0]))))
-    request = cs.CompareRequest(image=image, task=pb.TASK_INSTANCE_SEGMENTATION,
-                                open_vocabulary_labels=["bright", "striped"])
+    request = cs.CompareRequest(
+        image=image, task=pb.TASK_INSTANCE_SEGMENTATION, open_vocabulary_labels=["bright", "striped"]
+    )
     response = gateway.stub.Compare(request, timeout=30)
     assert list(response.labels_used) == ["bright", "striped"]
     labels = {r.model_name: sorted(i.label.name for i in r.segment.instances) for r in response.results}

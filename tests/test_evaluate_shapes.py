@@ -39,8 +39,12 @@ QUIET = {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
 
 def service(name: str, module: str, prefix: str, **env: str) -> ServiceProcess:
     port = free_port()
-    settings = {f"{prefix}_HOST": "127.0.0.1", f"{prefix}_PORT": str(port), f"{prefix}_METRICS_PORT": "none",
-                f"{prefix}_LOG_LEVEL": "WARNING"}
+    settings = {
+        f"{prefix}_HOST": "127.0.0.1",
+        f"{prefix}_PORT": str(port),
+        f"{prefix}_METRICS_PORT": "none",
+        f"{prefix}_LOG_LEVEL": "WARNING",
+    }
     return ServiceProcess(name, ["-m", module], port, {**QUIET, **settings, **env})
 
 
@@ -69,10 +73,21 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def evaluate(stack: dict[str, Any], dataset: Path, out: Path, *args: str) -> dict[str, Any]:
-    run = CliRunner().invoke(app, [
-        "evaluate", str(dataset / "images"), "-a", str(dataset / "annotations.json"), "-o", str(out),
-        "-g", stack["gateway"].address, "--no-progress", *args,
-    ])
+    run = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(dataset / "images"),
+            "-a",
+            str(dataset / "annotations.json"),
+            "-o",
+            str(out),
+            "-g",
+            stack["gateway"].address,
+            "--no-progress",
+            *args,
+        ],
+    )
     assert run.exit_code == 0, run.output
     result: dict[str, Any] = json.loads((out / "evaluation.json").read_text())
     return result
@@ -94,8 +109,10 @@ def test_the_export_is_the_bench_scenes(dataset: Path) -> None:
 def test_instance_segmentation_ap_equals_bench_accuracy(stack: dict[str, Any], dataset: Path, tmp_path: Path) -> None:
     result = evaluate(stack, dataset, tmp_path / "out")  # the defaults: concurrency 8, score >= 0.05
     scenes = accuracy.eval_scenes(SCENES)
-    with VisionModelClient(stack["maskrcnn"].address, timeout=120) as mrcnn, \
-            VisionModelClient(stack["sam-clip-composed"].address, timeout=120) as composed:
+    with (
+        VisionModelClient(stack["maskrcnn"].address, timeout=120) as mrcnn,
+        VisionModelClient(stack["sam-clip-composed"].address, timeout=120) as composed,
+    ):
         bench = {
             "maskrcnn": accuracy.maskrcnn_service_ap(mrcnn, scenes),
             "sam-clip-composed": accuracy.samclip_open_vocabulary_ap(composed, scenes),
@@ -119,8 +136,13 @@ def test_instance_segmentation_ap_equals_bench_accuracy(stack: dict[str, Any], d
 def evaluated(out: Path, data: ev.Dataset, evaluator: str) -> dict[str, Any]:
     """Every model's metrics from the answers stored in `out`, with `evaluator`."""
     identity = json.loads((out / "run.json").read_text())
-    config = ev.RunConfig(identity["task"], identity["models"], identity["score_threshold"], identity["max_results"],
-                          identity["open_vocabulary_labels"])
+    config = ev.RunConfig(
+        identity["task"],
+        identity["models"],
+        identity["score_threshold"],
+        identity["max_results"],
+        identity["open_vocabulary_labels"],
+    )
     every_shape = vms.TaskCapability(vocabulary=vms.VOCABULARY_OPEN)  # both models name every shape
     vocab = ev.match_vocabularies(data.categories, {m: every_shape for m in config.models})
     result = ev.evaluate(data, ev.ResultStore(out).load(), config, vocab, evaluator=evaluator).result

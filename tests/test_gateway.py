@@ -89,8 +89,10 @@ def model_calls(gw: GatewayThread) -> float:
     registry = gw.server.metrics.registry
     return sum(
         sample.value
-        for metric in registry.collect() if metric.name == "visioncompare_gateway_model_calls"
-        for sample in metric.samples if sample.name.endswith("_total")
+        for metric in registry.collect()
+        if metric.name == "visioncompare_gateway_model_calls"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
     )
 
 
@@ -117,8 +119,9 @@ def test_image_no_model_can_read_fails_whole_before_fan_out(
 ) -> None:
     before = model_calls(gateway)
     with pytest.raises(grpc.RpcError) as err:
-        gateway.stub.Compare(cs.CompareRequest(image=pb.Image(encoded=bad_files()[name]),
-                                               task=pb.TASK_OBJECT_DETECTION), timeout=20)
+        gateway.stub.Compare(
+            cs.CompareRequest(image=pb.Image(encoded=bad_files()[name]), task=pb.TASK_OBJECT_DETECTION), timeout=20
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert needle in err.value.details()
     assert_clean_message(err.value.details())
@@ -140,8 +143,12 @@ def test_gateway_pixel_limit_is_its_own_setting(services: dict[str, ServiceProce
 def test_truncated_image_every_model_rejects_fails_whole(gateway: GatewayThread) -> None:
     truncated = bad_files()["truncated jpeg"]  # its header is fine: only decoding finds the damage
     with pytest.raises(grpc.RpcError) as err:
-        gateway.stub.Compare(cs.CompareRequest(image=pb.Image(encoded=truncated), task=pb.TASK_OBJECT_DETECTION,
-                                               model_names=["alpha", "beta"]), timeout=20)
+        gateway.stub.Compare(
+            cs.CompareRequest(
+                image=pb.Image(encoded=truncated), task=pb.TASK_OBJECT_DETECTION, model_names=["alpha", "beta"]
+            ),
+            timeout=20,
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "corrupt or truncated" in err.value.details()
     assert "every model rejected the image: alpha, beta" in err.value.details()
@@ -169,8 +176,11 @@ def test_image_error_needs_every_model_to_reject_the_image() -> None:
 
 @pytest.mark.parametrize("name", ["gif", "animated gif (first frame)", "tiff"])
 def test_gif_and_tiff_end_to_end(gateway: GatewayThread, name: str) -> None:
-    request = cs.CompareRequest(image=pb.Image(encoded=odd_but_valid_files()[name]),
-                                task=pb.TASK_OBJECT_DETECTION, model_names=["alpha", "beta"])
+    request = cs.CompareRequest(
+        image=pb.Image(encoded=odd_but_valid_files()[name]),
+        task=pb.TASK_OBJECT_DETECTION,
+        model_names=["alpha", "beta"],
+    )
     response = gateway.stub.Compare(request, timeout=20)
     for r in response.results:
         assert r.status.code == 0, r.status.message

@@ -87,10 +87,16 @@ def test_compare_png_is_the_side_by_side_picture(http: httpx.Client) -> None:
     ("kwargs", "status", "needle"),
     [
         ({"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "flying"}}, 400, "unknown task"),
-        ({"files": {"image": ("x.png", b"not an image", "image/png")}, "data": {"task": "object-detection"}},
-         400, "not a readable JPEG"),
-        ({"content": b"task=object-detection", "headers": {"content-type": "text/plain"}}, 415,
-         "send application/json"),
+        (
+            {"files": {"image": ("x.png", b"not an image", "image/png")}, "data": {"task": "object-detection"}},
+            400,
+            "not a readable JPEG",
+        ),
+        (
+            {"content": b"task=object-detection", "headers": {"content-type": "text/plain"}},
+            415,
+            "send application/json",
+        ),
     ],
 )
 def test_compare_png_errors_are_json(http: httpx.Client, kwargs: dict, status: int, needle: str) -> None:
@@ -107,7 +113,8 @@ def test_openapi_documents_the_png_answer(http: httpx.Client) -> None:
     assert list(png["responses"]["200"]["content"]) == ["image/png"]
     for status in ("400", "401", "404", "413", "415", "429", "500", "503", "504"):
         assert png["responses"][status]["content"]["application/json"]["schema"] == {
-            "$ref": "#/components/schemas/ErrorBody"}, status
+            "$ref": "#/components/schemas/ErrorBody"
+        }, status
 
 
 def test_compare_json_base64_with_masks_as_rle(http: httpx.Client) -> None:
@@ -124,12 +131,18 @@ def test_compare_json_base64_with_masks_as_rle(http: httpx.Client) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "status", "needle"),
     [
-        ({"files": {"image": ("x.png", b"not an image", "image/png")}, "data": {"task": "object-detection"}},
-         400, "not a readable JPEG, PNG, WebP, BMP, GIF or TIFF image"),
+        (
+            {"files": {"image": ("x.png", b"not an image", "image/png")}, "data": {"task": "object-detection"}},
+            400,
+            "not a readable JPEG, PNG, WebP, BMP, GIF or TIFF image",
+        ),
         ({"json": {"image_base64": "%%%", "task": "object-detection"}}, 400, "not valid base64"),
         ({"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "flying"}}, 400, "unknown task"),
-        ({"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "zero-shot-classification"}},
-         400, "no model serves TASK_ZERO_SHOT_CLASSIFICATION"),
+        (
+            {"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "zero-shot-classification"}},
+            400,
+            "no model serves TASK_ZERO_SHOT_CLASSIFICATION",
+        ),
         ({"content": b"x" * 300_000, "headers": {"content-type": "application/json"}}, 413, "over the limit"),
     ],
 )
@@ -142,8 +155,9 @@ def test_errors_are_json_with_matching_status(http: httpx.Client, kwargs: dict, 
 @pytest.mark.parametrize("name", sorted(bad_files()))
 def test_unreadable_images_fail_whole_with_clean_json_errors(http: httpx.Client, name: str) -> None:
     data = bad_files()[name]
-    response = http.post("/v1/compare", files={"image": ("upload", data, "application/octet-stream")},
-                         data={"task": "object-detection"})
+    response = http.post(
+        "/v1/compare", files={"image": ("upload", data, "application/octet-stream")}, data={"task": "object-detection"}
+    )
     assert response.status_code == (413 if "bomb" in name else 400), response.text
     body = response.json()
     assert body["code"] == "INVALID_ARGUMENT" and "results" not in body
@@ -155,8 +169,9 @@ def test_unreadable_images_fail_whole_with_clean_json_errors(http: httpx.Client,
 @pytest.mark.parametrize("name", sorted(odd_but_valid_files()))
 def test_unusual_images_pillow_reads_are_compared(http: httpx.Client, name: str) -> None:
     data = odd_but_valid_files()[name]
-    response = http.post("/v1/compare", json={"image_base64": base64.b64encode(data).decode(),
-                                              "task": "object-detection"})
+    response = http.post(
+        "/v1/compare", json={"image_base64": base64.b64encode(data).decode(), "task": "object-detection"}
+    )
     assert response.status_code == 200, response.text
     assert [r["model_name"] for r in response.json()["results"] if "detect" in r] == ["one", "two"]
 
@@ -179,8 +194,9 @@ def test_unexpected_error_is_500_with_a_request_id_only(services: list[ServicePr
 
         gw.server.comparator.compare = explode  # type: ignore[method-assign]
         with httpx.Client(base_url=f"http://127.0.0.1:{gw.server.http_port}", timeout=30) as client:
-            response = client.post("/v1/compare", json={"image_base64": base64.b64encode(PNG).decode(),
-                                                        "task": "object-detection"})
+            response = client.post(
+                "/v1/compare", json={"image_base64": base64.b64encode(PNG).decode(), "task": "object-detection"}
+            )
             assert response.status_code == 500
             body = response.json()
             assert body["code"] == "INTERNAL" and "request id" in body["message"]
@@ -203,9 +219,16 @@ def test_openapi_task_is_an_enum_and_errors_are_documented(http: httpx.Client) -
     assert set(spec["components"]["schemas"]["ErrorBody"]["required"]) >= {"code", "message", "field_violations"}
 
 
-@pytest.mark.parametrize(("method", "path", "allow"),
-                         [("PATCH", "/v1/compare", "POST"), ("OPTIONS", "/v1/compare", "POST"),
-                          ("POST", "/v1/models", "GET"), ("DELETE", "/healthz", "GET"), ("POST", "/", "GET")])
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PATCH", "/v1/compare", "POST"),
+        ("OPTIONS", "/v1/compare", "POST"),
+        ("POST", "/v1/models", "GET"),
+        ("DELETE", "/healthz", "GET"),
+        ("POST", "/", "GET"),
+    ],
+)
 def test_wrong_method_is_405_with_the_allowed_ones(http: httpx.Client, method: str, path: str, allow: str) -> None:
     response = http.request(method, path)
     assert response.status_code == 405
@@ -224,18 +247,42 @@ def test_page_assets_and_unknown_paths(http: httpx.Client) -> None:
     ("kwargs", "status", "field", "needle"),
     [
         ({"json": {"image_base64": "\u00dd", "task": "object-detection"}}, 400, "image_base64", "not valid base64"),
-        ({"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "object-detection", "options": []}},
-         400, "options", None),
-        ({"files": {"image": ("x.png", PNG, "image/png")}, "data": {"task": "object-detection", "options": "1.5"}},
-         400, "options", "must be a JSON object"),
-        ({"files": {"image": ("x.png", PNG, "image/png"), "task": ("t", b"object-detection", "text/plain")}},
-         400, "task", "must be text, not a file"),
-        ({"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "Object_Detection"}}, 400, "task",
-         "unknown task"),
-        ({"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "object-detection", "image": "x"}},
-         400, "image", None),
-        ({"content": b"task=object-detection", "headers": {"content-type": "text/plain"}}, 415, None,
-         "send application/json"),
+        (
+            {"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "object-detection", "options": []}},
+            400,
+            "options",
+            None,
+        ),
+        (
+            {"files": {"image": ("x.png", PNG, "image/png")}, "data": {"task": "object-detection", "options": "1.5"}},
+            400,
+            "options",
+            "must be a JSON object",
+        ),
+        (
+            {"files": {"image": ("x.png", PNG, "image/png"), "task": ("t", b"object-detection", "text/plain")}},
+            400,
+            "task",
+            "must be text, not a file",
+        ),
+        (
+            {"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "Object_Detection"}},
+            400,
+            "task",
+            "unknown task",
+        ),
+        (
+            {"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "object-detection", "image": "x"}},
+            400,
+            "image",
+            None,
+        ),
+        (
+            {"content": b"task=object-detection", "headers": {"content-type": "text/plain"}},
+            415,
+            None,
+            "send application/json",
+        ),
     ],
 )
 def test_malformed_requests_are_4xx_not_500(
@@ -253,8 +300,9 @@ def test_no_reachable_model_is_503() -> None:
     with GatewayThread({"ghost": dead}, http_port=0) as gw:
         assert gw.server is not None
         with httpx.Client(base_url=f"http://127.0.0.1:{gw.server.http_port}", timeout=30) as client:
-            response = client.post("/v1/compare", json={"image_base64": base64.b64encode(PNG).decode(),
-                                                        "task": "object-detection"})
+            response = client.post(
+                "/v1/compare", json={"image_base64": base64.b64encode(PNG).decode(), "task": "object-detection"}
+            )
             assert response.status_code == 503
             assert "no model service is reachable" in response.json()["message"]
             assert client.get("/readyz").status_code == 503

@@ -37,8 +37,17 @@ IGNORE_FILE = DOCKERFILE.with_name(DOCKERFILE.name + ".dockerignore")
 WORKDIR = "/src"
 # What the gateway must neither ship nor import: the model frameworks, the model services, the shapes
 # reference models and the shapes lab.
-MODEL_ONLY = ("torch", "torchvision", "segment_anything", "open_clip", "onnxruntime",
-              "shapes", "shapes_models", "services.maskrcnn", "services.samclip")
+MODEL_ONLY = (
+    "torch",
+    "torchvision",
+    "segment_anything",
+    "open_clip",
+    "onnxruntime",
+    "shapes",
+    "shapes_models",
+    "services.maskrcnn",
+    "services.samclip",
+)
 WEIGHT_SUFFIXES = (".pth", ".pt", ".onnx", ".safetensors", ".ckpt", ".bin", ".npz")
 CONTEXT_LIMIT_BYTES = 4 * 1024 * 1024  # the sources above are well under 1 MB; shapes_models/ alone is 20 MB
 
@@ -154,9 +163,11 @@ def apply_copies(context: dict[str, int], dest_root: Path) -> list[str]:
             src = os.path.normpath(src)
             under = [f for f in context if f.startswith(src + "/")]
             assert src in context or under, f"COPY {src}: not in the build context (the build would fail)"
-            pairs = [(f, f"{dest.rstrip('/')}/{os.path.relpath(f, src)}") for f in under] if under else [
-                (src, f"{dest.rstrip('/')}/{Path(src).name}" if into_dir else dest)
-            ]
+            pairs = (
+                [(f, f"{dest.rstrip('/')}/{os.path.relpath(f, src)}") for f in under]
+                if under
+                else [(src, f"{dest.rstrip('/')}/{Path(src).name}" if into_dir else dest)]
+            )
             for origin, target in pairs:
                 target = os.path.normpath(target)
                 (dest_root / target).parent.mkdir(parents=True, exist_ok=True)
@@ -189,8 +200,24 @@ def staged(context: dict[str, int], tmp_path_factory: pytest.TempPathFactory) ->
 @pytest.fixture(scope="module")
 def wheel(staged: tuple[Path, list[str]], tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--quiet", "-w", str(out), str(staged[0])], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--quiet",
+            "-w",
+            str(out),
+            str(staged[0]),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     [built] = out.glob("visioncompare-*.whl")
     return built
 
@@ -231,8 +258,10 @@ def link_distribution(dist: metadata.Distribution, site: Path) -> None:
         parts = Path(f).parts
         if not parts or parts[0] == ".." or parts[0] == "__pycache__":
             continue
-        if len(parts) > 2 and not (origin / parts[0] / "__init__.py").exists() and not parts[0].endswith(
-            (".dist-info", ".libs", ".data")
+        if (
+            len(parts) > 2
+            and not (origin / parts[0] / "__init__.py").exists()
+            and not parts[0].endswith((".dist-info", ".libs", ".data"))
         ):
             tops.add(parts[:2])  # a namespace package (google/...): link its members, not the shared folder
         else:
@@ -251,8 +280,14 @@ def gateway_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("gateway-venv")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)
     for dist in requirement_closure(wheel_requirements(wheel), {"gateway"}).values():
@@ -290,8 +325,13 @@ def test_the_ignore_matcher_reads_the_root_dockerignore_as_docker_does() -> None
 def test_the_dockerfile_copies_no_model_service_shapes_or_weights(staged: tuple[Path, list[str]]) -> None:
     _, copied = staged
     assert not [f for f in copied if is_model_only(f)]
-    for module in ("gateway/server.py", "gateway/http.py", "gateway/cli.py", "services/runtime/images.py",
-                   "protos/gen/visioncompare/v1/comparison_service_pb2.py"):
+    for module in (
+        "gateway/server.py",
+        "gateway/http.py",
+        "gateway/cli.py",
+        "services/runtime/images.py",
+        "protos/gen/visioncompare/v1/comparison_service_pb2.py",
+    ):
         assert module in copied
 
 
@@ -322,8 +362,9 @@ def test_the_wheel_holds_no_model_service_shapes_or_weights(wheel: Path) -> None
 def test_the_gateway_extra_pulls_in_no_model_framework(wheel: Path) -> None:
     closure = requirement_closure(wheel_requirements(wheel), {"gateway"})
     assert {"fastapi", "uvicorn", "grpcio", "pillow"} <= closure.keys()
-    frameworks = {canonicalize_name(m) for m in ("torch", "torchvision", "segment-anything", "open_clip_torch",
-                                                  "onnxruntime")}
+    frameworks = {
+        canonicalize_name(m) for m in ("torch", "torchvision", "segment-anything", "open_clip_torch", "onnxruntime")
+    }
     assert not frameworks & closure.keys()
 
 

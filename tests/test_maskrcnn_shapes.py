@@ -90,8 +90,9 @@ def test_finds_the_shapes_of_a_held_out_scene(model: MaskRCNNModel) -> None:
     assert "shapes reference weights, synthetic data" in p.warnings
 
 
-@pytest.mark.parametrize(("name", "trainer"), [("maskrcnn_shapes", "train_maskrcnn"),
-                                               ("keypointrcnn_shapes", "train_keypoints")])
+@pytest.mark.parametrize(
+    ("name", "trainer"), [("maskrcnn_shapes", "train_maskrcnn"), ("keypointrcnn_shapes", "train_keypoints")]
+)
 def test_altered_weights_fail_at_start(
     name: str, trainer: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -101,8 +102,11 @@ def test_altered_weights_fail_at_start(
         f.seek(-8, 2)
         f.write(b"\x00" * 8)
     monkeypatch.setattr(shapes_cards, "WEIGHTS_DIR", copy)
-    with pytest.raises(ConfigurationError, match=rf"{name}\.pth: SHA-256 .* does not match the model card's .*"
-                                                  rf"damaged or was replaced.*shapes\.{trainer}"):
+    with pytest.raises(
+        ConfigurationError,
+        match=rf"{name}\.pth: SHA-256 .* does not match the model card's .*"
+        rf"damaged or was replaced.*shapes\.{trainer}",
+    ):
         MaskRCNNModel(MaskRCNNSettings(metrics_port=None)).load()
     (copy / f"{name}.json").unlink()
     with pytest.raises(ConfigurationError, match=rf"shapes model card not found: .*{name}\.json.*shapes\.{trainer}"):

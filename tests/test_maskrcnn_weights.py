@@ -242,7 +242,11 @@ def test_presets_set_defaults_and_explicit_settings_win(monkeypatch: pytest.Monk
     monkeypatch.setenv("MASKRCNN_PRESET", "coco")
     coco = MaskRCNNSettings()
     assert (coco.preset, coco.weights, coco.keypoint_weights, coco.min_size, coco.keypoints_enabled) == (
-        "coco", "torchvision:COCO_V1", "torchvision:COCO_V1", 800, False
+        "coco",
+        "torchvision:COCO_V1",
+        "torchvision:COCO_V1",
+        800,
+        False,
     )
     monkeypatch.setenv("MASKRCNN_PRESET", "shapes")
     monkeypatch.setenv("MASKRCNN_WEIGHTS", "random")

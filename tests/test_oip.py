@@ -271,9 +271,11 @@ def test_prompts_as_tensors(stub: oip_grpc.GRPCInferenceServiceStub) -> None:
 
 def test_oip_and_project_requests_share_batches() -> None:
     model = BrightSpotModel(delay_s=0.3)
-    with ServerThread(model, max_batch_size=8, max_queue_delay_ms=200) as srv, grpc.insecure_channel(
-        srv.address
-    ) as channel, VisionModelClient(srv.address) as client:
+    with (
+        ServerThread(model, max_batch_size=8, max_queue_delay_ms=200) as srv,
+        grpc.insecure_channel(srv.address) as channel,
+        VisionModelClient(srv.address) as client,
+    ):
         stub = oip_grpc.GRPCInferenceServiceStub(channel)
         with ThreadPoolExecutor(4) as pool:
             calls = [
@@ -333,44 +335,130 @@ POINTS_2 = np.zeros((2, 2), "<f4").tobytes()
     ("model", "tensors", "parameters", "field", "says"),
     [
         (SEGMENT, [], {}, "inputs.IMAGE", "input IMAGE: is missing"),
-        (SEGMENT, [(Tensor(name="PICTURE", datatype="BYTES", shape=[1]), join_bytes([b"x"]))], {},
-         "inputs.PICTURE", "input 'PICTURE' is not an input of model bright.instance-segmentation"),
-        (SEGMENT, [(Tensor(name="IMAGE", datatype="FP32", shape=[1]), b"\0" * 4)], {},
-         "inputs.IMAGE", "input IMAGE: datatype FP32 is not BYTES"),
-        (SEGMENT, [(Tensor(name="IMAGE", datatype="BYTES", shape=[2]), join_bytes([b"a", b"b"]))], {},
-         "inputs.IMAGE", "shape [2] does not fit [1]"),
-        (SEGMENT, [(Tensor(name="IMAGE", datatype="BYTES", shape=[1]), join_bytes([b"a", b"b"]))], {},
-         "inputs.IMAGE", "raw contents hold 2 BYTES elements; its shape says 1"),
-        (SEGMENT, [(Tensor(name="IMAGE", datatype="BYTES", shape=[1]), struct.pack("<I", 99) + b"abc")], {},
-         "inputs.IMAGE", "claims 99 bytes but only 3 remain"),
-        (SEGMENT, [(Tensor(name="IMAGE", datatype="BYTES", shape=[1]), b"\x01\x00")], {},
-         "inputs.IMAGE", "4-byte length prefix"),
-        (SEGMENT, [(Tensor(name="IMAGE", datatype="BYTES", shape=[1]), join_bytes([b"not an image"]))], {},
-         "inputs.IMAGE", "input IMAGE"),
+        (
+            SEGMENT,
+            [(Tensor(name="PICTURE", datatype="BYTES", shape=[1]), join_bytes([b"x"]))],
+            {},
+            "inputs.PICTURE",
+            "input 'PICTURE' is not an input of model bright.instance-segmentation",
+        ),
+        (
+            SEGMENT,
+            [(Tensor(name="IMAGE", datatype="FP32", shape=[1]), b"\0" * 4)],
+            {},
+            "inputs.IMAGE",
+            "input IMAGE: datatype FP32 is not BYTES",
+        ),
+        (
+            SEGMENT,
+            [(Tensor(name="IMAGE", datatype="BYTES", shape=[2]), join_bytes([b"a", b"b"]))],
+            {},
+            "inputs.IMAGE",
+            "shape [2] does not fit [1]",
+        ),
+        (
+            SEGMENT,
+            [(Tensor(name="IMAGE", datatype="BYTES", shape=[1]), join_bytes([b"a", b"b"]))],
+            {},
+            "inputs.IMAGE",
+            "raw contents hold 2 BYTES elements; its shape says 1",
+        ),
+        (
+            SEGMENT,
+            [(Tensor(name="IMAGE", datatype="BYTES", shape=[1]), struct.pack("<I", 99) + b"abc")],
+            {},
+            "inputs.IMAGE",
+            "claims 99 bytes but only 3 remain",
+        ),
+        (
+            SEGMENT,
+            [(Tensor(name="IMAGE", datatype="BYTES", shape=[1]), b"\x01\x00")],
+            {},
+            "inputs.IMAGE",
+            "4-byte length prefix",
+        ),
+        (
+            SEGMENT,
+            [(Tensor(name="IMAGE", datatype="BYTES", shape=[1]), join_bytes([b"not an image"]))],
+            {},
+            "inputs.IMAGE",
+            "input IMAGE",
+        ),
         (SEGMENT, [image_tensor(png_bomb())], {}, "inputs.IMAGE", "input IMAGE"),
-        (PROMPTED, [image_tensor(), (Tensor(name="POINTS", datatype="FP32", shape=[3, 2]), POINTS_2)], {},
-         "inputs.POINTS", "raw contents have 16 bytes; shape [3, 2] of FP32 needs 24"),
-        (PROMPTED, [image_tensor(), (Tensor(name="POINTS", datatype="FP32", shape=[4]), POINTS_2)], {},
-         "inputs.POINTS", "shape [4] does not fit [-1, 2]"),
-        (PROMPTED, [image_tensor(), (Tensor(name="POINTS", datatype="FP64", shape=[1, 2]), b"\0" * 16)], {},
-         "inputs.POINTS", "datatype FP64 is not FP32"),
-        (PROMPTED, [image_tensor(), (Tensor(name="POINTS", datatype="FP32", shape=[2, 2]), POINTS_2),
-                    (Tensor(name="POINT_LABELS", datatype="INT32", shape=[1]), b"\1\0\0\0")], {},
-         "inputs.POINT_LABELS", "has 1 labels for 2 POINTS"),
-        (PROMPTED, [image_tensor(), (Tensor(name="POINTS", datatype="FP32", shape=[2, 2]), POINTS_2),
-                    (Tensor(name="POINT_LABELS", datatype="INT32", shape=[2]), np.array([1, 7], "<i4").tobytes())],
-         {}, "inputs.POINT_LABELS", "1 (foreground) or 0 (background)"),
-        (PROMPTED, [image_tensor(), (Tensor(name="POINT_LABELS", datatype="INT32", shape=[1]), b"\1\0\0\0")], {},
-         "inputs.POINT_LABELS", "given without POINTS"),
+        (
+            PROMPTED,
+            [image_tensor(), (Tensor(name="POINTS", datatype="FP32", shape=[3, 2]), POINTS_2)],
+            {},
+            "inputs.POINTS",
+            "raw contents have 16 bytes; shape [3, 2] of FP32 needs 24",
+        ),
+        (
+            PROMPTED,
+            [image_tensor(), (Tensor(name="POINTS", datatype="FP32", shape=[4]), POINTS_2)],
+            {},
+            "inputs.POINTS",
+            "shape [4] does not fit [-1, 2]",
+        ),
+        (
+            PROMPTED,
+            [image_tensor(), (Tensor(name="POINTS", datatype="FP64", shape=[1, 2]), b"\0" * 16)],
+            {},
+            "inputs.POINTS",
+            "datatype FP64 is not FP32",
+        ),
+        (
+            PROMPTED,
+            [
+                image_tensor(),
+                (Tensor(name="POINTS", datatype="FP32", shape=[2, 2]), POINTS_2),
+                (Tensor(name="POINT_LABELS", datatype="INT32", shape=[1]), b"\1\0\0\0"),
+            ],
+            {},
+            "inputs.POINT_LABELS",
+            "has 1 labels for 2 POINTS",
+        ),
+        (
+            PROMPTED,
+            [
+                image_tensor(),
+                (Tensor(name="POINTS", datatype="FP32", shape=[2, 2]), POINTS_2),
+                (Tensor(name="POINT_LABELS", datatype="INT32", shape=[2]), np.array([1, 7], "<i4").tobytes()),
+            ],
+            {},
+            "inputs.POINT_LABELS",
+            "1 (foreground) or 0 (background)",
+        ),
+        (
+            PROMPTED,
+            [image_tensor(), (Tensor(name="POINT_LABELS", datatype="INT32", shape=[1]), b"\1\0\0\0")],
+            {},
+            "inputs.POINT_LABELS",
+            "given without POINTS",
+        ),
         (SEGMENT, [image_tensor(), image_tensor()], {}, "inputs.IMAGE", "is given twice"),
         (SEGMENT, [image_tensor()], {"nope": 1}, "parameters.nope", "parameter 'nope' is unknown"),
-        (SEGMENT, [image_tensor()], {"multimask_output": True}, "parameters.multimask_output",
-         "does not apply to model bright.instance-segmentation"),
-        (SEGMENT, [image_tensor()], {"score_threshold": "high"}, "parameters.score_threshold",
-         "must be a float (double_param), not string_param"),
+        (
+            SEGMENT,
+            [image_tensor()],
+            {"multimask_output": True},
+            "parameters.multimask_output",
+            "does not apply to model bright.instance-segmentation",
+        ),
+        (
+            SEGMENT,
+            [image_tensor()],
+            {"score_threshold": "high"},
+            "parameters.score_threshold",
+            "must be a float (double_param), not string_param",
+        ),
         (SEGMENT, [image_tensor()], {"mask_format": "png"}, "parameters.mask_format", "one of rle, uint8"),
-        ("bright.object-detection", [image_tensor()], {"mask_format": "uint8"}, "parameters.mask_format",
-         "does not apply"),
+        (
+            "bright.object-detection",
+            [image_tensor()],
+            {"mask_format": "uint8"},
+            "parameters.mask_format",
+            "does not apply",
+        ),
     ],
 )
 def test_bad_tensors_and_parameters_are_invalid_argument_naming_them(
@@ -381,9 +469,7 @@ def test_bad_tensors_and_parameters_are_invalid_argument_naming_them(
     field: str,
     says: str,
 ) -> None:
-    code, message, fields = error_of(
-        lambda: stub.ModelInfer(infer_request(model, *tensors, **parameters), timeout=10)
-    )
+    code, message, fields = error_of(lambda: stub.ModelInfer(infer_request(model, *tensors, **parameters), timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT, message
     assert says in message and fields == [field], (message, fields)
 

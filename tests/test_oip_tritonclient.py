@@ -127,7 +127,7 @@ def samclip_server() -> ServerThread:
 
 @pytest.fixture(scope="module", params=["maskrcnn", "samclip"])
 def service(request: pytest.FixtureRequest) -> Iterator[tuple[str, ServerThread]]:
-    with (maskrcnn_server() if request.param == "maskrcnn" else samclip_server()) as srv:
+    with maskrcnn_server() if request.param == "maskrcnn" else samclip_server() as srv:
         yield request.param, srv
 
 

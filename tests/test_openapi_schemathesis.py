@@ -40,8 +40,9 @@ def base_url() -> Iterator[str]:
     for p in procs:
         p.start()
     try:
-        with GatewayThread({p.name: f"dns:///{p.address}" for p in procs}, http_port=0,
-                           max_message_bytes=200_000) as gw:
+        with GatewayThread(
+            {p.name: f"dns:///{p.address}" for p in procs}, http_port=0, max_message_bytes=200_000
+        ) as gw:
             gw.wait_serving()
             assert gw.server is not None
             yield f"http://127.0.0.1:{gw.server.http_port}"
@@ -55,9 +56,24 @@ def test_schemathesis_finds_nothing(base_url: str, tmp_path: Path) -> None:
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
     result = subprocess.run(
-        [str(SCHEMATHESIS), "--config-file", str(config), "--no-color", "run", f"{base_url}/openapi.json",
-         "--max-examples", "60", "--workers", "1", "--report-dir", str(tmp_path)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=110,  # its cache stays out of the repo
+        [
+            str(SCHEMATHESIS),
+            "--config-file",
+            str(config),
+            "--no-color",
+            "run",
+            f"{base_url}/openapi.json",
+            "--max-examples",
+            "60",
+            "--workers",
+            "1",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=110,  # its cache stays out of the repo
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output

@@ -16,10 +16,17 @@ from tests.images import encode, scene
 
 SAMPLE = Path(__file__).resolve().parent.parent / "gateway" / "samples" / "shapes-scene.png"  # 245 x 252
 # The objects of the bundled scene (boxes in its pixels): two crosses that touch, a star under them.
-OBJECTS = [("star", (73, 109, 122, 172)), ("circle", (2, 125, 38, 161)), ("cross", (92, 25, 168, 102)),
-           ("cross", (101, 98, 165, 162)), ("triangle", (56, 170, 94, 207))]
-ERROR = ("model unavailable: UNAVAILABLE: failed to connect to all addresses; last error: UNKNOWN: "
-         "ipv4:127.0.0.1:50053: Failed to connect to remote host: Connection refused")
+OBJECTS = [
+    ("star", (73, 109, 122, 172)),
+    ("circle", (2, 125, 38, 161)),
+    ("cross", (92, 25, 168, 102)),
+    ("cross", (101, 98, 165, 162)),
+    ("triangle", (56, 170, 94, 207)),
+]
+ERROR = (
+    "model unavailable: UNAVAILABLE: failed to connect to all addresses; last error: UNKNOWN: "
+    "ipv4:127.0.0.1:50053: Failed to connect to remote host: Connection refused"
+)
 WARNING = "shapes reference weights, synthetic data"
 
 
@@ -84,7 +91,7 @@ def test_labels_stay_inside_their_panel_and_apart(sheet: Sheet) -> None:
     for t in labels:
         assert inside(t.box, t.area), t
     for i, a in enumerate(labels):
-        for b in labels[i + 1:]:
+        for b in labels[i + 1 :]:
             assert not overlap(a.box, b.box), (a, b)
 
 

@@ -33,9 +33,18 @@ AUTO = AutomaticOptions(points_per_side=4, pred_iou_thresh=0.0, stability_score_
 
 def merged_settings(**overrides: Any) -> SamClipSettings:
     base: dict[str, Any] = dict(
-        backend="merged", merged_weights="random", sam_variant="tiny", clip_model="tiny",
-        sam_weights="random", clip_pretrained="random", device="cpu", host="127.0.0.1", port=0,
-        metrics_port=None, log_json=False, prompt_templates=("a photo of a {}.",),
+        backend="merged",
+        merged_weights="random",
+        sam_variant="tiny",
+        clip_model="tiny",
+        sam_weights="random",
+        clip_pretrained="random",
+        device="cpu",
+        host="127.0.0.1",
+        port=0,
+        metrics_port=None,
+        log_json=False,
+        prompt_templates=("a photo of a {}.",),
     )
     return SamClipSettings(**{**base, **overrides})
 
@@ -158,8 +167,9 @@ def test_semantic_segmentation_with_and_without_refinement(refine: bool) -> None
     calls = []
     original = m.backend.predict_masks
     m.backend.predict_masks = lambda *a: calls.append(1) or original(*a)  # type: ignore[method-assign]
-    [answer] = m.predict([InferenceRequest(Task.SEMANTIC_SEGMENTATION, noise(33, 47, 3),
-                                           TaskOptions(labels=("cat", "dog", "car")))])
+    [answer] = m.predict(
+        [InferenceRequest(Task.SEMANTIC_SEGMENTATION, noise(33, 47, 3), TaskOptions(labels=("cat", "dog", "car")))]
+    )
     label_map = answer.label_map  # type: ignore[union-attr]
     assert label_map.class_names == ["background", "cat", "dog", "car"] and label_map.indices.shape == (33, 47)
     assert label_map.indices.max() <= 3
@@ -181,7 +191,8 @@ def test_capabilities_say_what_it_is(client: VisionModelClient) -> None:
     assert caps.card.name == "SAM-CLIP (merged: this project's reproduction of the paper's method)"
     assert "Not Apple's weights" in caps.card.description and caps.card.paper_url.endswith("2310.15308")
     assert [c.name for c in caps.runtime.components] == [
-        "merged SAM-CLIP tiny (backbone, SAM head, CLIP head)", "open_clip tiny text tower (frozen teacher)"
+        "merged SAM-CLIP tiny (backbone, SAM head, CLIP head)",
+        "open_clip tiny text tower (frozen teacher)",
     ]
     assert caps.runtime.pretrained is False
     assert any(w.startswith("random weights: merged SAM-CLIP") for w in caps.runtime.warnings)
@@ -195,8 +206,9 @@ def test_every_task_through_grpc(client: VisionModelClient) -> None:
     classified = client.classify(image, list(labels))
     assert {s.label.name for s in classified.scores} == set(labels)
     assert any("random weights" in w for w in classified.warnings)
-    prompted = client.segment(image, Task.PROMPTED_SEGMENTATION,
-                              TaskOptions(points=(Point(10, 10),), boxes=(Box(2, 2, 30, 25),)))
+    prompted = client.segment(
+        image, Task.PROMPTED_SEGMENTATION, TaskOptions(points=(Point(10, 10),), boxes=(Box(2, 2, 30, 25),))
+    )
     assert prompted.masks().shape == (1, 36, 44)
     assert client.segment(image, Task.AUTOMATIC_SEGMENTATION, TaskOptions(automatic=AUTO)).instances
     instances = client.segment(image, Task.INSTANCE_SEGMENTATION, options)
@@ -243,8 +255,9 @@ def test_text_prompted_proposals_skip_the_point_grid() -> None:
 
     m.backend.generate_masks = counting_generate  # type: ignore[method-assign]
     m.backend.predict_masks = counting_predict  # type: ignore[method-assign]
-    [answer] = m.predict([InferenceRequest(Task.INSTANCE_SEGMENTATION, noise(40, 52, 9),
-                                           TaskOptions(labels=("cat", "dog")))])
+    [answer] = m.predict(
+        [InferenceRequest(Task.INSTANCE_SEGMENTATION, noise(40, 52, 9), TaskOptions(labels=("cat", "dog")))]
+    )
     assert not isinstance(answer, Exception), answer
     assert calls["grid"] == 0 and calls["prompts"] >= 1  # one SAM-head prompt per class region
     for instance in answer.instances:  # type: ignore[union-attr]

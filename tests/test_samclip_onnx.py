@@ -63,8 +63,13 @@ def test_the_networks_run_in_onnxruntime_and_say_so(pair: tuple[str, SamClipMode
     expected = (
         {"sam_shapes.image_encoder", "sam_shapes.prompt_decoder", "clip_shapes.text_tower", "clip_shapes.image_tower"}
         if backend == "composed"
-        else {"merged_shapes.backbone", "merged_shapes.sam_neck", "merged_shapes.clip_head",
-              "merged_shapes.prompt_decoder", "clip_shapes.text_tower"}  # fmt: skip
+        else {
+            "merged_shapes.backbone",
+            "merged_shapes.sam_neck",
+            "merged_shapes.clip_head",
+            "merged_shapes.prompt_decoder",
+            "clip_shapes.text_tower",
+        }  # fmt: skip
     )
     assert names == expected
     with VisionModelClient(server.address, timeout=60) as client:

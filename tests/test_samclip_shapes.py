@@ -91,7 +91,10 @@ def test_presets_set_defaults_and_explicit_settings_win() -> None:
     assert settings(sam_variant="tiny", sam_weights="random", backend="composed").preset is None
     official = settings(preset="official")
     assert (official.backend, official.sam_variant, official.sam_weights, official.clip_model) == (
-        "composed", "vit_b", "official", "ViT-B-32"
+        "composed",
+        "vit_b",
+        "official",
+        "ViT-B-32",
     )
     assert (official.clip_pretrained, official.points_per_side) == ("laion2b_e16", 32)
     assert settings(preset="official", sam_variant="vit_l").sam_variant == "vit_l"  # what is given wins

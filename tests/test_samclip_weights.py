@@ -33,7 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def tiny(**overrides: Any) -> SamClipSettings:
     base: dict[str, Any] = dict(
-        backend="composed", sam_variant="tiny", clip_model="tiny", sam_weights="random", clip_pretrained="random",
+        backend="composed",
+        sam_variant="tiny",
+        clip_model="tiny",
+        sam_weights="random",
+        clip_pretrained="random",
         device="cpu",
     )
     return SamClipSettings(**{**base, **overrides})

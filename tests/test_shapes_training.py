@@ -15,23 +15,66 @@ import torch
 from services.runtime.weights import sha256_of
 
 SHORT_RUNS = {
-    "sam": ("shapes.train_sam", ["--steps", "2", "--scenes-per-step", "2", "--eval-scenes", "1"],
-            ("miou_point", "miou_box")),
-    "clip": ("shapes.train_clip", ["--steps", "2", "--scenes-per-step", "2", "--eval-scenes", "2",
-                                   "--proposal-scenes", "2", "--proposals-per-step", "4"],
-             ("zero_shot_top1_crops", "zero_shot_top1_degraded_crops", "zero_shot_top1_proposal_crops")),
+    "sam": (
+        "shapes.train_sam",
+        ["--steps", "2", "--scenes-per-step", "2", "--eval-scenes", "1"],
+        ("miou_point", "miou_box"),
+    ),
+    "clip": (
+        "shapes.train_clip",
+        [
+            "--steps",
+            "2",
+            "--scenes-per-step",
+            "2",
+            "--eval-scenes",
+            "2",
+            "--proposal-scenes",
+            "2",
+            "--proposals-per-step",
+            "4",
+        ],
+        ("zero_shot_top1_crops", "zero_shot_top1_degraded_crops", "zero_shot_top1_proposal_crops"),
+    ),
     # Merges the shipped shapes SAM and CLIP: probing, then multi-task distillation.
-    "samclip": ("shapes.train_samclip", ["--probe-steps", "2", "--steps", "2", "--clip-batch", "2",
-                                         "--clip-scenes", "1", "--sam-batch", "1", "--warmup", "1",
-                                         "--eval-scenes", "1"],
-                ("semantic_miou_clip_head", "semantic_miou_refined", "miou_point", "miou_box", "crop_top1",
-                 "open_vocabulary_mask_ap")),
-    "maskrcnn": ("shapes.train_maskrcnn", ["--iterations", "2", "--batch-size", "1", "--warmup", "1",
-                                           "--eval-scenes", "1"], ("box_ap", "mask_ap")),
+    "samclip": (
+        "shapes.train_samclip",
+        [
+            "--probe-steps",
+            "2",
+            "--steps",
+            "2",
+            "--clip-batch",
+            "2",
+            "--clip-scenes",
+            "1",
+            "--sam-batch",
+            "1",
+            "--warmup",
+            "1",
+            "--eval-scenes",
+            "1",
+        ],
+        (
+            "semantic_miou_clip_head",
+            "semantic_miou_refined",
+            "miou_point",
+            "miou_box",
+            "crop_top1",
+            "open_vocabulary_mask_ap",
+        ),
+    ),
+    "maskrcnn": (
+        "shapes.train_maskrcnn",
+        ["--iterations", "2", "--batch-size", "1", "--warmup", "1", "--eval-scenes", "1"],
+        ("box_ap", "mask_ap"),
+    ),
     # From the shipped Mask R-CNN; the first eval scene holds two triangles.
-    "keypoints": ("shapes.train_keypoints", ["--iterations", "2", "--batch-size", "1", "--warmup", "1",
-                                             "--eval-scenes", "1"],
-                  ("keypoint_ap", "triangle_box_ap", "triangle_recall")),
+    "keypoints": (
+        "shapes.train_keypoints",
+        ["--iterations", "2", "--batch-size", "1", "--warmup", "1", "--eval-scenes", "1"],
+        ("keypoint_ap", "triangle_box_ap", "triangle_recall"),
+    ),
 }
 
 
@@ -61,8 +104,12 @@ def build(name: str) -> torch.nn.Module:
 
 
 def train(module: str, args: list[str], out: Path, *extra: str) -> dict:
-    run = subprocess.run([sys.executable, "-m", module, *args, "--threads", "1", "--out", str(out), *extra],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", module, *args, "--threads", "1", "--out", str(out), *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     [card_file] = out.glob("*.json")
     return json.loads(card_file.read_text())
@@ -95,10 +142,30 @@ def test_the_merge_takes_image_folders(tmp_path: Path) -> None:
     folder.mkdir()
     for seed in range(3):
         Image.fromarray(generate_scene(seed).image).save(folder / f"{seed}.png")
-    card = train("shapes.train_samclip", ["--clip-images", str(folder), "--sam-images", str(folder),
-                                          "--probe-steps", "1", "--steps", "1", "--clip-batch", "2",
-                                          "--clip-scenes", "0", "--sam-batch", "1", "--warmup", "1",
-                                          "--eval-scenes", "1"], tmp_path / "run")
+    card = train(
+        "shapes.train_samclip",
+        [
+            "--clip-images",
+            str(folder),
+            "--sam-images",
+            str(folder),
+            "--probe-steps",
+            "1",
+            "--steps",
+            "1",
+            "--clip-batch",
+            "2",
+            "--clip-scenes",
+            "0",
+            "--sam-batch",
+            "1",
+            "--warmup",
+            "1",
+            "--eval-scenes",
+            "1",
+        ],
+        tmp_path / "run",
+    )
     assert card["data"] == "images under images and images" and card["note"] == ""
     assert card["sha256"] == sha256_of(tmp_path / "run" / card["file"])
     build("samclip").load_state_dict(torch.load(tmp_path / "run" / card["file"], map_location="cpu", weights_only=True))

@@ -63,8 +63,16 @@ ONE_OPTION: dict[TaskOption, TaskOptions] = {
 @pytest.fixture(scope="module")
 def maskrcnn() -> Iterator[ServerThread]:
     settings = MaskRCNNSettings(
-        host="127.0.0.1", port=0, metrics_port=None, log_json=False, weights="random",
-        keypoints_enabled=True, keypoint_weights="random", min_size=64, max_size=96, max_detections=3,
+        host="127.0.0.1",
+        port=0,
+        metrics_port=None,
+        log_json=False,
+        weights="random",
+        keypoints_enabled=True,
+        keypoint_weights="random",
+        min_size=64,
+        max_size=96,
+        max_detections=3,
     )
     with ServerThread(MaskRCNNModel(settings, detector_kwargs={"rpn_post_nms_top_n_test": 50}), settings) as srv:
         yield srv
@@ -73,9 +81,17 @@ def maskrcnn() -> Iterator[ServerThread]:
 @pytest.fixture(scope="module")
 def samclip() -> Iterator[ServerThread]:
     settings = SamClipSettings(
-        backend="composed", host="127.0.0.1", port=0, metrics_port=None, log_json=False, sam_variant="tiny",
+        backend="composed",
+        host="127.0.0.1",
+        port=0,
+        metrics_port=None,
+        log_json=False,
+        sam_variant="tiny",
         clip_model="tiny",
-        sam_weights="random", clip_pretrained="random", device="cpu", points_per_side=4,
+        sam_weights="random",
+        clip_pretrained="random",
+        device="cpu",
+        points_per_side=4,
         proposal_points_per_side=4,
     )
     with ServerThread(SamClipModel(settings), settings) as srv:
@@ -163,8 +179,13 @@ def test_capabilities_advertise_the_accepted_options_over_grpc(maskrcnn: ServerT
             assert list(task.accepted_options) == sorted(task.accepted_options)  # in field order
             assert list(task.accepted_options) == [int(o) for o in caps.capability(Task(task.task)).accepted_options]
     detect = {pb.TaskOption.Name(o) for o in _raw_capability(maskrcnn, Task.OBJECT_DETECTION).accepted_options}
-    assert detect == {"TASK_OPTION_SCORE_THRESHOLD", "TASK_OPTION_MAX_RESULTS", "TASK_OPTION_LABELS",
-                      "TASK_OPTION_RESIZE", "TASK_OPTION_NMS_IOU_THRESHOLD"}
+    assert detect == {
+        "TASK_OPTION_SCORE_THRESHOLD",
+        "TASK_OPTION_MAX_RESULTS",
+        "TASK_OPTION_LABELS",
+        "TASK_OPTION_RESIZE",
+        "TASK_OPTION_NMS_IOU_THRESHOLD",
+    }
     prompted = _raw_capability(samclip, Task.PROMPTED_SEGMENTATION).accepted_options
     assert list(prompted) == [pb.TASK_OPTION_MASK_THRESHOLD, pb.TASK_OPTION_PROMPTS]
 
@@ -297,8 +318,10 @@ def test_the_capability_table_lists_the_accepted_options() -> None:
     caps = convert.capabilities_to_proto(
         Capabilities(
             card=BrightSpotModel().capabilities().card,
-            tasks=(TaskCapability(Task.PROMPTED_SEGMENTATION, Vocabulary.NONE),
-                   TaskCapability(Task.OBJECT_DETECTION, Vocabulary.FIXED, accepted_options=())),
+            tasks=(
+                TaskCapability(Task.PROMPTED_SEGMENTATION, Vocabulary.NONE),
+                TaskCapability(Task.OBJECT_DETECTION, Vocabulary.FIXED, accepted_options=()),
+            ),
             runtime=BrightSpotModel().capabilities().runtime,
         )
     )

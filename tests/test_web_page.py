@@ -27,8 +27,13 @@ from tests.processes import ROOT, ServiceProcess, free_port
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 MODELS = ("maskrcnn", "sam-clip-composed", "samclip")
 OPEN_MODELS = MODELS[1:]
@@ -48,8 +53,20 @@ if not Path(CHROMIUM).exists():
 def playground(name: str) -> ServiceProcess:
     vocabulary, stage_ms, dark_score = BACKENDS[name]
     port = free_port()
-    args = ["-m", "tests.playground_service", "--port", str(port), "--name", name, "--vocabulary", vocabulary,
-            "--stage-ms", stage_ms, "--dark-score", str(dark_score)]
+    args = [
+        "-m",
+        "tests.playground_service",
+        "--port",
+        str(port),
+        "--name",
+        name,
+        "--vocabulary",
+        vocabulary,
+        "--stage-ms",
+        stage_ms,
+        "--dark-score",
+        str(dark_score),
+    ]
     return ServiceProcess(name, args, port)
 
 
@@ -170,8 +187,22 @@ def test_three_models_compare_side_by_side_in_one_row(page: Page) -> None:
     expect(table).to_contain_text("maskrcnn vs sam-clip-composed")
     expect(table.locator("tbody tr").first).to_contain_text("1.000")
     rows = page.locator("#capabilities th")
-    expect(rows).to_contain_text(["Model", "Organization", "Category", "Modality", "Release Date", "Parameters",
-                                  "License", "Tasks", "Features", "State", "Device", "Weights"])
+    expect(rows).to_contain_text(
+        [
+            "Model",
+            "Organization",
+            "Category",
+            "Modality",
+            "Release Date",
+            "Parameters",
+            "License",
+            "Tasks",
+            "Features",
+            "State",
+            "Device",
+            "Weights",
+        ]
+    )
     expect(page.locator("#capabilities")).to_contain_text("Playground (samclip)")
     page.locator("#highlight-unmatched").check()
     expect(page.locator(".panel canvas")).to_have_count(3)
@@ -359,9 +390,18 @@ def test_timing_breakdown_is_a_bar_per_model_on_one_scale(page: Page) -> None:
         stages = ("queue_ms", "preprocess_ms", "inference_ms", "postprocess_ms")
         assert ms[:4] == pytest.approx([timing.get(k, 0) for k in stages])
         assert sum(ms) == pytest.approx(results[name]["latency_ms"])
-        expect(bar).to_have_attribute("aria-label", f"{name} took {results[name]['latency_ms']:.1f} ms: " + ", ".join(
-            f"{w} {v:.1f} ms" for w, v in zip(("queue", "pre-processing", "inference", "post-processing",
-                                               "transport and gateway"), ms, strict=True)))
+        expect(bar).to_have_attribute(
+            "aria-label",
+            f"{name} took {results[name]['latency_ms']:.1f} ms: "
+            + ", ".join(
+                f"{w} {v:.1f} ms"
+                for w, v in zip(
+                    ("queue", "pre-processing", "inference", "post-processing", "transport and gateway"),
+                    ms,
+                    strict=True,
+                )
+            ),
+        )
         widths[name] = bar.bounding_box()["width"]
         inference[name] = segments.nth(2).bounding_box()["width"]
         assert inference[name] == pytest.approx(widths[name] * ms[2] / sum(ms), abs=1.5)
@@ -502,13 +542,27 @@ def test_every_control_is_reachable_by_keyboard(page: Page) -> None:
     reached = []
     for _ in range(60):
         page.keyboard.press("Tab")
-        reached.append(page.evaluate("""() => {
+        reached.append(
+            page.evaluate("""() => {
             const e = document.activeElement;
             return e.id || (e.dataset.class && `class:${e.dataset.class}`) || (e.closest('.panel') &&
                 `${e.closest('.panel').dataset.model}:${e.className}`) || e.tagName;
-        }"""))
-    wanted = ["file", "sample", "task", "labels", "score-threshold", "run", "threshold-all", "highlight-unmatched",
-              "download-json", "download-png", "class:bright", "class:dark"]
+        }""")
+        )
+    wanted = [
+        "file",
+        "sample",
+        "task",
+        "labels",
+        "score-threshold",
+        "run",
+        "threshold-all",
+        "highlight-unmatched",
+        "download-json",
+        "download-png",
+        "class:bright",
+        "class:dark",
+    ]
     wanted += [f"{m}:{c}" for m in MODELS for c in ("view", "threshold")]
     missing = [w for w in wanted if w not in reached]
     assert not missing, reached

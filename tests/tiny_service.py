@@ -1,6 +1,6 @@
 """Run the tiny test model as a standalone service process.
 
-    python -m tests.tiny_service --port 50061 --name a --delay 0 --tasks OBJECT_DETECTION,INSTANCE_SEGMENTATION
+python -m tests.tiny_service --port 50061 --name a --delay 0 --tasks OBJECT_DETECTION,INSTANCE_SEGMENTATION
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Generate the Python code for protos/ into protos/gen (or another directory).
 
-    python tools/gen_protos.py            # regenerate in place
-    python tools/gen_protos.py --check    # exit 1 if protos/gen is stale
+python tools/gen_protos.py            # regenerate in place
+python tools/gen_protos.py --check    # exit 1 if protos/gen is stale
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ def generate(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     bin_dir = Path(sys.executable).parent
     cmd = [
-        sys.executable, "-m", "grpc_tools.protoc",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
         f"-I{PROTO_ROOT}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",

@@ -220,9 +220,7 @@ class MaskRCNNModel(VisionModel):
         detector = self.networks[DETECTOR]
         nets = list(self.networks.values())
         tasks = [
-            TaskCapability(
-                task, Vocabulary.FIXED, detector.labels.vocabulary, accepted_options=accepted_options(task)
-            )
+            TaskCapability(task, Vocabulary.FIXED, detector.labels.vocabulary, accepted_options=accepted_options(task))
             for task in (Task.OBJECT_DETECTION, Task.INSTANCE_SEGMENTATION)
         ]
         features = ["Object Detection", "Instance Segmentation"]

@@ -25,8 +25,13 @@ from services.runtime.weights import WeightsSpec
 # best F1. coco: torchvision's COCO checkpoints of the variant (`fetch-weights maskrcnn`).
 PRESETS: dict[str, dict[str, Any]] = {
     "shapes": {
-        "weights": "shapes", "min_size": 192, "max_size": 288, "score_threshold": 0.7,
-        "class_agnostic_nms": True, "keypoints_enabled": True, "keypoint_weights": "shapes",
+        "weights": "shapes",
+        "min_size": 192,
+        "max_size": 288,
+        "score_threshold": 0.7,
+        "class_agnostic_nms": True,
+        "keypoints_enabled": True,
+        "keypoint_weights": "shapes",
     },
     "coco": {"weights": "torchvision:COCO_V1", "keypoint_weights": "torchvision:COCO_V1"},
 }

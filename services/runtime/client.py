@@ -1,8 +1,8 @@
 """A typed Python client for any VisionModelService.
 
-    with VisionModelClient("localhost:50051") as client:
-        result = client.segment("cat.jpg", Task.INSTANCE_SEGMENTATION)
-        masks = result.masks()  # N x H x W bool
+with VisionModelClient("localhost:50051") as client:
+    result = client.segment("cat.jpg", Task.INSTANCE_SEGMENTATION)
+    masks = result.masks()  # N x H x W bool
 """
 
 from __future__ import annotations

@@ -255,9 +255,7 @@ def capabilities_from_proto(m: vms.CapabilitiesResponse) -> Capabilities:
                 vocabulary=Vocabulary(t.vocabulary),
                 label_names=tuple(t.label_names),
                 prompt_kinds=tuple(PromptKind(k) for k in t.prompt_kinds),
-                accepted_options=tuple(
-                    TaskOption(o) for o in t.accepted_options if o in TaskOption._value2member_map_
-                ),
+                accepted_options=tuple(TaskOption(o) for o in t.accepted_options if o in TaskOption._value2member_map_),
             )
             for t in m.tasks
             if t.task in Task._value2member_map_
@@ -270,9 +268,7 @@ def capabilities_from_proto(m: vms.CapabilitiesResponse) -> Capabilities:
             pretrained=r.pretrained,
             max_batch_size=r.max_batch_size,
             software_version=r.software_version,
-            components=tuple(
-                ModelComponent(p.name, p.weights, p.pretrained, p.parameter_count) for p in r.components
-            ),
+            components=tuple(ModelComponent(p.name, p.weights, p.pretrained, p.parameter_count) for p in r.components),
             warnings=tuple(r.warnings),
             preset=r.preset,
         ),

@@ -41,9 +41,7 @@ def plan_device(device: str, precision: str = "fp32") -> DevicePlan:
         except RuntimeError as exc:
             raise ConfigurationError(f"device={device!r} is not a torch device: {exc}") from exc
         if resolved.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigurationError(
-                f"device={device!r} but CUDA is not available; use device=auto or device=cpu"
-            )
+            raise ConfigurationError(f"device={device!r} but CUDA is not available; use device=auto or device=cpu")
     effective = "fp32"
     if precision != "fp32":
         if resolved.type == "cuda":

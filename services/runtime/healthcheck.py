@@ -1,6 +1,6 @@
 """`vc-healthcheck`: exit 0 if a local gRPC server reports SERVING (for Docker HEALTHCHECK).
 
-    vc-healthcheck --port 50051 [--service visioncompare.v1.VisionModelService]
+vc-healthcheck --port 50051 [--service visioncompare.v1.VisionModelService]
 """
 
 from __future__ import annotations

@@ -16,15 +16,25 @@ class ServerMetrics:
             "requests", "RPCs by method, task and status code", ["rpc", "task", "code"], namespace=ns, registry=r
         )
         self.request_latency = Histogram(
-            "request_latency_seconds", "Total RPC latency", ["rpc"], namespace=ns, registry=r,
+            "request_latency_seconds",
+            "Total RPC latency",
+            ["rpc"],
+            namespace=ns,
+            registry=r,
             buckets=LATENCY_BUCKETS,
         )
         self.queue_latency = Histogram(
-            "queue_latency_seconds", "Time a request waits for its batch", namespace=ns, registry=r,
+            "queue_latency_seconds",
+            "Time a request waits for its batch",
+            namespace=ns,
+            registry=r,
             buckets=LATENCY_BUCKETS,
         )
         self.inference_latency = Histogram(
-            "inference_latency_seconds", "Model time per batch", namespace=ns, registry=r,
+            "inference_latency_seconds",
+            "Model time per batch",
+            namespace=ns,
+            registry=r,
             buckets=LATENCY_BUCKETS,
         )
         self.batch_size = Histogram(
@@ -32,8 +42,11 @@ class ServerMetrics:
         )
         self.queue_depth = Gauge("queue_depth", "Requests waiting for a batch", namespace=ns, registry=r)
         self.dropped = Counter(
-            "dropped_requests", "Queued requests never computed: deadline passed or caller gone",
-            ["reason"], namespace=ns, registry=r,
+            "dropped_requests",
+            "Queued requests never computed: deadline passed or caller gone",
+            ["reason"],
+            namespace=ns,
+            registry=r,
         )
         self.model_loaded = Gauge("model_loaded", "1 once the model is loaded and warm", namespace=ns, registry=r)
 

@@ -359,9 +359,7 @@ def outputs_of(prediction: Prediction, request: InferenceRequest, mask_format: s
         "LABELS": lambda: _strings(LABELS, [i.label.name if i.label else "" for i in instances]),
         "MASKS": lambda: _masks(instances, request, mask_format),
         "PREDICTED_IOU": lambda: _numeric(PREDICTED_IOU, _optional(i.predicted_iou for i in instances), (n,)),
-        "STABILITY_SCORE": lambda: _numeric(
-            STABILITY_SCORE, _optional(i.stability_score for i in instances), (n,)
-        ),
+        "STABILITY_SCORE": lambda: _numeric(STABILITY_SCORE, _optional(i.stability_score for i in instances), (n,)),
     }
     if request.task == Task.KEYPOINT_DETECTION:
         names = [k.name for k in instances[0].keypoints] if instances else []
@@ -463,9 +461,7 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def ServerReady(self, request: oip.ServerReadyRequest, context: Context) -> oip.ServerReadyResponse:
         return oip.ServerReadyResponse(ready=self.ready)
 
-    async def ServerMetadata(
-        self, request: oip.ServerMetadataRequest, context: Context
-    ) -> oip.ServerMetadataResponse:
+    async def ServerMetadata(self, request: oip.ServerMetadataRequest, context: Context) -> oip.ServerMetadataResponse:
         return oip.ServerMetadataResponse(
             name=f"visioncompare-{self.model.name}", version=self.server_version, extensions=EXTENSIONS
         )

@@ -24,9 +24,7 @@ class ServerSettings(BaseSettings):
 
     host: str = "0.0.0.0"
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one")
-    metrics_port: int | None = Field(
-        9090, ge=0, le=65535, description="Prometheus port; unset disables the exporter"
-    )
+    metrics_port: int | None = Field(9090, ge=0, le=65535, description="Prometheus port; unset disables the exporter")
     max_message_bytes: int = Field(64 * MiB, ge=1024, description="gRPC send/receive limit")
     max_image_pixels: int = Field(40_000_000, ge=1, description="decoded width*height limit")
     max_batch_size: int = Field(4, ge=1, le=256)
@@ -94,9 +92,7 @@ class ModelServerSettings(ServerSettings):
     )
 
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    precision: Literal["fp32", "fp16", "bf16"] = Field(
-        "fp32", description="fp16/bf16 use autocast on CUDA only"
-    )
+    precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="fp16/bf16 use autocast on CUDA only")
     engine: Literal["auto", "torch", "onnxruntime"] = Field(
         "auto",
         description="torch: PyTorch eager; onnxruntime: the networks exported to ONNX (cached in cache_dir/onnx "

@@ -57,9 +57,7 @@ class Rpc(Generic[_Response]):
         return self.response_type(**{k: v for k, v in fields.items() if k in own and v is not None}, info=info)
 
 
-DETECT = Rpc(
-    "Detect", vms.DetectRequest, vms.DetectResponse, "detect", Task.OBJECT_DETECTION, lambda stub: stub.Detect
-)
+DETECT = Rpc("Detect", vms.DetectRequest, vms.DetectResponse, "detect", Task.OBJECT_DETECTION, lambda stub: stub.Detect)
 SEGMENT = Rpc("Segment", vms.SegmentRequest, vms.SegmentResponse, "segment", None, lambda stub: stub.Segment)
 CLASSIFY = Rpc(
     "Classify",
@@ -131,9 +129,7 @@ def check_rpc_task(rpc: Rpc, task: Task) -> None:
     """Reject a task sent to the wrong RPC, naming the right one."""
     right = spec(task).rpc
     if right is not rpc:
-        raise InvalidArgument(
-            f"task {task.name} is not served by {rpc.name}; call {right.name} instead", field="task"
-        )
+        raise InvalidArgument(f"task {task.name} is not served by {rpc.name}; call {right.name} instead", field="task")
 
 
 def _names(tasks: Iterable[Task]) -> str:

@@ -294,4 +294,3 @@ class Capabilities:
 
     def capability(self, task: Task) -> TaskCapability | None:
         return next((t for t in self.tasks if t.task == task), None)
-

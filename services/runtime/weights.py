@@ -129,8 +129,9 @@ def load_state_dict(path: Path, what: str) -> dict[str, Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling and zip errors alike: the file is unusable
-        raise ConfigurationError(f"cannot load {what} weights from {path.name}: not a weights-only torch "
-                                 f"checkpoint (a state dict): {exc}") from exc
+        raise ConfigurationError(
+            f"cannot load {what} weights from {path.name}: not a weights-only torch checkpoint (a state dict): {exc}"
+        ) from exc
     if isinstance(loaded, dict) and isinstance(loaded.get("model"), dict):
         loaded = loaded["model"]
     if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):

@@ -203,8 +203,11 @@ def build_merged_backend(
         )
         if not part.pretrained
     ]
-    shapes = [part.name for part, source in ((merged_part, merged_source), (text_part, clip_source))
-              if source.note == SHAPES_NOTE]
+    shapes = [
+        part.name
+        for part, source in ((merged_part, merged_source), (text_part, clip_source))
+        if source.note == SHAPES_NOTE
+    ]
     if shapes:
         warnings.append(
             f"{SHAPES_NOTE} ({' and '.join(shapes)}): trained only on generated scenes of circles, squares, "

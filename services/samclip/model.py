@@ -466,10 +466,12 @@ class SamClipModel(VisionModel):
                 prompts = MaskPrompts(points=np.array([r.point]), point_labels=np.array([1]), boxes=np.array([r.box]))
                 prediction = self.backend.predict_masks(embedding, prompts)
                 stability = prediction.stability_scores
-                out.append((
-                    r,
-                    prediction.masks[0, 0],
-                    float(prediction.iou_predictions[0, 0]),
-                    float(stability[0, 0]) if stability is not None else 1.0,
-                ))
+                out.append(
+                    (
+                        r,
+                        prediction.masks[0, 0],
+                        float(prediction.iou_predictions[0, 0]),
+                        float(stability[0, 0]) if stability is not None else 1.0,
+                    )
+                )
         return out

@@ -43,12 +43,19 @@ SHAPES_SAM_DEFAULTS: dict[str, Any] = {
 #: composition of the official SAM ViT-B and OpenCLIP ViT-B-32 (no official merged weights exist).
 PRESETS: dict[str, dict[str, Any]] = {
     SHAPES: {
-        "merged_weights": SHAPES, "sam_variant": SHAPES, "sam_weights": SHAPES,
-        "clip_model": SHAPES, "clip_pretrained": SHAPES, **SHAPES_SAM_DEFAULTS,
+        "merged_weights": SHAPES,
+        "sam_variant": SHAPES,
+        "sam_weights": SHAPES,
+        "clip_model": SHAPES,
+        "clip_pretrained": SHAPES,
+        **SHAPES_SAM_DEFAULTS,
     },
     "official": {
-        "backend": "composed", "sam_variant": OFFICIAL_SAM[0], "sam_weights": OFFICIAL_SAM[1],
-        "clip_model": OFFICIAL_CLIP[0], "clip_pretrained": OFFICIAL_CLIP[1],
+        "backend": "composed",
+        "sam_variant": OFFICIAL_SAM[0],
+        "sam_weights": OFFICIAL_SAM[1],
+        "clip_model": OFFICIAL_CLIP[0],
+        "clip_pretrained": OFFICIAL_CLIP[1],
     },
 }
 _ARCHS_AND_WEIGHTS = ("merged_weights", "sam_variant", "sam_weights", "clip_model", "clip_pretrained")

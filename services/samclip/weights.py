@@ -132,8 +132,12 @@ SAM_SOURCES: dict[str, Callable[[str, Path], WeightSource]] = {
 
 
 def _resolve(
-    setting: str, spec: str, variant: str, cache_dir: Path,
-    sources: dict[str, Callable[[str, Path], WeightSource]], advice: str = "",
+    setting: str,
+    spec: str,
+    variant: str,
+    cache_dir: Path,
+    sources: dict[str, Callable[[str, Path], WeightSource]],
+    advice: str = "",
 ) -> WeightSource:
     """`spec` ("kind" or "file:/path") through its kind's resolver in `sources`."""
     parsed = WeightsSpec.parse(spec)
