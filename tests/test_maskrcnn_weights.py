@@ -219,6 +219,7 @@ def test_weights_source_grammar() -> None:
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.delenv("MASKRCNN_PRESET", raising=False)
     monkeypatch.setenv("MASKRCNN_VARIANT", "v2")
     monkeypatch.setenv("MASKRCNN_KEYPOINTS_ENABLED", "true")
     s = MaskRCNNSettings()
@@ -235,10 +236,13 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 
 
 def test_presets_set_defaults_and_explicit_settings_win(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("WEIGHTS", "MIN_SIZE", "PRESET"):
+    for key in ("WEIGHTS", "MIN_SIZE", "PRESET", "KEYPOINTS_ENABLED", "VARIANT"):
         monkeypatch.delenv(f"MASKRCNN_{key}", raising=False)
     assert MaskRCNNSettings().preset == "shapes"  # named nothing: the shapes preset
-    assert MaskRCNNSettings(weights="random").preset is None  # named other weights: no preset
+    # the weights imply the preset: COCO's, or none for other weights (the field defaults then)
+    implied = MaskRCNNSettings(weights="torchvision:COCO_V1")
+    assert (implied.preset, implied.min_size, implied.class_agnostic_nms) == ("coco", 800, False)
+    assert MaskRCNNSettings(weights="random").preset is None
     monkeypatch.setenv("MASKRCNN_PRESET", "coco")
     coco = MaskRCNNSettings()
     assert (coco.preset, coco.weights, coco.keypoint_weights, coco.min_size, coco.keypoints_enabled) == (
@@ -249,9 +253,12 @@ def test_presets_set_defaults_and_explicit_settings_win(monkeypatch: pytest.Monk
         False,
     )
     monkeypatch.setenv("MASKRCNN_PRESET", "shapes")
-    monkeypatch.setenv("MASKRCNN_WEIGHTS", "random")
-    mixed = MaskRCNNSettings()  # the preset's other defaults stay; the weights given win
-    assert (mixed.preset, mixed.weights, mixed.min_size, mixed.keypoint_weights) == ("shapes", "random", 192, "shapes")
+    monkeypatch.setenv("MASKRCNN_MIN_SIZE", "256")
+    tuned = MaskRCNNSettings()  # the other defaults stay; the setting given wins
+    assert (tuned.preset, tuned.weights, tuned.min_size, tuned.max_size) == ("shapes", "shapes", 256, 288)
+    monkeypatch.setenv("MASKRCNN_WEIGHTS", "torchvision:COCO_V1")  # a named preset's weights are its own
+    with pytest.raises(ValueError, match="preset=shapes runs weights=shapes, but weights=torchvision:COCO_V1 is given"):
+        MaskRCNNSettings()
     monkeypatch.setenv("MASKRCNN_PRESET", "imagenet")
     with pytest.raises(ValueError, match="preset='imagenet' is not a preset of this service; choose from coco, shapes"):
         MaskRCNNSettings()

@@ -68,7 +68,7 @@ def weights_dir(stand_in: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Pa
 
 
 def test_shapes_is_the_default_preset_with_its_own_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("SAM_VARIANT", "SAM_WEIGHTS", "CLIP_MODEL", "CLIP_PRETRAINED", "POINTS_PER_SIDE"):
+    for key in ("SAM_VARIANT", "SAM_WEIGHTS", "CLIP_MODEL", "CLIP_PRETRAINED", "POINTS_PER_SIDE", "PRESET", "BACKEND"):
         monkeypatch.delenv(f"SAMCLIP_{key}", raising=False)
     s = SamClipSettings()
     assert (s.sam_variant, s.sam_weights, s.clip_model, s.clip_pretrained) == ("shapes",) * 4
@@ -88,7 +88,7 @@ def test_shapes_is_the_default_preset_with_its_own_defaults(monkeypatch: pytest.
 
 def test_presets_set_defaults_and_explicit_settings_win() -> None:
     assert settings().preset == "shapes" and settings(sam_variant="shapes").preset == "shapes"
-    assert settings(sam_variant="tiny", sam_weights="random", backend="composed").preset is None
+    assert settings(sam_variant="tiny", sam_weights="random").preset is None
     official = settings(preset="official")
     assert (official.backend, official.sam_variant, official.sam_weights, official.clip_model) == (
         "composed",
@@ -97,7 +97,16 @@ def test_presets_set_defaults_and_explicit_settings_win() -> None:
         "ViT-B-32",
     )
     assert (official.clip_pretrained, official.points_per_side) == ("laion2b_e16", 32)
-    assert settings(preset="official", sam_variant="vit_l").sam_variant == "vit_l"  # what is given wins
+    # exactly the official weights imply it; a named preset's defaults yield to what is given
+    implied = settings(sam_variant="vit_b", clip_model="ViT-B-32")
+    assert implied.preset == "official"
+    assert settings(preset="official", points_per_side=8).points_per_side == 8
+    # a shapes SAM keeps its tuned values beside another CLIP
+    assert settings(clip_model="ViT-B-32").points_per_side == SHAPES_SAM_DEFAULTS["points_per_side"]
+    with pytest.raises(ValidationError, match="preset=official runs sam_variant=vit_b, but sam_variant=vit_l"):
+        settings(preset="official", sam_variant="vit_l")
+    with pytest.raises(ValidationError, match="preset=shapes runs sam_weights=shapes, but sam_weights=file:/x.pth"):
+        settings(preset="shapes", sam_weights="file:/x.pth")
     with pytest.raises(ValidationError, match="preset='sam2' is not a preset of this service; choose from official"):
         settings(preset="sam2")
 

@@ -45,8 +45,8 @@ def _default_cache_dir() -> Path:
 class MaskRCNNSettings(ModelServerSettings):
     """Everything the Mask R-CNN service can be told; validated once at start-up.
 
-    Presets (`PRESETS`; `preset`, explicit settings win): "shapes", the default when no weights
-    are named, and "coco". Weights: "shapes" (reference weights shipped in
+    Presets (`PRESETS`; `preset`, or implied by the weights): "shapes", the default, and
+    "coco" (torchvision:COCO_V1). Weights: "shapes" (reference weights shipped in
     shapes_models/weights/, trained on synthetic data, with their own architecture, five classes
     and input size), "torchvision:COCO_V1" (the variant's torchvision checkpoint in
     `cache_dir/hub/checkpoints`, put there by `fetch-weights maskrcnn`),
@@ -61,12 +61,12 @@ class MaskRCNNSettings(ModelServerSettings):
     # segmentation 1.43x, Keypoint R-CNN 1.60x); torch on CUDA, where it was not measured.
     measured_engines = {"cpu": "onnxruntime"}
     presets = PRESETS
+    preset_identity = ("weights",)
 
     # --- model and weights -------------------------------------------------------------
     variant: Literal["v1", "v2"] = Field("v1", description="maskrcnn_resnet50_fpn or _v2")
     weights: str = Field(
-        "torchvision:COCO_V1",
-        description="shapes (shipped reference weights) | torchvision:NAME | file:/path | random",
+        "shapes", description="shapes (shipped reference weights) | torchvision:NAME | file:/path | random"
     )
     num_classes: int | None = Field(None, ge=2, le=10_000, description="with background")
     categories_file: Path | None = Field(None, description="JSON list or one name a line")
@@ -113,8 +113,9 @@ class MaskRCNNSettings(ModelServerSettings):
 
     @classmethod
     def implied_preset(cls, given: dict[str, Any]) -> str | None:
-        """shapes when no weights are named or they are the shapes weights; else none."""
-        return "shapes" if str(given.get("weights", "shapes")).strip() == "shapes" else None
+        """The preset whose weights are given (shapes when none are); none for other weights."""
+        weights = str(given.get("weights", PRESETS["shapes"]["weights"])).strip()
+        return next((name for name, preset in PRESETS.items() if preset["weights"] == weights), None)
 
     @model_validator(mode="after")
     def _check_model(self) -> Self:

@@ -66,10 +66,11 @@ Engine = Literal["torch", "onnxruntime"]
 class ModelServerSettings(ServerSettings):
     """Adds what every model service has: a preset, a device, a precision and an inference engine.
 
-    A preset is a named set of defaults (`presets`): it fills in the settings that are not
-    given, and explicit settings win. `preset` names one; unset, the service infers it from
-    what is given (`implied_preset`), e.g. the shapes preset when no weights are named.
-    Capabilities say which preset is active.
+    A preset is a named set of defaults (`presets`) for one set of weights: it fills in the
+    settings that are not given, and explicit settings win, but for the weights themselves
+    (`preset_identity`), which a named preset refuses to see contradicted. `preset` names one;
+    unset, the weights given imply it (`implied_preset`: the shapes weights the shapes preset,
+    which is also what naming no weights gives). Capabilities say which preset is active.
 
     A service names the engines it implements in `supported_engines`; any other engine is
     refused here, at start-up, rather than ignored. `engine=auto` (the default) runs the
@@ -84,6 +85,9 @@ class ModelServerSettings(ServerSettings):
     measured_engines: ClassVar[dict[str, str]] = {}
     #: The service's presets: name -> the settings it fills in when they are not given.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: The settings that say which weights run: a preset's are its identity (given otherwise,
+    #: the named preset is refused), and the weights given imply the preset when none is named.
+    preset_identity: ClassVar[tuple[str, ...]] = ()
 
     preset: str | None = Field(
         None,
@@ -113,21 +117,40 @@ class ModelServerSettings(ServerSettings):
 
     @classmethod
     def implied_preset(cls, given: dict[str, Any]) -> str | None:
-        """The preset to apply when none is named, from the settings `given`; None: no preset."""
+        """The preset the weights in `given` (completed) belong to, when none is named; None: none."""
         return None
+
+    @classmethod
+    def complete_settings(cls, given: dict[str, Any]) -> None:
+        """Fill in, in place, settings that others given imply (before the preset's defaults)."""
 
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
+        """A named preset's weights (its `preset_identity` settings), then the settings the given
+        ones imply, then the preset's other defaults: the named one, or the one the weights imply.
+        Explicit settings win, except that a named preset's weights may not be contradicted."""
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        name = data.get("preset") or cls.implied_preset(data)
+        name = data.get("preset")
+        if name:
+            if name not in cls.presets:
+                choices = ", ".join(sorted(cls.presets)) or "none (this service has no presets)"
+                raise ValueError(f"preset={name!r} is not a preset of this service; choose from {choices}")
+            preset = cls.presets[name]
+            for key in cls.preset_identity:
+                if key in data and key in preset and str(data[key]).strip() != str(preset[key]):
+                    raise ValueError(
+                        f"preset={name} runs {key}={preset[key]}, but {key}={data[key]} is given: name the "
+                        f"preset or the weights, not both (without a preset, the weights imply theirs)"
+                    )
+                if key in preset:
+                    data.setdefault(key, preset[key])
+        cls.complete_settings(data)
+        name = name or cls.implied_preset(data)
         if name is None:
             return data
-        if name not in cls.presets:
-            choices = ", ".join(sorted(cls.presets)) or "none (this service has no presets)"
-            raise ValueError(f"preset={name!r} is not a preset of this service; choose from {choices}")
         data["preset"] = name
         for key, value in cls.presets[name].items():
             data.setdefault(key, value)

@@ -80,7 +80,7 @@ class SamClipSettings(ModelServerSettings):
     teacher's (`clip_model`, `clip_pretrained`); "composed" is Segment Anything + OpenCLIP,
     whose weights are `sam_weights` and `clip_pretrained`.
 
-    Presets (`PRESETS`; `preset`, explicit settings win): "shapes" and "official".
+    Presets (`PRESETS`; `preset`, or implied by the weights): "shapes" and "official".
 
     Weight specs: `sam_weights` is "official" (the variant's file in `cache_dir`),
     "shapes", "file:/path" or "random"; `clip_pretrained` is an open_clip pretrained
@@ -95,14 +95,15 @@ class SamClipSettings(ModelServerSettings):
     other: a SAM variant alone means its official weights (shapes: shapes), SAM weights
     alone mean vit_b (shapes: shapes); a CLIP model alone means laion2b_e16 (shapes:
     shapes), CLIP weights alone mean ViT-B-32 (shapes: shapes). Mixing shapes weights
-    with another architecture is refused. Naming only shapes architectures and weights (or
-    none) implies the shapes preset, whose unset automatic-segmentation settings take
-    `SHAPES_SAM_DEFAULTS`. The "tiny" SAM variant and CLIP
+    with another architecture is refused. The shapes SAM implies the shapes preset, whose
+    unset automatic-segmentation settings take `SHAPES_SAM_DEFAULTS`; exactly the official
+    composition implies the official preset. The "tiny" SAM variant and CLIP
     model are small random architectures for tests and smoke runs.
     """
 
     supported_engines = ("torch", "onnxruntime")
     presets = PRESETS
+    preset_identity = ("backend", *_ARCHS_AND_WEIGHTS)
     model_config = SettingsConfigDict(env_prefix="SAMCLIP_", extra="forbid", frozen=True)
 
     port: int = Field(50052, ge=0, le=65535, description="gRPC port; 0 picks a free one")
@@ -177,27 +178,27 @@ class SamClipSettings(ModelServerSettings):
     )
 
     @classmethod
-    def implied_preset(cls, given: dict[str, Any]) -> str | None:
-        """shapes when every architecture and weights setting given (if any) is shapes; else none."""
-        return SHAPES if all(given.get(key, SHAPES) == SHAPES for key in _ARCHS_AND_WEIGHTS) else None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _complete_pairs(cls, data: Any) -> Any:
-        """Complete a half-given (architecture, weights) pair; runs before the preset is applied."""
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
+    def complete_settings(cls, given: dict[str, Any]) -> None:
+        """Complete a half-given (architecture, weights) pair: shapes goes with shapes, anything
+        else with the official defaults."""
         for arch_key, weights_key, official in (
             ("sam_variant", "sam_weights", OFFICIAL_SAM),
             ("clip_model", "clip_pretrained", OFFICIAL_CLIP),
         ):
-            arch, weights = data.get(arch_key), data.get(weights_key)
+            arch, weights = given.get(arch_key), given.get(weights_key)
             if arch is not None and weights is None:
-                data[weights_key] = SHAPES if arch == SHAPES else official[1]
+                given[weights_key] = SHAPES if arch == SHAPES else official[1]
             elif weights is not None and arch is None:
-                data[arch_key] = SHAPES if weights == SHAPES else official[0]
-        return data
+                given[arch_key] = SHAPES if weights == SHAPES else official[0]
+
+    @classmethod
+    def implied_preset(cls, given: dict[str, Any]) -> str | None:
+        """shapes with the shapes SAM (the default; its automatic-segmentation values are tuned for
+        it); official with exactly the official composition; none otherwise."""
+        if given.get("sam_variant", SHAPES) == SHAPES:
+            return SHAPES
+        official = PRESETS["official"]
+        return "official" if all(given.get(key) == value for key, value in official.items()) else None
 
     def auto_engine(self, device_type: str) -> Engine:
         """engine=auto, as bench/engines.py measured on CPU (one run, 2 cores): ONNX Runtime for the
