@@ -9,7 +9,7 @@ A weights source is a string, parsed once by the settings:
   reference training scripts save), loaded with `weights_only=True`.
 - `random`: untrained weights, seeded; the service then reports pretrained=false.
 
-Each scheme is one entry in `SCHEMES`. A named preset is one more entry; it may bring
+Each scheme is one entry in `SCHEMES`. A bare-named scheme (`shapes`) is one more entry; it may bring
 its own architecture (a key of `builders.ARCHS`, overriding `variant`), class names and
 a note that every answer carries. A missing or mismatched checkpoint raises
 ConfigurationError; nothing falls back to random.
@@ -137,9 +137,9 @@ class Scheme:
     """One way to name weights."""
 
     resolve: Resolver
-    takes_value: bool  # "scheme:value" rather than a bare preset name
-    arch: str | None = None  # a preset's own architecture, overriding `variant`
-    categories: tuple[str, ...] | None = None  # a preset's own class names (index 0: background)
+    takes_value: bool  # "scheme:value" rather than a bare name
+    arch: str | None = None  # the weights' own architecture, overriding `variant`
+    categories: tuple[str, ...] | None = None  # the weights' own class names (index 0: background)
     note: str | None = None  # said in every answer, e.g. "shapes reference weights, synthetic data"
     names_classes: bool = False  # the weights come with their class names: no num_classes/categories_file
     keypoint_arch: str = "keypoints"  # the architecture these keypoint weights belong to

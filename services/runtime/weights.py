@@ -108,15 +108,16 @@ class Weights:
         if not self.path.is_file():
             raise ConfigurationError(f"{what} weights not found: {self.path}. {self.fetch_hint}".strip())
         if self.sha256 is not None:
-            verify_sha256(self.path, self.sha256, f"{what} weights", self.fetch_hint)
+            verify_sha256(self.path, self.sha256, f"{what} weights", self.fetch_hint, source="the model card's")
 
 
-def verify_sha256(path: Path, expected: str, what: str, hint: str = "") -> None:
-    """The one SHA-256 check of a weights file against the digest it must have."""
+def verify_sha256(path: Path, expected: str, what: str, hint: str = "", *, source: str = "the expected") -> None:
+    """The one SHA-256 check of a weights file against the digest it must have (`source` says
+    whose digest that is, e.g. "the model card's")."""
     actual = sha256_of(path)
     if actual != expected:
         raise ConfigurationError(
-            f"{what} {path}: SHA-256 {actual} does not match the model card's {expected}; "
+            f"{what} {path}: SHA-256 {actual} does not match {source} {expected}; "
             f"the file is damaged or was replaced. {hint}".strip()
         )
 

@@ -279,7 +279,8 @@ def install_sam_decoder(sam: Any, exporter: Exporter, digest: str, label: str) -
 
 
 def install_sam(sam: Any, exporter: Exporter, weights: Path | None, label: str) -> None:
-    """SAM's image encoder and mask decoder in ONNX Runtime (`sam` on CPU, eval, loaded)."""
+    """SAM's image encoder, and its prompt encoder with mask decoder, in ONNX Runtime (`sam` on CPU,
+    eval, loaded)."""
     digest = _digest(weights, sam)
     encoder = sam.image_encoder
     size = int(encoder.img_size)
@@ -339,7 +340,7 @@ def install_clip(clip: Any, exporter: Exporter, weights: Path | None, label: str
 
 
 def install_merged(merged: Any, exporter: Exporter, weights: Path | None, label: str) -> None:
-    """The merged network's backbone, SAM neck, CLIP head blocks and SAM mask decoder in
+    """The merged network's backbone, SAM neck, CLIP head blocks and SAM prompt decoder in
     ONNX Runtime."""
     digest = _digest(weights, merged)
     encoder = merged.sam.image_encoder
