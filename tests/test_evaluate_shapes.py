@@ -49,10 +49,13 @@ def service(name: str, module: str, prefix: str, **env: str) -> ServiceProcess:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[dict[str, Any]]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    cache = str(tmp_path_factory.mktemp("cache"))  # the services' ONNX exports; not ./models
     procs = [
-        service("maskrcnn", "services.maskrcnn", "MASKRCNN", MASKRCNN_WEIGHTS="shapes"),
-        service("sam-clip-composed", "services.samclip", "SAMCLIP", SAMCLIP_BACKEND="composed"),
+        service("maskrcnn", "services.maskrcnn", "MASKRCNN", MASKRCNN_WEIGHTS="shapes", MASKRCNN_CACHE_DIR=cache),
+        service(
+            "sam-clip-composed", "services.samclip", "SAMCLIP", SAMCLIP_BACKEND="composed", SAMCLIP_CACHE_DIR=cache
+        ),
     ]
     try:
         for p in procs:
