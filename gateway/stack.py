@@ -29,14 +29,16 @@ from gateway.compose import LOCAL_ENV_FILE, MODEL_SERVICES, ROOT, compose_servic
 PORT_KEY = re.compile(r"^[A-Z]+_(PORT|METRICS_PORT|HTTP_PORT)$")
 
 
-def localize(env: Mapping[str, str], port_offset: int = 0) -> dict[str, str]:
-    """The local-process version of a service's compose environment."""
+def localize(env: Mapping[str, str], port_offset: int = 0, models_dir: Path | None = None) -> dict[str, str]:
+    """The local-process version of a service's compose environment: compose's /models volume is
+    `models_dir` (default ./models)."""
+    models = models_dir or ROOT / "models"
     out = dict(env)
     for key, value in env.items():
         if key.endswith("_HOST"):
             out[key] = "127.0.0.1"
         elif key.endswith("_CACHE_DIR") and value.startswith("/models"):
-            out[key] = str(ROOT / "models" / value.removeprefix("/models").lstrip("/"))
+            out[key] = str(models / value.removeprefix("/models").lstrip("/"))
         elif PORT_KEY.match(key) and value.isdigit():
             out[key] = str(int(value) + port_offset)
         elif key == "GATEWAY_TARGETS":
@@ -68,16 +70,24 @@ def wait_serving(port: int, process: subprocess.Popen[bytes], timeout: float) ->
 
 
 class LocalStack:
-    def __init__(self, *, env_file: Path = LOCAL_ENV_FILE, port_offset: int = 0, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        env_file: Path = LOCAL_ENV_FILE,
+        port_offset: int = 0,
+        log_dir: Path | None = None,
+        models_dir: Path | None = None,
+    ) -> None:
         shell = dict(os.environ)
         self.env = {**read_env_file(env_file), **shell}  # the shell wins, as with compose
         self.services = compose_services(self.env)
         self.port_offset = port_offset
+        self.models_dir = models_dir  # compose's /models volume; None: ./models
         self.log_dir = log_dir or ROOT / "artifacts" / "stack"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def service_env(self, name: str) -> dict[str, str]:
-        return localize(self.services[name].environment, self.port_offset)
+        return localize(self.services[name].environment, self.port_offset, self.models_dir)
 
     def port(self, name: str) -> int:
         """The service's gRPC port: its `<PREFIX>_PORT` setting."""

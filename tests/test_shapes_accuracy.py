@@ -71,8 +71,9 @@ CEILINGS = {"corner_error_px": 6.0}  # order-free mean distance of a found trian
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[LocalStack]:
-    stack = LocalStack(port_offset=free_port() % 1000 + 14_000)
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    # the models volume in a temporary directory: the services' ONNX exports stay out of ./models
+    stack = LocalStack(port_offset=free_port() % 1000 + 14_000, models_dir=tmp_path_factory.mktemp("models"))
     stack.up(timeout=300)
     yield stack
     stack.stop()
