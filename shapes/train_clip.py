@@ -34,7 +34,7 @@ from services.samclip.openvocab import mask_crop
 from services.samclip.settings import DEFAULT_TEMPLATES, SHAPES, SamClipSettings
 from shapes.evaluation import binary_iou
 from shapes.scenes import CLASSES, EVAL_SEEDS, TRAIN_SEEDS, ShapeObject, generate_scene
-from shapes_models.cards import load_stage, write_card
+from shapes_models.cards import WEIGHTS_DIR, load_stage, write_card
 from shapes_models.clip import build_shapes_clip
 
 TRAIN_CAPTIONS = (
@@ -228,7 +228,7 @@ def main() -> None:
     parser.add_argument(
         "--seed-offset", type=int, default=500_000, help="first training scene seed (apart from the Mask R-CNN's)"
     )
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)

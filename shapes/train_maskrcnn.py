@@ -22,7 +22,7 @@ import torch
 
 from shapes.evaluation import coco_ap
 from shapes.scenes import CLASSES, EVAL_SEEDS, TRAIN_SEEDS, Scene, generate_scene
-from shapes_models.cards import load_stage, write_card
+from shapes_models.cards import WEIGHTS_DIR, load_stage, write_card
 from shapes_models.maskrcnn import build_shapes_maskrcnn
 
 NUM_CLASSES = len(CLASSES) + 1
@@ -95,7 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     add_training_arguments(parser, iterations=3000, lr=0.02, warmup=200)
     parser.add_argument("--init", type=Path, help="continue from these weights (a state dict)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args()
     seed_everything(args.seed, args.threads)
 

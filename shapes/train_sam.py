@@ -28,7 +28,7 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from shapes.evaluation import binary_iou
 from shapes.scenes import EVAL_SEEDS, TRAIN_SEEDS, ShapeObject, box_of, generate_scene, interior_point
-from shapes_models.cards import load_stage, write_card
+from shapes_models.cards import WEIGHTS_DIR, load_stage, write_card
 from shapes_models.sam import IMG_SIZE, build_shapes_sam
 
 
@@ -119,7 +119,7 @@ def main() -> None:
     parser.add_argument("--eval-scenes", type=int, default=100)
     parser.add_argument("--init", type=Path, help="continue from these weights (a state dict)")
     parser.add_argument("--seed-offset", type=int, default=700_000, help="first training scene seed")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)

@@ -70,7 +70,7 @@ from services.samclip.settings import SamClipSettings
 from services.samclip.weights import SHAPES_NOTE
 from shapes.scenes import TRAIN_SEEDS, box_of, generate_scene
 from shapes.train_clip import background_patch, degrade
-from shapes_models.cards import load_stage, write_card
+from shapes_models.cards import WEIGHTS_DIR, load_stage, write_card
 
 LAMBDA_SAM = 10.0  # the paper's: 1 made SAM forget, 100 stalled CLIP
 FOCAL_TO_DICE = 20.0
@@ -366,7 +366,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--clip-images", type=Path, help="a folder of images for the CLIP loss (default: shapes)")
     parser.add_argument("--sam-images", type=Path, help="a folder of images for the SAM loss (default: shapes)")
-    parser.add_argument("--probe-steps", type=int, default=400)
+    parser.add_argument("--probe-steps", type=int, default=None, help="head-probing steps (default 400; 0 with --init)")
     parser.add_argument("--steps", type=int, default=1600, help="multi-task distillation steps")
     parser.add_argument("--clip-batch", type=int, default=24, help="whole images (crops) per CLIP batch")
     parser.add_argument("--clip-scenes", type=int, default=4, help="shapes scenes per CLIP batch (regions)")
@@ -391,9 +391,9 @@ def main() -> None:
     parser.add_argument("--seed-offset", type=int, default=900_000, help="first training scene seed")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-scenes", type=int, default=100)
-    parser.add_argument("--init", type=Path, help="continue from this student (a state dict); skips probing")
+    parser.add_argument("--init", type=Path, help="continue from this student (a state dict)")
     parser.add_argument("--save-every", type=int, default=200, help="steps between checkpoints")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args()
     if (args.clip_images is None) != (args.sam_images is None):
         parser.error("give both --clip-images and --sam-images, or neither (the shapes world)")
@@ -420,7 +420,9 @@ def main() -> None:
     if args.init is not None:
         state, init_card = load_stage(args.init)
         student.load_state_dict(state)
-        args.probe_steps = 0
+        args.probe_steps = args.probe_steps or 0  # a continued run probes only when told to
+    if args.probe_steps is None:
+        args.probe_steps = 400
     student.train()
     distiller = Distiller(
         teacher, student, device, dense_weight=args.dense_weight, contrastive_weight=args.contrastive_weight
