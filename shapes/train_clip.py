@@ -117,7 +117,12 @@ class ProposalCrop:
 def proposing_model(sam_weights: str) -> SamClipModel:
     """The SAM-CLIP service's model with a shapes SAM, for its proposals."""
     settings = SamClipSettings(
-        backend="composed", device="cpu", metrics_port=None, sam_variant=SHAPES, sam_weights=sam_weights
+        backend="composed",
+        device="cpu",
+        engine="torch",  # a training tool: no ONNX export into the cache
+        metrics_port=None,
+        sam_variant=SHAPES,
+        sam_weights=sam_weights,
     )
     sam_clip = SamClipModel(settings)
     sam_clip.load()

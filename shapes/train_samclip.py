@@ -405,6 +405,7 @@ def main() -> None:
     settings = SamClipSettings(
         backend="composed",
         device=args.device,
+        engine="torch",  # the teacher trains nothing but is read module by module; no ONNX export
         metrics_port=None,
         cache_dir=args.cache_dir,
         sam_variant=args.sam_variant,
