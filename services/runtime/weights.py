@@ -5,8 +5,9 @@ and the official files `fetch-weights` downloads into a local cache.
   or a bare name (`random`, `shapes`, `official`, an open_clip tag). Each service keeps a
   table of resolvers by scheme (what its networks can load) and resolves a spec through it.
 - A resolver returns `Weights`: what to load (a file, or none for random init), its label for
-  Capabilities, the SHA-256 it must have, what every answer says of it, its model card.
-- `Weights.check` verifies the file (`verify_sha256`, the one SHA-256 check) at start-up;
+  Capabilities, the SHA-256 it must have, what every answer says of it, its model card (Mask
+  R-CNN's return its ResolvedWeights, the loaded state dict, built on the same parts).
+- `Weights.check` verifies the file (`verify_sha256`, the one SHA-256 check at start-up);
   `load_state_dict` is the one `torch.load`, with `weights_only=True`.
 - Services never download at run time; they read the cache. `fetch-weights` fills it, for
   users with internet and for image builds, from what each service registers:
