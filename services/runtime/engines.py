@@ -434,7 +434,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
     failed = 0
     for name in args.services or sorted(found):
         try:
-            files = found[name](args.cache_dir, skip_torch=True) if args.skip_torch else found[name](args.cache_dir)
+            files = found[name](args.cache_dir, skip_torch=args.skip_torch)
         except ExportSkipped as exc:
             print(f"{name}\tskipped: {exc}")
             continue

@@ -94,15 +94,20 @@ def _blocked(q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Tensor, hw: 
     return out.view(b, h, w, heads * c)
 
 
-def use_sdpa_attention(module: nn.Module) -> int:
-    """Give every segment_anything Attention in `module` the SDPA forward (the same module,
-    parameters and state; one method changed). Returns how many it changed."""
+def _swap_class(module: nn.Module, old: type[nn.Module], new: type[nn.Module]) -> int:
+    """Make every submodule of exactly class `old` a `new` (the same module, parameters and
+    state; its methods changed). Returns how many it changed."""
     count = 0
     for m in module.modules():
-        if type(m) is Attention:
-            m.__class__ = SdpaAttention
+        if type(m) is old:
+            m.__class__ = new
             count += 1
     return count
+
+
+def use_sdpa_attention(module: nn.Module) -> int:
+    """Give every segment_anything Attention in `module` the SDPA forward. Returns how many."""
+    return _swap_class(module, Attention, SdpaAttention)
 
 
 class ChunkedMlpBlock(Block):
@@ -130,11 +135,6 @@ class ChunkedMlpBlock(Block):
 
 
 def use_chunked_mlp(module: nn.Module) -> int:
-    """Give every segment_anything encoder Block in `module` the token-chunked MLP in inference
-    (the same module, parameters and state; one method changed). Returns how many it changed."""
-    count = 0
-    for m in module.modules():
-        if type(m) is Block:
-            m.__class__ = ChunkedMlpBlock
-            count += 1
-    return count
+    """Give every segment_anything encoder Block in `module` the token-chunked MLP in inference.
+    Returns how many."""
+    return _swap_class(module, Block, ChunkedMlpBlock)
