@@ -143,6 +143,20 @@ def test_an_rpc_builds_its_request_with_the_task_where_it_has_one() -> None:
         assert (request.task == task) if s.rpc.takes_task else s.rpc is CLASSIFY
 
 
+def test_an_rpc_builds_its_response_from_the_fields_it_has() -> None:
+    fields = convert.PredictionFields(
+        instances=[pb.Instance(score=0.5)],
+        label_map=pb.LabelMap(width=2, height=1),
+        scores=[vms.ClassScore(similarity=0.25)],
+    )
+    info = pb.InferenceInfo(model_name="m")
+    for rpc in RPCS:
+        response = rpc.response(fields, info)
+        assert isinstance(response, rpc.response_type) and response.info.model_name == "m"
+        own = {f.name for f, _ in response.ListFields()} - {"info"}
+        assert own == set(fields) & set(rpc.response_type.DESCRIPTOR.fields_by_name), rpc.name
+
+
 def test_a_capability_without_accepted_options_takes_the_tables() -> None:
     for task, s in TASK_TABLE.items():
         assert set(TaskCapability(task, Vocabulary.NONE).accepted_options) == s.options

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar, cast
+from typing import TypedDict, TypeVar, cast
 
 import numpy as np
 from visioncompare.v1 import common_pb2 as pb
@@ -275,9 +275,18 @@ def capabilities_from_proto(m: vms.CapabilitiesResponse) -> Capabilities:
     )
 
 
-def prediction_fields(p: Prediction) -> dict[str, object]:
+class PredictionFields(TypedDict, total=False):
+    """A prediction's proto field values, by the response field that holds them
+    (`services.runtime.tasks.Rpc.response` builds each RPC's response from those it has)."""
+
+    instances: list[pb.Instance]
+    label_map: pb.LabelMap
+    scores: list[vms.ClassScore]
+
+
+def prediction_fields(p: Prediction) -> PredictionFields:
     """Instances / label map / scores of a prediction as proto field values."""
-    out: dict[str, object] = {"instances": [instance_to_proto(i) for i in p.instances]}
+    out = PredictionFields(instances=[instance_to_proto(i) for i in p.instances])
     if p.label_map is not None:
         out["label_map"] = label_map_to_proto(p.label_map)
     out["scores"] = [class_score_to_proto(s) for s in p.scores]

@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import vision_model_service_pb2 as vms
 
+from services.runtime.convert import PredictionFields, pb_enum
 from services.runtime.errors import InvalidArgument
 from services.runtime.types import Capabilities, InferenceRequest, Task, TaskOption
 
@@ -39,6 +40,11 @@ class Rpc(Generic[_Response]):
     default_task: Task | None
     #: The method on a VisionModelService stub (blocking or asyncio).
     method: Callable[[Any], Callable[..., Any]]
+    #: Builds a request_type from the task, image and options (through the generated
+    #: class's own typed constructor: `Message` itself takes no fields).
+    new_request: Callable[[Task, pb.Image, pb.TaskOptions], Message]
+    #: Builds a response_type from a prediction's proto fields (those it has) and the info.
+    new_response: Callable[[PredictionFields, pb.InferenceInfo], _Response]
 
     @property
     def takes_task(self) -> bool:
@@ -46,19 +52,40 @@ class Rpc(Generic[_Response]):
         return "task" in self.request_type.DESCRIPTOR.fields_by_name
 
     def request(self, task: Task, image: pb.Image, options: pb.TaskOptions) -> Message:
-        if self.takes_task:
-            return self.request_type(image=image, task=int(task), options=options)
-        return self.request_type(image=image, options=options)
+        return self.new_request(task, image, options)
 
-    def response(self, fields: Mapping[str, object], info: pb.InferenceInfo) -> _Response:
+    def response(self, fields: PredictionFields, info: pb.InferenceInfo) -> _Response:
         """The response from a prediction's proto fields (`convert.prediction_fields`):
         those the response type has; the others are empty for this RPC's tasks."""
-        own = self.response_type.DESCRIPTOR.fields_by_name
-        return self.response_type(**{k: v for k, v in fields.items() if k in own and v is not None}, info=info)
+        return self.new_response(fields, info)
 
 
-DETECT = Rpc("Detect", vms.DetectRequest, vms.DetectResponse, "detect", Task.OBJECT_DETECTION, lambda stub: stub.Detect)
-SEGMENT = Rpc("Segment", vms.SegmentRequest, vms.SegmentResponse, "segment", None, lambda stub: stub.Segment)
+DETECT = Rpc(
+    "Detect",
+    vms.DetectRequest,
+    vms.DetectResponse,
+    "detect",
+    Task.OBJECT_DETECTION,
+    lambda stub: stub.Detect,
+    new_request=lambda task, image, options: vms.DetectRequest(
+        image=image, task=pb_enum(pb.Task, task), options=options
+    ),
+    new_response=lambda fields, info: vms.DetectResponse(instances=fields.get("instances"), info=info),
+)
+SEGMENT = Rpc(
+    "Segment",
+    vms.SegmentRequest,
+    vms.SegmentResponse,
+    "segment",
+    None,
+    lambda stub: stub.Segment,
+    new_request=lambda task, image, options: vms.SegmentRequest(
+        image=image, task=pb_enum(pb.Task, task), options=options
+    ),
+    new_response=lambda fields, info: vms.SegmentResponse(
+        instances=fields.get("instances"), label_map=fields.get("label_map"), info=info
+    ),
+)
 CLASSIFY = Rpc(
     "Classify",
     vms.ClassifyRequest,
@@ -66,6 +93,8 @@ CLASSIFY = Rpc(
     "classify",
     Task.ZERO_SHOT_CLASSIFICATION,
     lambda stub: stub.Classify,
+    new_request=lambda task, image, options: vms.ClassifyRequest(image=image, options=options),  # one task
+    new_response=lambda fields, info: vms.ClassifyResponse(scores=fields.get("scores"), info=info),
 )
 RPCS = (DETECT, SEGMENT, CLASSIFY)
 
