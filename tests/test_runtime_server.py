@@ -443,6 +443,26 @@ def test_graceful_drain_finishes_in_flight_and_refuses_new() -> None:
         srv.stop()
 
 
+def test_a_health_watcher_does_not_hold_the_drain() -> None:
+    """The gateway keeps a grpc.health.v1 Watch open on every model. When the model stops, that
+    stream gets NOT_SERVING and ends, so the stop does not wait out the drain grace for it."""
+    srv = ServerThread(BrightSpotModel(), max_batch_size=1).start()
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            stream = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=60)
+            assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+            assert srv.server is not None
+            start = time.monotonic()
+            srv.run(srv.server.stop(20.0), 60)
+            took = time.monotonic() - start
+            after = [response.status for response in stream]  # the stream ends (status OK)
+        srv.server = None
+    finally:
+        srv.stop()
+    assert after == [health_pb2.HealthCheckResponse.NOT_SERVING]
+    assert took < 5, f"the stop took {took:.1f}s with a health watcher connected (drain grace 20s)"
+
+
 def test_settings_are_validated_with_clear_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match="must be set together"):
         ServerSettings(tls_cert_file=tmp_path / "x")

@@ -18,7 +18,6 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from visioncompare.v1 import vision_model_service_pb2 as vms
 from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc
@@ -58,6 +57,79 @@ def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | Non
     cert = settings.tls_cert_file.read_bytes()
     ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
+
+
+class HealthServicer(health_pb2_grpc.HealthServicer):
+    """grpc.health.v1 (Check and Watch) whose Watch streams end when the server drains.
+
+    As grpcio-health-checking's asyncio servicer, except at shutdown: that one sends its
+    watchers NOT_SERVING and keeps their streams open, so a watcher (the gateway watches every
+    model) holds an RPC in flight and `server.stop(grace)` waits out the whole drain grace for
+    it. Here each Watch stream sends NOT_SERVING and then ends (status OK): a stop waits only
+    for the real requests in flight. Status changes are coalesced as in the reference: a
+    watcher always gets the latest status.
+    """
+
+    def __init__(self) -> None:
+        self._status: dict[str, int] = {"": health_pb2.HealthCheckResponse.SERVING}
+        self._changed = asyncio.Condition()
+        self._draining = False
+        self._watchers = 0  # Watch streams open
+
+    def _current(self, service: str) -> int:
+        return self._status.get(service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthCheckResponse:
+        status = self._status.get(request.service)
+        if status is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND)
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        last: int | None = None
+
+        def news() -> bool:
+            return self._draining or self._current(request.service) != last
+
+        self._watchers += 1
+        try:
+            while True:
+                async with self._changed:
+                    await self._changed.wait_for(news)
+                    status = self._current(request.service)
+                if status != last:
+                    await context.write(health_pb2.HealthCheckResponse(status=status))
+                    last = status
+                elif self._draining:  # NOT_SERVING sent (the drain may begin during a write)
+                    return
+        finally:
+            async with self._changed:
+                self._watchers -= 1
+                self._changed.notify_all()
+
+    async def set(self, service: str, status: int) -> None:
+        """Set a service's status (ignored once draining)."""
+        if self._draining:
+            return
+        async with self._changed:
+            self._status[service] = status
+            self._changed.notify_all()
+
+    async def enter_graceful_shutdown(self, timeout: float = 1.0) -> None:
+        """Every service NOT_SERVING for good; each Watch stream sends it and ends. Waits (up to
+        `timeout`) until the streams have ended, so that the server's stop, which follows, does
+        not cut a stream before its last message."""
+        async with self._changed:
+            self._draining = True
+            for service in self._status:
+                self._status[service] = health_pb2.HealthCheckResponse.NOT_SERVING
+            self._changed.notify_all()
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self._watchers == 0), timeout)
+            except TimeoutError:
+                log.warning("%d health watcher(s) still open at shutdown", self._watchers)
 
 
 class GrpcServer:
