@@ -169,6 +169,33 @@ def test_missing_weights_exit_2_saying_what_to_fetch(tmp_path: Path) -> None:
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+def test_the_merged_vit_b_service_starts_with_no_sam_checkpoint(tmp_path: Path) -> None:
+    """The merged backend checks its own weights (merged + CLIP text tower), not the
+    composition's: with no SAM ViT-B checkpoint in the cache it starts and serves."""
+    from tests.processes import ServiceProcess, free_port
+
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SAMCLIP_")}
+    env = {
+        "SAMCLIP_BACKEND": "merged",
+        "SAMCLIP_SAM_VARIANT": "vit_b",
+        "SAMCLIP_MERGED_WEIGHTS": "random",
+        "SAMCLIP_CLIP_MODEL": "ViT-B-32",
+        "SAMCLIP_CLIP_PRETRAINED": "random",
+        "SAMCLIP_ENGINE": "torch",
+        "SAMCLIP_CACHE_DIR": str(tmp_path),
+        "SAMCLIP_PORT": str(port),
+        "SAMCLIP_METRICS_PORT": "0",
+    }
+    assert not any(tmp_path.iterdir())
+    process = ServiceProcess("samclip", ["-m", "services.samclip"], port, env=env)
+    process.env = {**clean, **env}
+    try:
+        process.start(timeout=240)
+    finally:
+        assert process.stop() == 0
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
 

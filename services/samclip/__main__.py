@@ -17,10 +17,10 @@ def main() -> None:
 
     settings = load_settings(SamClipSettings, "samclip-service")
 
-    from services.samclip.composed import resolve_weights
+    from services.samclip.model import resolve_backend_weights
 
     try:
-        resolve_weights(settings)  # fail now, not after the server is up, if a file is missing
+        resolve_backend_weights(settings)  # fail now, not after the server is up, if a file is missing
     except ConfigurationError as exc:
         print(f"samclip-service: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -96,6 +96,19 @@ def backend_factory_for(settings: SamClipSettings) -> BackendFactory:
     return build_composed
 
 
+def resolve_backend_weights(settings: SamClipSettings) -> None:
+    """Resolve and check the weights of the backend `settings.backend` names, and only those
+    (the merged model needs no SAM checkpoint); a ConfigurationError says what to fetch."""
+    if settings.backend == "merged":
+        from services.samclip.merged import resolve_merged
+
+        resolve_merged(settings)
+    else:
+        from services.samclip.composed import resolve_weights
+
+        resolve_weights(settings)
+
+
 def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
