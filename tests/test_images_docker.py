@@ -335,12 +335,26 @@ def test_the_dockerfile_copies_no_model_service_shapes_or_weights(staged: tuple[
         assert module in copied
 
 
-def test_the_image_installs_the_gateway_extra_and_only_the_venv_reaches_the_final_stage() -> None:
+def project_install() -> str:
+    """The RUN that installs the project itself (its dependencies came from the lock before)."""
+    [run] = [
+        args for _, keyword, args in instructions(DOCKERFILE) if keyword == "RUN" and "pip install --no-deps" in args
+    ]
+    return run
+
+
+def test_the_image_installs_the_gateway_lock_and_only_the_venv_reaches_the_final_stage() -> None:
     steps = instructions(DOCKERFILE)
     final = max(stage for stage, _, _ in steps)
     installs = [args for _, keyword, args in steps if keyword == "RUN" and "pip install" in args]
-    no_models_extra = [not re.search(r"[[,]models\b", a) for a in installs]
-    assert installs and all('".[gateway]"' in a and "-e " not in a for a in installs) and all(no_models_extra)
+    assert len(installs) == 2, installs
+    locked, project = installs
+    assert re.findall(r"pip install (--require-hashes -r \S+)", locked) == [
+        "--require-hashes -r requirements/pip.txt",
+        "--require-hashes -r requirements/gateway.txt",
+    ]
+    # the project itself: not editable, no extra (the lock above is all its dependencies)
+    assert project == project_install() and project.startswith("pip install --no-deps . && pip check")
     assert not [c for c in context_copies() if c[0] == final], "the final stage copies from the context"
     finals = [shlex.split(a) for s, k, a in steps if s == final and k == "COPY"]
     assert finals == [["--from=build", "/opt/venv", "/opt/venv"]]
@@ -357,6 +371,19 @@ def test_the_wheel_holds_no_model_service_shapes_or_weights(wheel: Path) -> None
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"gateway", "services", "visioncompare", "inference"}
     assert "gateway/web/index.html" in names and "services/runtime/tasks.py" in names
+
+
+def test_the_replayed_venv_is_the_gateway_lock(wheel: Path) -> None:
+    """The replay links the `gateway` extra's closure from this venv: the image installs the
+    gateway lock, which holds exactly those distributions, at this venv's versions (setup.txt's)."""
+    closure = requirement_closure(wheel_requirements(wheel), {"gateway"})
+    lock = {
+        canonicalize_name(m.group(1)): m.group(2)
+        for m in re.finditer(
+            r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", (ROOT / "requirements" / "gateway.txt").read_text(), re.M
+        )
+    }
+    assert {n: d.version for n, d in closure.items()} == lock
 
 
 def test_the_gateway_extra_pulls_in_no_model_framework(wheel: Path) -> None:
@@ -461,8 +488,7 @@ def test_the_gateway_compares_from_the_wheel_without_torch(
 def test_the_dockerfile_s_own_checks_pass_in_the_gateway_venv_and_fail_beside_torch(
     gateway_venv: Path, tmp_path: Path
 ) -> None:
-    [run] = [args for _, keyword, args in instructions(DOCKERFILE) if keyword == "RUN" and "pip install" in args]
-    words = shlex.split(run)
+    words = shlex.split(project_install())
     commands, current = [], []
     for word in [*words, "&&"]:
         if word == "&&":
@@ -485,8 +511,7 @@ def test_the_image_keeps_only_console_scripts_that_work_there(gateway_venv: Path
     work without the model services (`--help` already fails: their modules, or the services their
     entry points name, are not there); every one it keeps loads."""
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    [run] = [args for _, keyword, args in instructions(DOCKERFILE) if keyword == "RUN" and "pip install" in args]
-    removed = {Path(w).name for w in shlex.split(run) if w.startswith("/opt/venv/bin/")}
+    removed = {Path(w).name for w in shlex.split(project_install()) if w.startswith("/opt/venv/bin/")}
     assert removed <= scripts.keys()
     assert {"vcompare", "vision-gateway", "vc-healthcheck"} <= scripts.keys() - removed
     for name in sorted(scripts):

@@ -16,16 +16,21 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+# The dependencies in their own layer, before any source: exactly the gateway's lock, hashed
+# (README, "Dependencies"; `make lock`): the `gateway` extra's closure, no model framework.
+COPY requirements/pip.txt requirements/gateway.txt requirements/
+RUN pip install --require-hashes -r requirements/pip.txt \
+    && pip install --require-hashes -r requirements/gateway.txt
 COPY pyproject.toml README.md ./
 COPY protos/gen protos/gen
 COPY services/__init__.py services/
 COPY services/runtime services/runtime
 COPY gateway gateway
-# Installed (not editable), then checked: the gateway imports, and no model framework, model
-# service, shapes model or shapes lab is importable in the venv the final image gets. The
-# package's console scripts of the model services (their modules are not here) are removed:
-# the image keeps vcompare, vision-gateway and vc-healthcheck.
-RUN pip install ".[gateway]" && pip check \
+# The project installed (not editable, its dependencies from the layer above), then checked: the
+# gateway imports, and no model framework, model service, shapes model or shapes lab is importable
+# in the venv the final image gets. The package's console scripts of the model services (their
+# modules are not here) are removed: the image keeps vcompare, vision-gateway and vc-healthcheck.
+RUN pip install --no-deps . && pip check \
     && python -I -c "import gateway.server, gateway.http, gateway.cli" \
     && python -I -c "import importlib.util as u, sys; \
 bad = [m for m in ('torch', 'torchvision', 'segment_anything', 'open_clip', 'onnxruntime', 'shapes', \

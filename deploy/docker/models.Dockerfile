@@ -16,13 +16,19 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
+# The dependencies in their own layer, before any source: exactly their lock, hashed (README,
+# "Dependencies"; `make lock`): models-gpu.txt, or models-cpu.txt with ONNXRUNTIME=cpu.
+COPY requirements/pip.txt requirements/models-gpu.txt requirements/models-cpu.txt requirements/
+RUN pip install --require-hashes -r requirements/pip.txt \
+    && pip install --require-hashes -r requirements/models-${ONNXRUNTIME}.txt
 COPY pyproject.toml README.md ./
 COPY protos/gen protos/gen
 COPY services services
 COPY gateway gateway
 # the shapes reference models (shapes_models/, with their weights); not the shapes lab
 COPY shapes_models shapes_models
-RUN pip install ".[models,${ONNXRUNTIME}]" && pip check
+# the project itself: its dependencies are all in the layer above
+RUN pip install --no-deps . && pip check
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
