@@ -6,6 +6,7 @@
     GET  /healthz        the process is up
     GET  /readyz         at least one model serves
     GET  /               the comparison page (assets under /static/); /docs has the OpenAPI docs
+                         (Swagger UI, and ReDoc at /redoc, served from the gateway: no CDN)
 
 Every error, on every path, is the same JSON body (`ErrorBody`) with the HTTP
 status of its canonical code; /openapi.json documents each one an operation returns.
@@ -28,6 +29,7 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from google.protobuf import json_format
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException
@@ -258,8 +260,14 @@ def internal_error_response() -> JSONResponse:
     return JSONResponse(body, status_code=500)
 
 
+#: Where /docs and /redoc load Swagger UI's and ReDoc's assets from: the gateway itself (the
+#: fastapi-offline package ships them), not a CDN, so the docs work offline and call no one.
+DOCS_ASSETS_URL = "/static-docs"
+
+
 def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
-    app = FastAPI(
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS_URL,
         title="visioncompare gateway",
         summary="Run one image through every model that serves a task; compare the outputs side by side.",
         version="1",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from collections.abc import Iterator
 
 import httpx
@@ -315,3 +316,25 @@ def test_http_requires_the_token_when_set(services: list[ServiceProcess]) -> Non
         assert httpx.get(f"{base}/v1/models").status_code == 401
         assert httpx.get(f"{base}/v1/models", headers={"authorization": "Bearer tok"}).status_code == 200
         assert httpx.get(f"{base}/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_api_docs_load_nothing_from_another_host(page: str) -> None:
+    """/docs and /redoc were blank offline (Swagger UI from a CDN): every script, stylesheet and
+    icon they name is the gateway's own, and the gateway serves it."""
+    from fastapi.testclient import TestClient
+
+    from gateway.http import create_app
+    from gateway.settings import GatewaySettings
+
+    app = create_app(None, GatewaySettings(targets={"none": "127.0.0.1:1"}))  # type: ignore[arg-type]
+    with TestClient(app) as client:
+        html = client.get(page)
+        assert html.status_code == 200
+        urls = re.findall(r"""(?:src|href)\s*=\s*['"]([^'"]+)['"]|url:\s*['"]([^'"]+)['"]""", html.text)
+        urls = [a or b for a, b in urls]
+        assert urls and not [u for u in urls if re.match(r"(https?:)?//", u)], urls
+        for url in urls:
+            answer = client.get(url)
+            assert answer.status_code == 200 and answer.content, url
+        assert any(u.endswith(".js") for u in urls)
