@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import sys
 import threading
 from collections import Counter
@@ -228,3 +229,84 @@ def test_load_state_dict_is_weights_only_and_unwraps_training_checkpoints(tmp_pa
     torch.save([1, 2], tmp_path / "list.pth")
     with pytest.raises(ConfigurationError, match="does not hold a state dict"):
         load_state_dict(tmp_path / "list.pth", "toy")
+
+
+# --- fetch-weights --from-settings: only what the services' settings name -------------------------
+
+
+def test_from_settings_fetches_only_what_the_settings_name(
+    server: FileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    needed, unneeded = torchvision_style(server, GOOD), torchvision_style(server, b"another checkpoint")
+    monkeypatch.setattr(weights, "registry", lambda: {"maskrcnn": [needed, unneeded], "samclip": [unneeded]})
+    monkeypatch.setattr(weights, "settings_registry", lambda: {"maskrcnn": lambda: [needed], "samclip": list})
+    assert fetch_main(["--from-settings", "--cache-dir", str(tmp_path)]) == 0
+    assert needed.path(tmp_path).read_bytes() == GOOD and not unneeded.path(tmp_path).exists()
+    assert set(server.requests) == {f"/models/{needed.filename}"}
+
+
+def test_from_settings_with_nothing_to_fetch_needs_no_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shapes weights ship with the code: a service on them fetches nothing, offline."""
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(weights.urllib.request, "urlopen", offline)
+    for key in [k for k in os.environ if k.startswith(("MASKRCNN_", "SAMCLIP_"))]:
+        monkeypatch.delenv(key)
+    assert fetch_main(["--from-settings", "--cache-dir", str(tmp_path), "maskrcnn", "samclip"]) == 0
+    monkeypatch.setenv("MASKRCNN_WEIGHTS", "torchvision:COCO_V1")
+    assert fetch_main(["--from-settings", "--cache-dir", str(tmp_path), "maskrcnn"]) == 1  # offline: fails
+
+
+def test_from_settings_refuses_invalid_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MASKRCNN_WEIGHTS", "nosuchscheme:x")
+    assert fetch_main(["--from-settings", "--cache-dir", str(tmp_path), "maskrcnn"]) == 2
+    assert "maskrcnn: its settings are invalid" in capsys.readouterr().err
+
+
+def test_the_services_register_what_their_settings_need() -> None:
+    assert set(weights.settings_registry()) == {"maskrcnn", "samclip"}
+
+
+def test_mask_rcnn_settings_name_their_torchvision_checkpoints() -> None:
+    from services.maskrcnn.fetch import files_for_settings
+    from services.maskrcnn.settings import MaskRCNNSettings
+
+    def names(**given: object) -> list[str]:
+        return [f.name for f in files_for_settings(MaskRCNNSettings(**given))]  # type: ignore[arg-type]
+
+    assert names() == [] and names(weights="shapes") == [] and names(weights="random") == []
+    assert names(weights="torchvision:COCO_V1") == ["maskrcnn_resnet50_fpn_coco"]
+    assert names(weights="torchvision:COCO_V1", variant="v2", keypoints_enabled=True) == [
+        "maskrcnn_resnet50_fpn_v2_coco",
+        "keypointrcnn_resnet50_fpn_coco",
+    ]
+
+
+def test_sam_clip_settings_name_their_official_files() -> None:
+    from services.samclip.fetch import files_for_settings
+    from services.samclip.settings import SamClipSettings
+
+    def names(**given: object) -> list[str]:
+        return [f.name for f in files_for_settings(SamClipSettings(**given))]  # type: ignore[arg-type]
+
+    assert names() == []  # the shapes preset: merged, both teachers shapes
+    assert names(preset="official") == ["sam_vit_b", "open_clip_ViT-B-32_laion2b_e16"]
+    assert names(backend="composed", sam_variant="vit_l", sam_weights="official", clip_pretrained="random") == [
+        "sam_vit_l"
+    ]
+    # the merged model loads no SAM checkpoint: only its text tower's teacher, when it is a tag
+    assert names(backend="merged", merged_weights="random", sam_variant="vit_b", sam_weights="official") == []
+
+
+def test_a_file_without_a_known_digest_is_not_downloaded(server: FileServer, tmp_path: Path) -> None:
+    file = WeightFile("hf", server.url("/hf.bin"), None, "hf.bin")
+    server.files["/hf.bin"] = GOOD
+    with pytest.raises(ChecksumError, match="no SHA-256 is known"):
+        fetch(file, tmp_path)
+    assert not server.requests
+    file.path(tmp_path).write_bytes(GOOD)  # put there by hand: kept as it is
+    assert fetch(file, tmp_path) == file.path(tmp_path)

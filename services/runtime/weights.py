@@ -12,7 +12,12 @@ and the official files `fetch-weights` downloads into a local cache.
 - Services never download at run time; they read the cache. `fetch-weights` fills it, for
   users with internet and for image builds, from what each service registers:
 
-    fetch-weights --cache-dir /models maskrcnn samclip
+    fetch-weights --cache-dir /models maskrcnn samclip                   # every official file
+    fetch-weights --cache-dir /models --from-settings maskrcnn           # what MASKRCNN_* name
+
+  With --from-settings, only the files the service's settings (its environment, read as the
+  service reads it) name: nothing for the shapes weights, which ship with the code, so a
+  deployment on them starts with no network. The deployments fetch that way.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import os
 import sys
 import tempfile
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -40,6 +45,8 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 #: Where services register their downloadable files (see `registry`).
 ENTRY_POINT_GROUP = "visioncompare.weights"
+#: Where services register what their settings need (see `settings_registry`).
+SETTINGS_ENTRY_POINT_GROUP = "visioncompare.weights.settings"
 
 
 @dataclass(frozen=True)
@@ -151,6 +158,14 @@ def fetch(file: WeightFile, cache_dir: Path, *, timeout_s: float = 60.0) -> Path
     place only after its checksum matches, so a corrupt download is never cached.
     """
     dest = file.path(cache_dir)
+    if file.sha256 is None and file.sha256_prefix is None:  # e.g. an open_clip tag on Hugging Face
+        if dest.is_file():
+            log.info("cached (no digest is known to verify it against): %s", dest)
+            return dest
+        raise ChecksumError(
+            f"{file.name}: no SHA-256 is known for {file.url}, so its download cannot be verified; "
+            f"download it into {dest} yourself"
+        )
     if dest.is_file() and file.matches(sha256_of(dest)):
         log.info("cached and verified: %s", dest)
         return dest
@@ -197,12 +212,34 @@ def registry() -> dict[str, list[WeightFile]]:
     return found
 
 
+def settings_registry() -> dict[str, Callable[[], list[WeightFile]]]:
+    """What each service's settings need, as the services register it: a function taking no
+    argument that reads the service's settings from the environment (as the service does) and
+    returns the official files they name (none for weights that ship with the code), under
+    `SETTINGS_ENTRY_POINT_GROUP`, e.g.
+
+        [project.entry-points."visioncompare.weights.settings"]
+        myservice = "myservice.fetch:files_for_settings"
+    """
+    found: dict[str, Callable[[], list[WeightFile]]] = {}
+    for ep in sorted(entry_points(group=SETTINGS_ENTRY_POINT_GROUP), key=lambda ep: ep.name):
+        found.setdefault(ep.name, ep.load())
+    return found
+
+
 def fetch_main(argv: Sequence[str] | None = None) -> int:
     """Console script `fetch-weights`."""
     files_by_service = registry()
-    parser = argparse.ArgumentParser(prog="fetch-weights", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="fetch-weights", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("services", nargs="*", help=f"any of {sorted(files_by_service)}; default: all")
     parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("TORCH_HOME", "models")))
+    parser.add_argument(
+        "--from-settings",
+        action="store_true",
+        help="only the files each service's settings (its environment, e.g. MASKRCNN_*) name",
+    )
     parser.add_argument("--only", action="append", default=[], help="file name(s) to fetch")
     parser.add_argument("--list", action="store_true", help="list files and exit")
     args = parser.parse_args(argv)
@@ -215,7 +252,25 @@ def fetch_main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(args.services) - set(files_by_service))
     if unknown:
         parser.error(f"unknown service(s) {unknown}; choose from {sorted(files_by_service)}")
-    chosen = [f for s in (args.services or files_by_service) for f in files_by_service[s]]
+    services = args.services or sorted(files_by_service)
+    if args.from_settings:
+        needed = settings_registry()
+        unregistered = [s for s in services if s not in needed]
+        if unregistered:
+            parser.error(
+                f"{unregistered}: nothing registered in {SETTINGS_ENTRY_POINT_GROUP!r}; fetch without --from-settings"
+            )
+        chosen = []
+        for service in services:
+            try:
+                named = needed[service]()
+            except (ValueError, ConfigurationError) as exc:  # pydantic's ValidationError is a ValueError
+                print(f"fetch-weights: {service}: its settings are invalid: {exc}", file=sys.stderr)
+                return 2
+            log.info("%s: its settings name %s", service, ", ".join(f.name for f in named) or "no file to fetch")
+            chosen += named
+    else:
+        chosen = [f for s in services for f in files_by_service[s]]
     if args.only:
         chosen = [f for f in chosen if f.name in args.only]
     if args.list:
