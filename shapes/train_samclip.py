@@ -1,8 +1,8 @@
 """Merge a SAM and a CLIP into one SAM-CLIP by multi-task distillation (arXiv 2310.15308).
 
-Shapes teachers on the shapes world (the shipped weights):
+Shapes teachers on the shapes world (the shipped weights; resumable, see below):
 
-    python -m shapes.train_samclip --probe-steps 400 --steps 1600 --threads 2
+    python -m shapes.train_samclip --steps 3000 --threads 2 --out runs/samclip
 
 Official teachers on image folders, on a GPU (the same code; each teacher is loaded by the
 SAM-CLIP service's own loaders from `--cache-dir`, filled by `fetch-weights samclip`):
@@ -13,32 +13,47 @@ SAM-CLIP service's own loaders from `--cache-dir`, filled by `fetch-weights samc
         --probe-steps 20000 --steps 100000 --clip-batch 64 --sam-batch 8 --out runs/samclip_vit_b
 
 The recipe (`services/samclip/merged_arch.py` has the network):
-- The student's backbone and SAM head (neck, mask decoder) start as copies of the SAM teacher;
-  its prompt encoder is the teacher's, frozen. The CLIP head's three blocks start as copies of
-  the backbone's last block.
-- CLIP loss: 1 - cosine(student's pooled CLIP-head embedding, CLIP teacher's image embedding).
-  SAM loss: 20 x focal + dice between the student's and the teacher's mask logits for the same
+- The student is a copy of the SAM teacher plus a CLIP head (three copies of the backbone's
+  last block, LayerNorm, MLP). The copy is made trainable explicitly (`make_trainable`): every
+  part but the prompt encoder, which stays the teacher's, frozen, as in the paper. PARTS names
+  the parts; the run checks that each part meant to train moved, and refuses to write weights
+  otherwise; the model card records each part's trainable count and drift from the teacher.
+- CLIP loss, per student embedding against its teacher embedding: 1 - cosine, plus
+  `--distribution-weight` x the KL divergence between the teacher's and the student's label
+  distributions over a caption bank (the served classifier: class names under the service's
+  prompt templates and its background prompts; and one caption per size, colour and shape),
+  both at `--distribution-scale`. The cosine alone lets the student sit at the teachers' mean
+  embedding (its cosine to every target is high); the distributions carry what tells them apart.
+- SAM loss: 20 x focal + dice between the student's and the teacher's mask logits for the same
   point and box prompts (the teacher's masks as targets), plus the IoU head's squared error
-  against the teacher's predicted IoUs. Total = CLIP + lambda x SAM, lambda = 10.
+  against the teacher's predicted IoUs. Total = CLIP + lambda x SAM.
 - Stage 1, head probing (`--probe-steps`): backbone frozen, only the CLIP head trains.
 - Stage 2, multi-task distillation (`--steps`): everything but the prompt encoder trains, the
-  backbone and the SAM head at `--backbone-lr-scale` (0.1) x the learning rate; each step
-  takes a CLIP batch and a SAM batch, accumulates both gradients in the shared backbone and
-  makes one optimizer step, so SAM data is replayed throughout.
+  backbone and the SAM head at `--backbone-lr-scale` x the learning rate; each step takes a
+  CLIP batch and a SAM batch and makes one optimizer step, so SAM data is replayed throughout.
 
 Data. Image folders: the CLIP batch is whole images (student and teacher see the same image,
 as in the paper); the SAM batch prompts each image with a point and the box of masks the SAM
 teacher's automatic mask generator finds. Shapes world: the CLIP teacher knows single objects
-(it was trained on mask crops), so the CLIP batch holds such crops as whole images (the
-paper's loss unchanged) and, for the same loss per region, scenes in which the student's
-CLIP-head tokens are max-pooled inside one object's mask (or the background) and matched to
-the teacher's embedding of that object's crop (or a background patch): the pooling the
-service uses to label masks. The SAM batch is scenes with a point and a jittered box per object.
+(it was trained on mask crops), so per scene the CLIP batch holds (1) some of its objects' crops
+(`--crop-fraction`) and a background patch as whole images, (2) regions of the scene, each object's mask and a
+proposal-like (degraded) copy of it, and the background, where the student's CLIP-head tokens
+are max-pooled (as the service labels masks) and matched to the teacher's embedding of the
+object's clean crop (or the background patch), and (3) every patch token inside an object or
+the background matched the same way (`--dense-weight`; what semantic segmentation reads). The
+SAM batch prompts the same scenes' objects with a point and a jittered box each.
 
-Writes samclip_shapes.pth (the student, fp16 state dict) and samclip_shapes.json (teachers
-with their SHA-256, data, hyper-parameters, metrics on held-out scenes, time). `--init`
-continues from a checkpoint; `--save-every` writes one during training, so a run that is
-stopped can go on from it.
+Progress. A held-out check (`--eval-every` steps, `--check-scenes` scenes: zero-shot top-1 on
+object crops and on pooled object regions, patch mIoU, the SAM loss on held-out prompts)
+is logged beside a progress bar; the best checkpoint by that check (crop + region top-1 +
+patch mIoU), not the last, is what ships. `<out>/checkpoints/last.pt` (model, optimizer, stage,
+step, best so far) is written every `--save-every` steps: `--resume <out>/checkpoints/last.pt`
+with the same arguments continues an interrupted run where it stopped, so a run of hours goes in
+stages across sessions. `--init` starts a new run from a student's weights.
+
+Writes samclip_shapes.pth (the best student, fp16 state dict) and samclip_shapes.json (teachers
+with their SHA-256, data, hyper-parameters, the parts' training record, the check's history,
+metrics on held-out scenes through the service's own model, time).
 """
 
 from __future__ import annotations
@@ -56,6 +71,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
+from tqdm import tqdm
 
 from services.runtime.device import plan_device
 from services.runtime.weights import sha256_of
@@ -68,24 +84,102 @@ from services.samclip.model import SamClipModel
 from services.samclip.openvocab import mask_crop
 from services.samclip.settings import SamClipSettings
 from services.samclip.weights import SHAPES_NOTE
-from shapes.scenes import TRAIN_SEEDS, box_of, generate_scene
+from shapes.scenes import COLOURS, EVAL_SEEDS, SIZES, TRAIN_SEEDS, Scene, box_of, generate_scene
 from shapes.train_clip import background_patch, degrade
 from shapes_models.cards import WEIGHTS_DIR, load_stage, write_card
+from shapes_models.vocabulary import CLASSES
 
 LAMBDA_SAM = 10.0  # the paper's: 1 made SAM forget, 100 stalled CLIP
 FOCAL_TO_DICE = 20.0
-CONTRASTIVE_TEMPERATURE = 0.07
 MIN_OBJECT_PIXELS = 60
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+CHECK_SEED_OFFSET = 50_000  # held-out scenes of the progress check: apart from the final evaluation's
+
+# The student's parts, by parameter-name prefix, and the stages that train each. The prompt
+# encoder is the teacher's, frozen (the paper's only frozen part).
+PARTS: dict[str, tuple[str, ...]] = {
+    "backbone": ("sam.image_encoder.patch_embed.", "sam.image_encoder.pos_embed", "sam.image_encoder.blocks."),
+    "neck": ("sam.image_encoder.neck.",),
+    "mask_decoder": ("sam.mask_decoder.",),
+    "prompt_encoder": ("sam.prompt_encoder.",),
+    "clip_head": ("clip_head.",),
+}
+FROZEN = frozenset({"prompt_encoder"})
+STAGE_TRAINS: dict[str, frozenset[str]] = {
+    "probe": frozenset({"clip_head"}),
+    "distill": frozenset(PARTS) - FROZEN,
+}
+
+
+def part_of(name: str) -> str:
+    for part, prefixes in PARTS.items():
+        if name.startswith(prefixes):
+            return part
+    raise ValueError(f"parameter {name} belongs to no part of the merged SAM-CLIP")
+
+
+def make_trainable(student: MergedSamClip) -> None:
+    """The student is a deep copy of a frozen teacher: set every part's `requires_grad`
+    explicitly (all but the frozen prompt encoder)."""
+    for name, p in student.named_parameters():
+        p.requires_grad_(part_of(name) not in FROZEN)
+
+
+def stage_parameters(student: MergedSamClip, stage: str) -> list[torch.nn.Parameter]:
+    return [p for n, p in student.named_parameters() if part_of(n) in STAGE_TRAINS[stage]]
+
+
+def snapshot(student: MergedSamClip) -> dict[str, torch.Tensor]:
+    return {n: p.detach().float().clone() for n, p in student.named_parameters()}
+
+
+def parts_record(
+    student: MergedSamClip, initial: dict[str, torch.Tensor], run_start: dict[str, torch.Tensor]
+) -> dict[str, dict[str, Any]]:
+    """Per part: parameters, trainable parameters, relative drift from the teacher-initialised
+    student (||now - init|| / ||init||) and the largest change in this run."""
+    out: dict[str, dict[str, Any]] = {}
+    sums: dict[str, list[float]] = {part: [0.0, 0.0, 0.0] for part in PARTS}
+    for part in PARTS:
+        out[part] = {"parameters": 0, "trainable": 0}
+    for name, p in student.named_parameters():
+        part = part_of(name)
+        now = p.detach().float()
+        out[part]["parameters"] += p.numel()
+        out[part]["trainable"] += p.numel() if p.requires_grad else 0
+        sums[part][0] += float((now - initial[name]).pow(2).sum())
+        sums[part][1] += float(initial[name].pow(2).sum())
+        sums[part][2] = max(sums[part][2], float((now - run_start[name]).abs().max()))
+    for part, (diff, norm, moved) in sums.items():
+        out[part]["drift_from_teacher"] = round((diff / max(norm, 1e-12)) ** 0.5, 6)
+        out[part]["max_change_this_run"] = moved
+    return out
+
+
+def untrained_parts(record: dict[str, dict[str, Any]], meant: frozenset[str]) -> list[str]:
+    """What is wrong with a run's training record: a part meant to train that has no trainable
+    parameter or did not move, a frozen part that is trainable or moved."""
+    problems = []
+    for part, row in record.items():
+        if part in meant and (row["trainable"] != row["parameters"] or row["max_change_this_run"] == 0.0):
+            problems.append(
+                f"{part} was meant to train but {row['trainable']} of {row['parameters']} parameters "
+                f"were trainable and the largest change was {row['max_change_this_run']:.3g}"
+            )
+        if part in FROZEN and (row["trainable"] or row["max_change_this_run"]):
+            problems.append(f"{part} is meant to stay frozen but changed by {row['max_change_this_run']:.3g}")
+    return problems
 
 
 @dataclass
 class ClipSample:
-    """One student image and the regions of it that are matched to a teacher image each
-    (region None: the whole image)."""
+    """One student image and the regions of it matched to a teacher image each (region None:
+    the whole image). The first `dense` regions are disjoint, and each patch token they cover
+    (by at least half) is matched to its region's teacher image too."""
 
     image: np.ndarray
     regions: list[tuple[np.ndarray | None, np.ndarray]] = field(default_factory=list)
+    dense: int = 0
 
 
 @dataclass
@@ -95,74 +189,80 @@ class SamSample:
     boxes: np.ndarray  # M x 4 (x1, y1, x2, y2), one prompt each
 
 
+def scene_sam_sample(rng: random.Random, scene: Scene) -> SamSample | None:
+    objects = [o for o in scene.objects if o.mask.sum() >= 30]
+    if not objects:
+        return None
+    points, boxes = [], []
+    for obj in objects:
+        ys, xs = np.nonzero(obj.mask)
+        k = rng.randrange(len(xs))
+        points.append((float(xs[k]) + 0.5, float(ys[k]) + 0.5))
+        boxes.append([v + rng.uniform(-3, 3) for v in box_of(obj.mask)])
+    return SamSample(scene.image, np.array(points), np.array(boxes))
+
+
 class ShapesData:
-    """Crops and scenes of the shapes world, from training seeds of its own. Each scene is
-    used whole: its objects' crops (half of them cut with proposal-like masks, as the shapes
-    CLIP learnt them) and a background patch are CLIP images; the first `scenes` scenes of a
-    CLIP batch are also region samples, and the SAM batch prompts the objects of the latest
-    CLIP batch's scenes (scene generation is a good part of a step's time on CPU)."""
+    """Crops, regions and prompted scenes of the shapes world. The scenes of step k are fixed
+    by k (training seeds from `seed_offset`), so a resumed run sees what it would have seen."""
 
-    def __init__(self, rng: random.Random, seed_offset: int) -> None:
-        self.rng = rng
-        self.next_seed = seed_offset
-        self.recent: list[Any] = []
+    def __init__(self, seed: int, seed_offset: int, scenes_per_step: int, crop_fraction: float) -> None:
+        self.seed = seed
+        self.seed_offset = seed_offset
+        self.scenes_per_step = scenes_per_step
+        self.crop_fraction = crop_fraction
+        self.recent: list[Scene] = []
+        self.rng = random.Random(seed)
 
-    def _scene(self) -> Any:
-        scene = generate_scene(TRAIN_SEEDS[self.next_seed])
-        self.next_seed += 1
-        return scene
+    def start_step(self, step: int) -> None:
+        first = self.seed_offset + step * self.scenes_per_step
+        self.rng = random.Random(self.seed * 1_000_003 + step)
+        self.recent = [generate_scene(TRAIN_SEEDS[first + i]) for i in range(self.scenes_per_step)]
 
-    def clip_batch(self, crops: int, scenes: int) -> list[ClipSample]:
+    def clip_batch(self) -> list[ClipSample]:
         out: list[ClipSample] = []
-        self.recent = []
-        while len(out) < crops or len(self.recent) < scenes:
-            scene = self._scene()
-            self.recent.append(scene)
+        for scene in self.recent:
             union = np.zeros(scene.image.shape[:2], bool)
             for obj in scene.objects:
                 union |= obj.mask
-            regions = ClipSample(scene.image)
+            regions: list[tuple[np.ndarray | None, np.ndarray]] = []
+            proposals: list[tuple[np.ndarray | None, np.ndarray]] = []
             for obj in scene.objects:
-                if obj.mask.sum() >= MIN_OBJECT_PIXELS:
-                    mask = degrade(self.rng, obj.mask) if self.rng.random() < 0.5 else obj.mask
-                    crop = mask_crop(scene.image, mask)
+                if obj.mask.sum() < MIN_OBJECT_PIXELS:
+                    continue
+                clean = mask_crop(scene.image, obj.mask)
+                cut = degrade(self.rng, obj.mask)
+                if self.rng.random() < self.crop_fraction:
+                    crop = mask_crop(scene.image, cut) if self.rng.random() < 0.5 else clean
                     out.append(ClipSample(crop, [(None, crop)]))
-                    regions.regions.append((obj.mask, mask_crop(scene.image, obj.mask)))
+                regions.append((obj.mask, clean))
+                proposals.append((cut, clean))  # a proposal-like mask names the object as its clean crop does
             patch = background_patch(self.rng, scene.image, union)
             if patch is not None:
-                out.append(ClipSample(patch, [(None, patch)]))
+                if self.rng.random() < self.crop_fraction:
+                    out.append(ClipSample(patch, [(None, patch)]))
                 if (~union).sum() >= MIN_OBJECT_PIXELS:
-                    regions.regions.append((~union, patch))
-            if len(self.recent) <= scenes and regions.regions:
-                out.append(regions)
+                    regions.append((~union, patch))
+            if regions:
+                out.append(ClipSample(scene.image, regions + proposals, dense=len(regions)))
         return out
 
     def sam_batch(self, count: int, teacher: ComposedSamOpenClip) -> list[SamSample]:
-        scenes = self.recent[:count] + [self._scene() for _ in range(count - len(self.recent))]
-        out = []
-        for scene in scenes:
-            objects = [o for o in scene.objects if o.mask.sum() >= 30]
-            if not objects:
-                continue
-            points, boxes = [], []
-            for obj in objects:
-                ys, xs = np.nonzero(obj.mask)
-                k = self.rng.randrange(len(xs))
-                points.append((float(xs[k]) + 0.5, float(ys[k]) + 0.5))
-                boxes.append([v + self.rng.uniform(-3, 3) for v in box_of(obj.mask)])
-            out.append(SamSample(scene.image, np.array(points), np.array(boxes)))
-        return out
+        samples = [scene_sam_sample(self.rng, scene) for scene in self.recent[:count]]
+        return [s for s in samples if s is not None]
 
 
 class FolderData:
     """Image folders: whole images for CLIP; for SAM, prompts from the SAM teacher's own
     automatic masks (a point inside and the box of each)."""
 
-    def __init__(self, rng: random.Random, clip_images: Path, sam_images: Path, params: AutomaticParams) -> None:
-        self.rng = rng
+    def __init__(self, seed: int, clip_images: Path, sam_images: Path, params: AutomaticParams, batch: int) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
         self.clip_files = self._files(clip_images)
         self.sam_files = self._files(sam_images)
         self.params = params
+        self.batch = batch
 
     @staticmethod
     def _files(folder: Path) -> list[Path]:
@@ -171,14 +271,17 @@ class FolderData:
             raise SystemExit(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
         return files
 
+    def start_step(self, step: int) -> None:
+        self.rng = random.Random(self.seed * 1_000_003 + step)
+
     def _load(self, files: list[Path]) -> np.ndarray:
         from PIL import Image
 
         with Image.open(self.rng.choice(files)) as img:
             return np.asarray(img.convert("RGB"))
 
-    def clip_batch(self, crops: int, scenes: int) -> list[ClipSample]:
-        images = [self._load(self.clip_files) for _ in range(crops + scenes)]
+    def clip_batch(self) -> list[ClipSample]:
+        images = [self._load(self.clip_files) for _ in range(self.batch)]
         return [ClipSample(image, [(None, image)]) for image in images]
 
     def sam_batch(self, count: int, teacher: ComposedSamOpenClip) -> list[SamSample]:
@@ -200,6 +303,16 @@ class FolderData:
         return out
 
 
+def caption_bank(teacher: ComposedSamOpenClip, settings: SamClipSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit text embeddings the label distributions are taken over: the served classifier (the
+    class names under the service's templates, then its background prompts) and one caption
+    per size, colour and shape."""
+    served = teacher.embed_texts([*CLASSES, *settings.background_prompts], settings.prompt_templates)
+    captions = [f"a {size} {colour} {shape}" for size in SIZES for colour in COLOURS for shape in CLASSES]
+    described = teacher.embed_texts(captions, ("{}",))
+    return torch.as_tensor(served), torch.as_tensor(described)
+
+
 class Distiller:
     """The student, its teachers, and the two losses."""
 
@@ -208,20 +321,24 @@ class Distiller:
         teacher: ComposedSamOpenClip,
         student: MergedSamClip,
         device: torch.device,
+        banks: Sequence[torch.Tensor],
         *,
-        dense_weight: float = 0.0,
-        contrastive_weight: float = 0.0,
+        distribution_weight: float,
+        distribution_scale: float,
+        caption_weight: float,
+        dense_weight: float,
     ) -> None:
         self.teacher = teacher
-        self.dense_weight = dense_weight
-        self.contrastive_weight = contrastive_weight
         self.student = student.to(device)
         self.device = device
+        self.banks = [b.to(device) for b in banks]
+        self.distribution_weight = distribution_weight
+        self.distribution_scale = distribution_scale
+        self.bank_weights = (1.0, caption_weight)
+        self.dense_weight = dense_weight
         self.resize = teacher._resize
         self.patch = int(student.sam.image_encoder.patch_embed.proj.stride[0])
         self.side = student.img_size // self.patch
-        for p in self.student.sam.prompt_encoder.parameters():
-            p.requires_grad_(False)
 
     def _prepare(self, images: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         batch, sizes = [], []
@@ -238,42 +355,52 @@ class Distiller:
         batch = torch.stack([self.teacher.preprocess(i) for i in images]).to(self.device)
         return self.teacher.clip.encode_image(batch, normalize=True)
 
+    def match(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """Per row: 1 - cosine, plus the weighted KL divergence of the student's label
+        distributions from the teacher's over each bank (N unit vectors each side)."""
+        loss = 1 - (student * teacher).sum(-1)
+        if self.distribution_weight:
+            for bank, weight in zip(self.banks, self.bank_weights, strict=True):
+                if not weight:
+                    continue
+                t = F.log_softmax(self.distribution_scale * teacher @ bank.T, dim=-1)
+                s = F.log_softmax(self.distribution_scale * student @ bank.T, dim=-1)
+                loss = loss + self.distribution_weight * weight * (t.exp() * (t - s)).sum(-1)
+        return loss
+
+    def regions(self, sample: ClipSample, size: tuple[int, int]) -> torch.Tensor:
+        """R x side x side patch coverage of the sample's regions (None: the image, not padding)."""
+        whole = np.ones(sample.image.shape[:2], bool)
+        masks = [whole if region is None else region for region, _ in sample.regions]
+        return region_weights(torch.as_tensor(np.stack(masks)), size, self.student.img_size, self.side).to(self.device)
+
     def clip_loss(self, samples: Sequence[ClipSample], train_backbone: bool) -> torch.Tensor:
         x, sizes = self._prepare([s.image for s in samples])
         with torch.set_grad_enabled(train_backbone):
             tokens = self.student.backbone(x)
         head = self.student.clip_head.tokens(tokens)
-        pooled: list[torch.Tensor] = []
-        targets: list[np.ndarray] = []
-        dense_terms: list[tuple[int, torch.Tensor]] = []
+        teacher = self.teacher_embeddings([t for s in samples for _, t in s.regions])
+        pooled, dense_losses = [], []
+        first = 0
         for k, (sample, size) in enumerate(zip(samples, sizes, strict=True)):
-            whole = np.ones(sample.image.shape[:2], bool)
-            masks = [whole if region is None else region for region, _ in sample.regions]
-            weights = region_weights(torch.as_tensor(np.stack(masks)), size, self.student.img_size, self.side)
-            weights = weights.to(self.device)
+            weights = self.regions(sample, size)
             pooled.append(self.student.pooled(head[k : k + 1], weights))
-            targets.extend(teacher_image for _, teacher_image in sample.regions)
-            if self.dense_weight and sample.regions[0][0] is not None:
-                dense_terms.append((k, weights))
-        teacher = self.teacher_embeddings(targets)
+            if self.dense_weight and sample.dense:
+                cover = weights[: sample.dense].flatten(1)  # R x hw
+                owner = cover.argmax(0)
+                inside = cover.amax(0) >= 0.5
+                patches = F.normalize(self.student.dense(head[k]), dim=-1).flatten(0, 1)[inside]
+                targets = teacher[first : first + sample.dense][owner[inside]]
+                if len(patches):
+                    dense_losses.append(self.match(patches, targets).mean())
+            first += len(sample.regions)
         student = F.normalize(torch.cat(pooled), dim=-1)
-        loss = (1 - (student * teacher).sum(-1)).mean()
-        if self.contrastive_weight:  # each student embedding nearer its own teacher's than the batch's others
-            logits = student @ teacher.T / CONTRASTIVE_TEMPERATURE
-            loss = loss + self.contrastive_weight * F.cross_entropy(logits, torch.arange(len(student)))
-        if dense_terms:  # every patch mostly inside a region, matched to that region's teacher embedding
-            dense_loss = torch.zeros((), device=self.device)
-            offsets = np.cumsum([0] + [len(s.regions) for s in samples])
-            for k, weights in dense_terms:
-                first = int(offsets[k])
-                patches = F.normalize(self.student.dense(head[k]), dim=-1).flatten(0, 1)  # hw x D
-                inside = (weights.flatten(1) >= 0.5).float()  # R x hw
-                cos = teacher[first : first + len(weights)] @ patches.T  # R x hw
-                dense_loss = dense_loss + ((1 - cos) * inside).sum() / inside.sum().clamp(min=1)
-            loss = loss + self.dense_weight * dense_loss / len(dense_terms)
+        loss = self.match(student, teacher).mean()
+        if dense_losses:
+            loss = loss + self.dense_weight * torch.stack(dense_losses).mean()
         return loss
 
-    def _decode(self, sam: Any, features: torch.Tensor, sample: SamSample, size: tuple[int, int]) -> list[Any]:
+    def _decode(self, sam: Any, features: torch.Tensor, sample: SamSample) -> list[Any]:
         """(low-res logits N x 4 x h x w, IoU N x 4) for the sample's point prompts, then its box prompts."""
         original = sample.image.shape[:2]
         coords = torch.as_tensor(self.resize.apply_coords(sample.points, original), dtype=torch.float32)
@@ -295,15 +422,15 @@ class Distiller:
         return out
 
     def sam_loss(self, samples: Sequence[SamSample]) -> torch.Tensor:
-        x, sizes = self._prepare([s.image for s in samples])
+        x, _ = self._prepare([s.image for s in samples])
         features = self.student.sam_features(self.student.backbone(x))
         with torch.no_grad():
             teacher_features = self.teacher.sam.image_encoder(x)
         total = torch.zeros((), device=self.device)
-        for k, (sample, size) in enumerate(zip(samples, sizes, strict=True)):
+        for k, sample in enumerate(samples):
             with torch.no_grad():
-                taught = self._decode(self.teacher.sam, teacher_features[k : k + 1], sample, size)
-            learnt = self._decode(self.student.sam, features[k : k + 1], sample, size)
+                taught = self._decode(self.teacher.sam, teacher_features[k : k + 1], sample)
+            learnt = self._decode(self.student.sam, features[k : k + 1], sample)
             for (logits, iou), (t_logits, t_iou) in zip(learnt, taught, strict=True):
                 target = (t_logits > 0).float()
                 focal = sigmoid_focal_loss(logits, target, reduction="none").mean((2, 3))
@@ -311,6 +438,73 @@ class Distiller:
                 dice = 1 - (2 * (p * target).sum((2, 3)) + 1) / (p.sum((2, 3)) + target.sum((2, 3)) + 1)
                 total = total + (FOCAL_TO_DICE * focal + dice).mean() + F.mse_loss(iou, t_iou)
         return total / max(len(samples), 1)
+
+
+class HeldOutCheck:
+    """A quick held-out check of the student as it trains, on scenes apart from the final
+    evaluation's: zero-shot top-1 on object crops (the classify path) and on the objects'
+    masks pooled in their scene (the labelling path), the patches' mean IoU over the classes and
+    background against the scene's class map (the semantic path), and the SAM loss on held-out prompts."""
+
+    def __init__(self, distiller: Distiller, scenes: int) -> None:
+        self.d = distiller
+        self.scenes = [generate_scene(EVAL_SEEDS[CHECK_SEED_OFFSET + i]) for i in range(scenes)]
+        rng = random.Random(0)
+        self.sam_samples = [s for s in (scene_sam_sample(rng, scene) for scene in self.scenes) if s is not None]
+        self.served = distiller.banks[0]  # classes, then background prompts
+
+    @torch.no_grad()
+    def __call__(self) -> dict[str, float]:
+        d, n = self.d, len(CLASSES)
+        student = d.student
+        was_training = student.training
+        student.eval()
+        crop_hits = region_hits = objects = 0
+        inter, union = np.zeros(n + 1), np.zeros(n + 1)
+        sam_loss = 0.0
+        for scene in self.scenes:
+            objs = [o for o in scene.objects if o.mask.sum() >= MIN_OBJECT_PIXELS]
+            if not objs:
+                continue
+            truth = [CLASSES.index(o.category) for o in objs]
+            crops = [ClipSample(mask_crop(scene.image, o.mask), [(None, scene.image)]) for o in objs]
+            whole = ClipSample(scene.image, [(o.mask, scene.image) for o in objs])
+            x, sizes = d._prepare([c.image for c in crops] + [scene.image])
+            head = student.clip_head.tokens(student.backbone(x))
+            for k, crop in enumerate(crops):
+                v = F.normalize(student.pooled(head[k : k + 1], d.regions(crop, sizes[k])), dim=-1)
+                crop_hits += int((v @ self.served[:n].T).argmax()) == truth[k]
+            v = F.normalize(student.pooled(head[-1:], d.regions(whole, sizes[-1])), dim=-1)
+            region_hits += sum(int(i) == t for i, t in zip((v @ self.served[:n].T).argmax(1), truth, strict=True))
+            objects += len(objs)
+            cls = np.zeros(scene.image.shape[:2], bool)
+            label_masks = [~np.any([o.mask for o in scene.objects], axis=0)] + [
+                np.any([o.mask for o in scene.objects if o.category == c] or [cls], axis=0) for c in CLASSES
+            ]
+            cover = d.regions(ClipSample(scene.image, [(m, scene.image) for m in label_masks]), sizes[-1])
+            rows, cols = -(-sizes[-1][0] // d.patch), -(-sizes[-1][1] // d.patch)
+            truth_grid = cover[:, :rows, :cols].argmax(0)
+            probs = F.softmax(
+                d.teacher.logit_scale * F.normalize(student.dense(head[-1, :rows, :cols]), dim=-1) @ self.served.T, -1
+            )
+            pred = torch.cat([probs[..., n:].sum(-1, keepdim=True), probs[..., :n]], -1).argmax(-1)
+            for c in range(n + 1):
+                inter[c] += int(((pred == c) & (truth_grid == c)).sum())
+                union[c] += int(((pred == c) | (truth_grid == c)).sum())
+        for sample in self.sam_samples:
+            sam_loss += float(d.sam_loss([sample]))
+        student.train(was_training)
+        figures = {
+            "crop_top1": crop_hits / max(objects, 1),
+            "region_top1": region_hits / max(objects, 1),
+            "patch_miou": float((inter[union > 0] / union[union > 0]).mean()),
+            "sam_loss": sam_loss / max(len(self.sam_samples), 1),
+        }
+        return {k: round(v, 4) for k, v in figures.items()}
+
+
+def check_score(figures: dict[str, float]) -> float:
+    return figures["crop_top1"] + figures["region_top1"] + figures["patch_miou"]
 
 
 def cosine_lr(step: int, total: int, warmup: int) -> float:
@@ -356,7 +550,25 @@ def evaluate(student: MergedSamClip, teacher: ComposedSamOpenClip, settings: Sam
     return figures
 
 
-def main() -> None:
+def stages(probe_steps: int, steps: int) -> Iterator[tuple[str, int, int]]:
+    for step in range(probe_steps):
+        yield "probe", step, probe_steps
+    for step in range(steps):
+        yield "distill", step, steps
+
+
+def optimizer_for(student: MergedSamClip, stage: str, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """A fresh AdamW per stage, as the paper's two stages: the CLIP head at the learning rate,
+    the rest (distillation only) at backbone_lr_scale times it."""
+    head = [p for n, p in student.named_parameters() if part_of(n) == "clip_head"]
+    groups: list[dict[str, Any]] = [{"params": head, "lr": args.lr, "scale": 1.0}]
+    if stage == "distill":
+        rest = [p for n, p in student.named_parameters() if part_of(n) in STAGE_TRAINS["distill"] - {"clip_head"}]
+        groups.append({"params": rest, "lr": args.lr * args.backbone_lr_scale, "scale": args.backbone_lr_scale})
+    return torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.05)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sam-variant", default="shapes")
     parser.add_argument("--sam-weights", default="shapes")
@@ -366,39 +578,49 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--clip-images", type=Path, help="a folder of images for the CLIP loss (default: shapes)")
     parser.add_argument("--sam-images", type=Path, help="a folder of images for the SAM loss (default: shapes)")
-    parser.add_argument("--probe-steps", type=int, default=None, help="head-probing steps (default 400; 0 with --init)")
-    parser.add_argument("--steps", type=int, default=1600, help="multi-task distillation steps")
-    parser.add_argument("--clip-batch", type=int, default=24, help="whole images (crops) per CLIP batch")
-    parser.add_argument("--clip-scenes", type=int, default=4, help="shapes scenes per CLIP batch (regions)")
-    parser.add_argument("--sam-batch", type=int, default=4, help="images per SAM batch")
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--backbone-lr-scale", type=float, default=0.1)
+    parser.add_argument("--probe-steps", type=int, default=200, help="head-probing steps")
+    parser.add_argument("--steps", type=int, default=3000, help="multi-task distillation steps")
+    parser.add_argument("--scenes-per-step", type=int, default=6, help="shapes scenes per step (crops, regions)")
+    parser.add_argument(
+        "--crop-fraction", type=float, default=0.3, help="share of objects also given as whole-image crops"
+    )
+    parser.add_argument("--clip-batch", type=int, default=24, help="whole images per CLIP batch (image folders)")
+    parser.add_argument("--sam-batch", type=int, default=3, help="images per SAM batch")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--backbone-lr-scale", type=float, default=0.3)
     parser.add_argument("--lambda-sam", type=float, default=LAMBDA_SAM)
+    parser.add_argument("--dense-weight", type=float, default=1.0, help="per-patch term (shapes scenes); 0: none")
     parser.add_argument(
-        "--dense-weight",
-        type=float,
-        default=1.0,
-        help="per-patch term of the region loss (shapes scenes); 0: the paper's loss only",
+        "--distribution-weight", type=float, default=1.0, help="label-distribution KL term; 0: the cosine alone"
     )
+    parser.add_argument("--distribution-scale", type=float, default=50.0, help="logit scale of those distributions")
     parser.add_argument(
-        "--contrastive-weight",
-        type=float,
-        default=0.0,
-        help="batch-contrastive term of the CLIP loss (InfoNCE against the teacher's embeddings)",
+        "--caption-weight", type=float, default=0.0, help="weight of the size-colour-shape caption bank's KL term"
     )
-    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seed-offset", type=int, default=900_000, help="first training scene seed")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--eval-scenes", type=int, default=100)
-    parser.add_argument("--init", type=Path, help="continue from this student (a state dict)")
-    parser.add_argument("--save-every", type=int, default=200, help="steps between checkpoints")
+    parser.add_argument("--eval-scenes", type=int, default=100, help="held-out scenes of the final evaluation")
+    parser.add_argument("--check-scenes", type=int, default=40, help="held-out scenes of the progress check")
+    parser.add_argument("--eval-every", type=int, default=200, help="steps between progress checks; 0: none")
+    parser.add_argument("--init", type=Path, help="start from this student (a state dict)")
+    parser.add_argument("--resume", type=Path, help="continue the run that wrote this checkpoint (last.pt)")
+    parser.add_argument("--save-every", type=int, default=100, help="steps between resumable checkpoints")
+    parser.add_argument("--stop-after", type=int, help="steps this process runs before it saves last.pt and stops")
+    parser.add_argument("--budget-minutes", type=float, help="minutes this process trains before it does the same")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if (args.clip_images is None) != (args.sam_images is None):
         parser.error("give both --clip-images and --sam-images, or neither (the shapes world)")
+    if args.init is not None and args.resume is not None:
+        parser.error("--resume continues a run (its own weights); --init starts a new one: give one")
     torch.manual_seed(args.seed)
-    rng = random.Random(args.seed)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
@@ -406,6 +628,7 @@ def main() -> None:
         backend="composed",
         device=args.device,
         engine="torch",  # the teacher trains nothing but is read module by module; no ONNX export
+        sam_attention="eager",  # segment_anything's own blocks: the student copies them and trains them
         metrics_port=None,
         cache_dir=args.cache_dir,
         sam_variant=args.sam_variant,
@@ -417,52 +640,101 @@ def main() -> None:
     teacher.sam.requires_grad_(False)
     teacher.clip.requires_grad_(False)
     student = build_merged(teacher.sam, clip_embed_dim(teacher.clip, teacher.tokenizer))
+    make_trainable(student)  # the copy of the frozen teacher is frozen too until told otherwise
+    initial = snapshot(student)  # the teacher-initialised student: what drift is measured from
     init_card = None
     if args.init is not None:
         state, init_card = load_stage(args.init)
-        student.load_state_dict(state)
-        args.probe_steps = args.probe_steps or 0  # a continued run probes only when told to
-    if args.probe_steps is None:
-        args.probe_steps = 400
-    student.train()
+        student.load_state_dict({k: v.float() for k, v in state.items()})
+    checkpoints = args.out / "checkpoints"
+    resumed: dict[str, Any] | None = None
+    if args.resume is not None:
+        resumed = torch.load(args.resume, map_location="cpu", weights_only=True)
+        student.load_state_dict(resumed["model"])
+        init_card = resumed.get("init_card")
+        args.out = Path(resumed.get("out", args.out))
+        checkpoints = args.resume.parent
+    run_start = snapshot(student) if resumed is None else {k: v.float() for k, v in resumed["run_start"].items()}
+    student.to(device).train()
     distiller = Distiller(
-        teacher, student, device, dense_weight=args.dense_weight, contrastive_weight=args.contrastive_weight
+        teacher,
+        student,
+        device,
+        caption_bank(teacher, settings),
+        distribution_weight=args.distribution_weight,
+        distribution_scale=args.distribution_scale,
+        caption_weight=args.caption_weight,
+        dense_weight=args.dense_weight,
     )
     data: ShapesData | FolderData = (
-        ShapesData(rng, args.seed_offset)
+        ShapesData(args.seed, args.seed_offset, args.scenes_per_step, args.crop_fraction)
         if args.clip_images is None
-        else FolderData(rng, args.clip_images, args.sam_images, SamClipModel(settings).proposal_params())
+        else FolderData(
+            args.seed, args.clip_images, args.sam_images, SamClipModel(settings).proposal_params(), args.clip_batch
+        )
     )
+    check = HeldOutCheck(distiller, args.check_scenes) if args.clip_images is None and args.eval_every else None
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "samclip_shapes.pth"
-    start = time.time()
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    history: list[dict[str, Any]] = list(resumed["history"]) if resumed else []
+    best_score = float(resumed["best_score"]) if resumed else -1.0
+    elapsed = float(resumed["train_seconds"]) if resumed else 0.0
+    done = int(resumed["done"]) if resumed else 0  # steps of both stages done before this process
+    start = time.time() - elapsed
 
-    def stages() -> Iterator[tuple[str, int, int]]:
-        for step in range(args.probe_steps):
-            yield "probe", step, args.probe_steps
-        for step in range(args.steps):
-            yield "distill", step, args.steps
+    def record(stage: str, step: int, total: int, global_step: int) -> None:
+        nonlocal best_score
+        if check is None:
+            return
+        figures = {"stage": stage, "step": step + 1, "of": total, **check(), "seconds": round(time.time() - start)}
+        history.append(figures)
+        bar.write(json.dumps(figures))
+        score = check_score(figures)
+        if score > best_score:
+            best_score = score
+            torch.save(student.state_dict(), checkpoints / "best.pth")
+            (checkpoints / "best.json").write_text(json.dumps(figures, indent=2) + "\n")
 
-    head = list(student.clip_head.parameters())
-    rest = [
-        p
-        for n, p in student.named_parameters()
-        if not n.startswith("clip_head.") and not n.startswith("sam.prompt_encoder.")
-    ]
+    last = checkpoints / "last.pt"
+
+    def save_last(stage: str, done: int, optimizer: torch.optim.Optimizer) -> None:
+        """What --resume continues from: the student, the optimizer, where the run is."""
+        progress = {"stage": stage, "done": done, "history": history, "best_score": best_score}
+        run = {"train_seconds": time.time() - start, "run_start": run_start, "init_card": init_card}
+        torch.save(
+            {
+                "model": student.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                **progress,
+                **run,
+                "out": str(args.out),
+            },
+            last,
+        )
+
+    total_steps = args.probe_steps + args.steps
+    began, ran = time.time(), 0  # this process's start and steps
+    bar = tqdm(total=total_steps, initial=done, desc="merge", unit="step", dynamic_ncols=True, mininterval=5)
     optimizer: torch.optim.Optimizer | None = None
     stage_now = ""
-    for stage, step, total in stages():
-        if stage != stage_now:  # a fresh optimizer per stage, as the paper's two stages
+    global_step = -1
+    for stage, step, total in stages(args.probe_steps, args.steps):
+        global_step += 1
+        if stage != stage_now:
             stage_now = stage
-            groups = [{"params": head, "lr": args.lr, "scale": 1.0}]
-            if stage == "distill":
-                groups.append({"params": rest, "lr": args.lr * args.backbone_lr_scale, "scale": args.backbone_lr_scale})
-            optimizer = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.05)
+            optimizer = optimizer_for(student, stage, args)
+        if global_step < done:
+            continue
         assert optimizer is not None
+        if resumed is not None and global_step == done:  # the optimizer of the stage the run stopped in
+            if resumed["stage"] == stage:
+                optimizer.load_state_dict(resumed["optimizer"])
+            resumed = None
         factor = cosine_lr(step, total, args.warmup)
         for group in optimizer.param_groups:
             group["lr"] = args.lr * group["scale"] * factor
-        clip = distiller.clip_loss(data.clip_batch(args.clip_batch, args.clip_scenes), stage == "distill")
+        data.start_step(global_step)
+        clip = distiller.clip_loss(data.clip_batch(), stage == "distill")
         loss = clip
         sam = torch.zeros(())
         if stage == "distill":
@@ -472,18 +744,33 @@ def main() -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
         optimizer.step()
-        if step % 50 == 0 or step == total - 1:
-            print(
-                f"{stage} {step:5d}/{total} clip {clip.item():.4f} sam {sam.item():.4f} {time.time() - start:.0f}s",
-                flush=True,
-            )
-        if args.save_every and step and step % args.save_every == 0:  # a run stopped here goes on with --init
-            checkpoint = args.out / "samclip_checkpoint.pth"
-            torch.save(student.state_dict(), checkpoint)
-            progress = {"stage": stage, "step": step, "of": total, "train_seconds": round(time.time() - start)}
-            write_card(checkpoint, **card_fields(args, teacher), continued_from=init_card, progress=progress)
+        bar.update(1)
+        bar.set_postfix_str(f"{stage} clip {clip.item():.4f} sam {sam.item():.4f}", refresh=False)
+        if args.eval_every and ((global_step + 1) % args.eval_every == 0 or global_step + 1 == total_steps):
+            record(stage, step, total, global_step)
+        ran += 1
+        out_of_time = args.budget_minutes is not None and time.time() - began > 60 * args.budget_minutes
+        stop = global_step + 1 < total_steps and (ran == args.stop_after or out_of_time)
+        if stop or (args.save_every and (global_step + 1) % args.save_every == 0):
+            save_last(stage, global_step + 1, optimizer)
+        if stop:
+            bar.close()
+            print(f"stopped after {global_step + 1} of {total_steps} steps; continue with --resume {last}", flush=True)
+            return
+    bar.close()
     train_seconds = time.time() - start
+    meant = frozenset().union(
+        *(STAGE_TRAINS[s] for s, n in (("probe", args.probe_steps), ("distill", args.steps)) if n)
+    )
+    parts = parts_record(student, initial, run_start)
+    problems = untrained_parts(parts, meant)
+    if problems:
+        raise SystemExit("refusing to write weights: " + "; ".join(problems))
+    if (checkpoints / "best.pth").exists() and check is not None:
+        student.load_state_dict(torch.load(checkpoints / "best.pth", map_location="cpu", weights_only=True))
+        parts = parts_record(student, initial, run_start)  # what ships: the best checkpoint
     student.eval()
+    path = args.out / "samclip_shapes.pth"
     state = {k: v.half() for k, v in student.state_dict().items()}
     torch.save(state, path)
     student.load_state_dict(state)  # measure what ships: the fp16 weights
@@ -493,12 +780,14 @@ def main() -> None:
         path,
         **card_fields(args, teacher),
         continued_from=init_card,
+        parts=parts,
+        check_history=history,
         metrics={**figures, "eval_scenes": args.eval_scenes, "train_seconds": round(train_seconds)},
     )
 
 
 def card_fields(args: argparse.Namespace, teacher: ComposedSamOpenClip) -> dict[str, Any]:
-    """What a card (or a checkpoint's) says about the run: model, teachers, data, hyper-parameters."""
+    """What a card says about the run: model, teachers, data, hyper-parameters."""
     sam_part, clip_part = teacher.describe().components
     return {
         "model": (
@@ -510,7 +799,8 @@ def card_fields(args: argparse.Namespace, teacher: ComposedSamOpenClip) -> dict[
             part: sha256_of(p) for part in ("sam", "clip") if (p := _teacher_file(args, part)) is not None
         },
         "data": (
-            "shapes world: object crops, scene regions and prompted scenes from generated training scenes"
+            "shapes world: object crops, scene regions (masks and proposal-like copies), patches and "
+            "prompted scenes from generated training scenes"
             if args.clip_images is None
             else f"images under {args.clip_images.name} and {args.sam_images.name}"
         ),
