@@ -1,8 +1,9 @@
 """The gateway image carries no torch and no weights, checked without a Docker engine.
 
-There is no Docker daemon here, so the build is replayed from its inputs: the build context
+The build is replayed from its inputs, without a Docker engine: the build context
 is what `deploy/docker/gateway.Dockerfile.dockerignore` lets through (BuildKit reads it instead
-of the root `.dockerignore` for that Dockerfile), the build stage's COPY lines are applied to
+of the root `.dockerignore` for that Dockerfile; the legacy builder reads the root one, which both
+images share and which lets through only what their COPY lines take), the build stage's COPY lines are applied to
 it, the wheel `pip install ".[gateway]"` would build is built from that copy (offline, no
 dependencies), and a fresh venv holding that wheel plus only the distributions the `gateway`
 extra requires (resolved from the installed metadata, as pip would) runs the gateway: a
@@ -33,6 +34,7 @@ from tests.processes import ServiceProcess, tiny_service
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "deploy" / "docker" / "gateway.Dockerfile"
+MODELS_DOCKERFILE = ROOT / "deploy" / "docker" / "models.Dockerfile"
 IGNORE_FILE = DOCKERFILE.with_name(DOCKERFILE.name + ".dockerignore")
 WORKDIR = "/src"
 # What the gateway must neither ship nor import: the model frameworks, the model services, the shapes
@@ -140,10 +142,10 @@ def context_files(root: Path, ignore: DockerIgnore) -> dict[str, int]:
     return files
 
 
-def context_copies() -> list[tuple[int, list[str], str]]:
+def context_copies(dockerfile: Path = DOCKERFILE) -> list[tuple[int, list[str], str]]:
     """(stage, sources, destination) of each COPY/ADD from the build context (not --from a stage)."""
     copies = []
-    for stage, keyword, args in instructions(DOCKERFILE):
+    for stage, keyword, args in instructions(dockerfile):
         if keyword not in ("COPY", "ADD"):
             continue
         words = shlex.split(args)
@@ -320,6 +322,107 @@ def test_the_ignore_matcher_reads_the_root_dockerignore_as_docker_does() -> None
     assert any(f.startswith("shapes_models/weights/") and f.endswith(".pth") for f in root_context)
     assert not any(f.startswith((".venv/", ".git/", "tests/", "bench/", "deploy/k8s/")) for f in root_context)
     assert not any("__pycache__" in f for f in root_context)
+
+
+def test_the_root_dockerignore_sends_both_images_what_they_copy_and_nothing_else() -> None:
+    """The legacy builder (no BuildKit) reads only the root .dockerignore, for both images: it lets
+    through the sources the two Dockerfiles' COPY lines take, the shapes weights the model images
+    ship, and nothing else (no tests, caches, .venv, lab or documentation)."""
+    root_context = context_files(ROOT, DockerIgnore(ROOT / ".dockerignore"))
+    sources = {
+        os.path.normpath(src)
+        for f in (DOCKERFILE, MODELS_DOCKERFILE)
+        for _, srcs, _ in context_copies(f)
+        for src in srcs
+    }
+    for src in sources:
+        assert src in root_context or any(f.startswith(src + "/") for f in root_context), (
+            f"COPY {src}: not in the context"
+        )
+    extra = sorted(f for f in root_context if not any(f == s or f.startswith(s + "/") for s in sources))
+    assert not extra, f"the root .dockerignore lets through what no image copies: {extra[:10]}"
+    weights = sum(size for f, size in root_context.items() if f.startswith("shapes_models/weights/"))
+    assert sum(root_context.values()) - weights < CONTEXT_LIMIT_BYTES
+
+
+def test_no_dockerfile_needs_a_registry_to_build() -> None:
+    """No `# syntax=` line: BuildKit would pull that frontend image from Docker Hub (a build with no
+    registry fails); the builtin frontend reads these Dockerfiles. The base image is a build arg
+    (the air-gapped path passes a local one) and pip's index settings are build args too."""
+    for dockerfile in (DOCKERFILE, MODELS_DOCKERFILE):
+        text = dockerfile.read_text()
+        assert not re.search(r"^#\s*syntax\s*=", text, re.M | re.I), dockerfile.name
+        steps = instructions(dockerfile)
+        stages: list[str] = []
+        for _stage, keyword, args in steps:
+            if keyword == "FROM":
+                base, _, name = args.partition(" AS ")
+                assert base == "${PYTHON_IMAGE}" or base in stages, (dockerfile.name, args)
+                stages.append(name.strip())
+        for stage in {s for s, k, a in steps if k == "RUN" and "pip install" in a}:
+            declared = {a.split("=")[0] for s, k, a in steps if s == stage and k == "ARG"}
+            assert {"PIP_INDEX_URL", "PIP_FIND_LINKS", "PIP_NO_INDEX"} <= declared, (dockerfile.name, stage)
+
+
+def stage_steps(dockerfile: Path) -> dict[str, list[tuple[str, str]]]:
+    """Stage name -> its (KEYWORD, arguments)."""
+    names: dict[int, str] = {}
+    out: dict[str, list[tuple[str, str]]] = {}
+    for stage, keyword, args in instructions(dockerfile):
+        if keyword == "FROM":
+            names[stage] = args.partition(" AS ")[2].strip() or f"stage{stage}"
+        if stage >= 0:
+            out.setdefault(names[stage], []).append((keyword, args))
+    return out
+
+
+def test_the_model_image_keeps_its_dependencies_in_a_layer_no_source_change_touches() -> None:
+    """Every source change reinstalled 3.3 GB (the source was copied before pip install), and the
+    final image took the whole venv again (6 GB). Now the locked dependencies are installed in a
+    stage that copies nothing but the locks; the image is that stage itself (its gigabytes are
+    not copied) with the project as one small layer on top."""
+    stages = stage_steps(MODELS_DOCKERFILE)
+    deps = stages["deps"]
+    assert [shlex.split(a)[:-1] for k, a in deps if k == "COPY"] == [
+        ["requirements/pip.txt", "requirements/models-gpu.txt", "requirements/models-cpu.txt"]
+    ]
+    [install] = [a for k, a in deps if k == "RUN" and "pip install" in a]
+    assert "--require-hashes -r pip.txt" in install and '--require-hashes -r "models-${ONNXRUNTIME}.txt"' in install
+    build = stages["build"]
+    assert build[0] == ("FROM", "deps AS build") and not [a for k, a in build if k == "RUN" and "-r " in a]
+    assert [a for k, a in build if k == "RUN"] == ["pip install --no-deps --prefix /opt/project ."]
+    runtime = stages["runtime"]
+    assert runtime[0] == ("FROM", "deps AS runtime")
+    assert [shlex.split(a) for k, a in runtime if k == "COPY"] == [["--from=build", "/opt/project/", "/opt/venv/"]]
+    assert not [c for c in context_copies(MODELS_DOCKERFILE) if c[0] != 0 and c[1][0].startswith("requirements/")]
+
+
+def test_the_cpu_torch_path_installs_the_rest_of_the_lock_by_hash(tmp_path: Path) -> None:
+    """TORCH_INDEX_URL set: the lock without torch, torchvision and the CUDA packages (replayed
+    with the Dockerfile's own awk), then torch and torchvision at the locked versions."""
+    [install] = [a for k, a in stage_steps(MODELS_DOCKERFILE)["deps"] if k == "RUN" and "pip install" in a]
+    awk = re.search(r"awk '([^']+)'", install)
+    assert awk is not None
+    lock = (ROOT / "requirements" / "models-cpu.txt").read_text()
+    kept = subprocess.run(["awk", awk.group(1)], input=lock, capture_output=True, text=True, check=True).stdout
+    pins = dict(re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", lock, re.M))
+    kept_pins = dict(re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", kept, re.M))
+    dropped = set(pins) - set(kept_pins)
+    assert {"torch", "torchvision", "triton"} <= dropped and any(d.startswith("nvidia-") for d in dropped)
+    assert all(re.match(r"(torch|torchvision|triton|nvidia-|cuda-)", d) for d in dropped), dropped
+    assert {"onnxruntime", "numpy", "open-clip-torch"} <= set(kept_pins)
+    assert kept.count("--hash=sha256:") == sum(
+        block.count("--hash=sha256:")
+        for block in re.split(r"\n(?=[A-Za-z0-9])", lock)
+        if not re.match(r"(torch|torchvision|triton|nvidia-|cuda-)[^=]*==", block)
+    )
+    for name in ("torch", "torchvision"):
+        expression = re.search(rf'"{name}==\$\(sed -n \'([^\']+)\'', install)
+        assert expression is not None, name
+        found = subprocess.run(
+            ["sed", "-n", expression.group(1)], input=lock, capture_output=True, text=True, check=True
+        )
+        assert found.stdout.strip() == pins[name]
 
 
 def test_the_dockerfile_copies_no_model_service_shapes_or_weights(staged: tuple[Path, list[str]]) -> None:

@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # The gateway image: slim, no torch and no weights.
 #   docker build -f deploy/docker/gateway.Dockerfile -t visioncompare/gateway:0.1.0 .
 # The gateway reaches the model services over gRPC only, so it installs the package without
@@ -7,11 +6,18 @@
 # reference models (shapes_models/, their weights) and the shapes lab (shapes/) are not copied,
 # so the wheel built here holds none of them;
 # gateway.Dockerfile.dockerignore (read by BuildKit instead of the root .dockerignore) keeps
-# them out of the build context too. tests/test_images_docker.py checks all of this offline.
+# them out of the build context too; the legacy builder reads the root .dockerignore, shared with
+# the model images, which lets the shapes weights through (they never reach this image).
+# tests/test_images_docker.py checks all of this offline.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# pip's own settings, unset unless given: an air-gapped build points them at a wheelhouse
+# (README, "Air-gapped hosts"), e.g. PIP_NO_INDEX=1 PIP_FIND_LINKS=http://127.0.0.1:8000/
+ARG PIP_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH

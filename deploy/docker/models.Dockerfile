@@ -1,42 +1,74 @@
-# syntax=docker/dockerfile:1.7
 # The model service images, one per target:
 #   docker build -f deploy/docker/models.Dockerfile --target maskrcnn -t visioncompare/maskrcnn:0.1.0 .
 #   docker build -f deploy/docker/models.Dockerfile --target samclip  -t visioncompare/samclip:0.1.0 .
-# torch==2.14.1 from PyPI is the CUDA 12 build (CUDA and cuDNN come as nvidia-* wheels); the
-# host needs the NVIDIA driver and container toolkit. Weights are read from /models, never baked in.
-# ONNX Runtime (ENGINE=onnxruntime): onnxruntime-gpu by default (the `gpu` extra: CUDA and TensorRT
-# execution providers); a CPU-only image takes plain onnxruntime with --build-arg ONNXRUNTIME=cpu.
+# torch==2.14.1 from PyPI is the CUDA 13 build (2.14.1+cu130; CUDA and cuDNN come as nvidia-*
+# wheels); the host needs the NVIDIA driver and container toolkit. Official weights are read from
+# /models (fetch-weights), never baked in; the shapes reference weights ship in the image.
+# ONNX Runtime (ENGINE=onnxruntime): onnxruntime-gpu by default (the `gpu` extra: its CUDA execution
+# provider; TensorRT is not installed, so MASKRCNN_/SAMCLIP_ONNX_TENSORRT=true fails at start unless
+# you add it); a CPU-only image takes plain onnxruntime with --build-arg ONNXRUNTIME=cpu.
 # Exported ONNX files are cached in /models/onnx/ (export-onnx, or the first start).
+# ONNX Runtime's telemetry is off (ORT_DISABLE_TELEMETRY=1 below; the runtime turns it off too).
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
-FROM ${PYTHON_IMAGE} AS build
+# The system and the dependencies, in a stage of their own that only the locks feed: the image is
+# this stage plus one small layer, the project (a source change touches only that one).
+FROM ${PYTHON_IMAGE} AS deps
+# libgomp1 from Debian unless the base image has it (an air-gapped base has it: no apt there)
+RUN { ldconfig -p | grep -q libgomp.so.1 || { apt-get update && apt-get install -y --no-install-recommends libgomp1 \
+        && rm -rf /var/lib/apt/lists/*; }; } \
+    && useradd --system --uid 10001 --home-dir /home/app --create-home app \
+    && mkdir -p /models && chown app /models
+# ONNX Runtime's flavour: gpu (onnxruntime-gpu, requirements/models-gpu.txt) or cpu (onnxruntime,
+# requirements/models-cpu.txt).
 ARG ONNXRUNTIME=gpu
+# Where torch and torchvision come from. Empty (the default): PyPI's torch==2.14.1, the CUDA 13
+# build with its NVIDIA libraries, exactly as locked. A PyTorch index such as
+# https://download.pytorch.org/whl/cpu: its CPU build of the same versions, without the NVIDIA
+# libraries and triton (README, "Images", for what each costs), installed by version, not by
+# hash (the locks hold PyPI's files); the rest of the lock as locked.
+ARG TORCH_INDEX_URL=
+# pip's own settings, unset unless given: an air-gapped build points them at a wheelhouse
+# (README, "Air-gapped hosts"), e.g. PIP_NO_INDEX=1 PIP_FIND_LINKS=http://127.0.0.1:8000/
+ARG PIP_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
+# Exactly their lock, hashed (README, "Dependencies"; `make lock`).
+COPY requirements/pip.txt requirements/models-gpu.txt requirements/models-cpu.txt /tmp/requirements/
+RUN cd /tmp/requirements && pip install --require-hashes -r pip.txt \
+    && if [ -z "$TORCH_INDEX_URL" ]; then pip install --require-hashes -r "models-${ONNXRUNTIME}.txt"; else \
+        awk '/^[A-Za-z0-9]/ { skip = ($0 ~ /^(torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z-]+)==/) } !skip' \
+            "models-${ONNXRUNTIME}.txt" > without-torch.txt \
+        && pip install --require-hashes -r without-torch.txt \
+        && pip install --no-deps --index-url "$TORCH_INDEX_URL" \
+            "torch==$(sed -n 's/^torch==\([^ ]*\).*/\1/p' "models-${ONNXRUNTIME}.txt")" \
+            "torchvision==$(sed -n 's/^torchvision==\([^ ]*\).*/\1/p' "models-${ONNXRUNTIME}.txt")"; fi \
+    && rm -rf /tmp/requirements
+
+# The project itself, built from the source into a prefix of its own (/opt/project).
+FROM deps AS build
+# (pip's settings again: ARGs end with their stage; the build fetches setuptools and wheel)
+ARG PIP_INDEX_URL
+ARG PIP_FIND_LINKS
+ARG PIP_NO_INDEX
 WORKDIR /src
-# The dependencies in their own layer, before any source: exactly their lock, hashed (README,
-# "Dependencies"; `make lock`): models-gpu.txt, or models-cpu.txt with ONNXRUNTIME=cpu.
-COPY requirements/pip.txt requirements/models-gpu.txt requirements/models-cpu.txt requirements/
-RUN pip install --require-hashes -r requirements/pip.txt \
-    && pip install --require-hashes -r requirements/models-${ONNXRUNTIME}.txt
 COPY pyproject.toml README.md ./
 COPY protos/gen protos/gen
 COPY services services
 COPY gateway gateway
 # the shapes reference models (shapes_models/, with their weights); not the shapes lab
 COPY shapes_models shapes_models
-# the project itself: its dependencies are all in the layer above
-RUN pip install --no-deps . && pip check
+RUN pip install --no-deps --prefix /opt/project .
 
-FROM ${PYTHON_IMAGE} AS runtime
-RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /home/app --create-home app \
-    && mkdir -p /models && chown app /models
-COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 TORCH_HOME=/models
+# The dependencies' stage, as it is (no copy of its gigabytes), and the project on top.
+FROM deps AS runtime
+COPY --from=build /opt/project/ /opt/venv/
+ENV PYTHONUNBUFFERED=1 TORCH_HOME=/models ORT_DISABLE_TELEMETRY=1
+RUN pip check && python -I -B -c "import services.maskrcnn.model, services.samclip.model, shapes_models.cards"
 USER 10001
 VOLUME ["/models"]
 
