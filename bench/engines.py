@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from services.runtime.engines import CPU, ort_inputs, session_options, torch_export  # noqa: E402
+from services.runtime.engines import CPU, onnxruntime_module, ort_inputs, session_options, torch_export  # noqa: E402
 
 MATMUL_N = 2048
 
@@ -74,8 +74,7 @@ def matmul_rate(seconds: float = 2.0) -> float:
 
 
 def ort_session(path: Path, threads: int) -> Any:
-    import onnxruntime as ort
-
+    ort = onnxruntime_module()  # telemetry off, as in the services
     return ort.InferenceSession(str(path), sess_options=session_options(threads), providers=[CPU])
 
 

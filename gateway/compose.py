@@ -77,7 +77,7 @@ def compose_services(env: Mapping[str, str] | None = None, path: Path = COMPOSE_
             name=name,
             command=[interpolate(str(c), env) for c in spec.get("command") or []],
             environment=environment,
-            ports=[str(p) for p in spec.get("ports") or []],
+            ports=[interpolate(str(p), env) for p in spec.get("ports") or []],
             healthcheck=[str(t) for t in (spec.get("healthcheck") or {}).get("test", [])],
         )
     return out

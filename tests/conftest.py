@@ -12,6 +12,7 @@ run; and the run fails if models/onnx gained files anyway.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,11 @@ from typing import Any
 import pytest
 
 from services.runtime import engines
+
+# ONNX Runtime's telemetry off for the whole run, before any test module imports onnxruntime
+# (the runtime turns it off itself; tests/test_no_calls_home.py checks both), and for every
+# service process a test starts.
+os.environ[engines.TELEMETRY_ENV] = "1"
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO_ONNX = ROOT / "models" / engines.ONNX_SUBDIR

@@ -51,6 +51,11 @@ SERVICE_PREFIX = {
 MODELS = ("maskrcnn", "samclip", "sam-clip-composed")
 #: compose's one-shot ONNX export steps, by the model service each runs for
 EXPORT_STEPS = {f"export-{name}": name for name in MODELS}
+#: compose's one-shot fetch steps (only what the service's settings name), by model service
+FETCH_STEPS = {f"fetch-{name}": name for name in MODELS}
+ONE_SHOT_STEPS = {**FETCH_STEPS, **EXPORT_STEPS}
+#: variables that are no setting but the processes' own (ONNX Runtime's telemetry off)
+PROCESS_ENV = {"ORT_DISABLE_TELEMETRY": "1"}
 #: the `export-onnx` exporter (entry point) of each model service
 EXPORTER = {"maskrcnn": "maskrcnn", "samclip": "samclip", "sam-clip-composed": "samclip"}
 SCRIPTS = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
@@ -168,7 +173,7 @@ def env_sources(manifests: list[dict[str, Any]]) -> dict[tuple[str, str], dict[s
 
 def test_every_variable_set_is_a_settings_field(manifests: list[dict[str, Any]]) -> None:
     for source, env in env_sources(manifests).items():
-        for key in env:
+        for key in env.keys() - PROCESS_ENV.keys():
             prefix = next((p for p in SETTINGS if key.startswith(p)), None)
             assert prefix, f"{source}: {key} belongs to no settings class"
             field = key.removeprefix(prefix).lower()
@@ -177,11 +182,11 @@ def test_every_variable_set_is_a_settings_field(manifests: list[dict[str, Any]])
 
 
 def test_the_values_set_are_valid_settings(manifests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each service's settings class accepts what its environment sets (an export step's is its
-    service's; a one-shot job such as fetch-weights has no settings class of its own)."""
+    """Each service's settings class accepts what its environment sets (a fetch or export step's
+    is its service's)."""
     checked = set()
     for (source, service), env in env_sources(manifests).items():
-        service = EXPORT_STEPS.get(service, service)
+        service = ONE_SHOT_STEPS.get(service, service)
         if service not in SERVICE_PREFIX:
             continue
         with monkeypatch.context() as m:
@@ -194,30 +199,131 @@ def test_the_values_set_are_valid_settings(manifests: list[dict[str, Any]], monk
     assert {s for _, s in checked} == set(SERVICE_PREFIX)
 
 
-def test_each_model_service_exports_with_its_own_settings(manifests: list[dict[str, Any]]) -> None:
-    """The one-shot export-onnx step beside fetch-weights runs with exactly its service's settings
-    (so it exports from the same weights, under the same SHA-256, into what the service reads) and
-    finishes before the service starts: compose, its CPU override, and each Deployment."""
+def test_each_model_service_fetches_and_exports_with_its_own_settings(manifests: list[dict[str, Any]]) -> None:
+    """Before each model service, two one-shot steps run with exactly its settings: fetch-weights
+    --from-settings (only the files those settings name) and export-onnx (from the same weights,
+    under the same SHA-256, into what the service reads); each finishes before the next starts:
+    compose, its CPU override, and each Deployment's initContainers."""
     compose, doc = compose_services({}), load_yaml(ROOT / "docker-compose.yml")
     cpu = load_yaml(ROOT / "docker-compose.cpu.yml")["services"]
     assert set(EXPORT_STEPS) == {n for n, s in compose.items() if s.command[:1] == ["export-onnx"]}
-    for step, service in EXPORT_STEPS.items():
+    assert set(FETCH_STEPS) == {n for n, s in compose.items() if s.command[:1] == ["fetch-weights"]}
+    for step, service in ONE_SHOT_STEPS.items():
         spec, served = doc["services"][step], doc["services"][service]
-        assert compose[step].command == ["export-onnx", "--skip-torch", EXPORTER[service]]
         assert compose[step].environment == compose[service].environment, step
         assert compose[step].environment[f"{SERVICE_PREFIX[service]}CACHE_DIR"] == "/models"
         assert spec["volumes"] == ["models:/models"] and served["volumes"] == ["models:/models:ro"]
-        assert spec["image"] == served["image"] and spec["restart"] == "no" and spec["deploy"] == served["deploy"]
-        assert spec["depends_on"] == {"fetch-weights": {"condition": "service_completed_successfully"}}
-        assert served["depends_on"][step] == {"condition": "service_completed_successfully"}
+        assert spec["image"] == served["image"], step
+    for step, service in FETCH_STEPS.items():
+        assert compose[step].command == [
+            "fetch-weights",
+            "--cache-dir",
+            "/models",
+            "--from-settings",
+            EXPORTER[service],
+        ]
+        assert "depends_on" not in doc["services"][step]
+    for step, service in EXPORT_STEPS.items():
+        spec, served = doc["services"][step], doc["services"][service]
+        assert compose[step].command == ["export-onnx", "--skip-torch", EXPORTER[service]]
+        assert spec["deploy"] == served["deploy"]
+        assert spec["depends_on"] == {f"fetch-{service}": {"condition": "service_completed_successfully"}}
+        assert served["depends_on"] == {step: {"condition": "service_completed_successfully"}}
         assert cpu[step] == cpu[service], f"docker-compose.cpu.yml: {step} must run as {service} does"
     deployments = by_kind(manifests, "Deployment")
     for name in MODELS:
         pod = deployments[name]["spec"]["template"]["spec"]
-        [container], export = pod["containers"], pod["initContainers"][1]
-        assert export["image"] == container["image"]
-        assert export["envFrom"] == container["envFrom"] and export.get("env") == container.get("env"), name
+        [container], (fetch, export) = pod["containers"], pod["initContainers"]
+        assert fetch["command"] == ["fetch-weights", "--cache-dir", "/models", "--from-settings", EXPORTER[name]]
+        for step in (fetch, export):
+            assert step["image"] == container["image"]
+            assert step["envFrom"] == container["envFrom"] and step.get("env") == container.get("env"), name
+            assert {"name": "models", "mountPath": "/models"} in step["volumeMounts"]  # writable
         assert {"name": "models", "mountPath": "/models", "readOnly": True} in container["volumeMounts"]
+
+
+#: what each model service's settings make its fetch step download, in compose and Kubernetes
+#: (deploy/local.env: nothing, the shapes weights ship in the image; hence an offline start)
+FETCHED = {
+    "maskrcnn": ["maskrcnn_resnet50_fpn_coco"],
+    "samclip": [],  # the shapes reference merge: no merged weights are released
+    "sam-clip-composed": ["sam_vit_b", "open_clip_ViT-B-32_laion2b_e16"],
+}
+
+
+def fetched_with(env: dict[str, str], service: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files `fetch-weights --from-settings` names in a container with this environment."""
+    from services.maskrcnn.fetch import files_for_settings as maskrcnn_files
+    from services.samclip.fetch import files_for_settings as samclip_files
+
+    with monkeypatch.context() as m:
+        for key in [k for k in os.environ if k.startswith(tuple(SETTINGS))]:
+            m.delenv(key)
+        for key, value in env.items():
+            m.setenv(key, value)
+        files = maskrcnn_files() if EXPORTER[service] == "maskrcnn" else samclip_files()
+    return [f.name for f in files]
+
+
+def test_each_fetch_step_downloads_only_what_its_service_loads(
+    manifests: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fetch-weights once downloaded every official file (5.4 GB) whatever the settings named, and
+    failed offline even where they named only the shapes weights, so nothing started."""
+    defaults = compose_services({})
+    shapes = compose_services(read_env_file(ROOT / "deploy" / "local.env"))
+    for name in MODELS:
+        assert fetched_with(defaults[f"fetch-{name}"].environment, name, monkeypatch) == FETCHED[name], name
+        assert fetched_with(deployment_env(manifests, name), name, monkeypatch) == FETCHED[name], name
+        assert fetched_with(shapes[f"fetch-{name}"].environment, name, monkeypatch) == [], name
+
+
+def test_the_cpu_override_builds_the_cpu_model_image() -> None:
+    """docker-compose.cpu.yml built the 6.7 GB CUDA image: every service on a model image now builds
+    it with plain onnxruntime and PyTorch's CPU torch (models.Dockerfile's build args)."""
+    base = load_yaml(ROOT / "docker-compose.yml")["services"]
+    cpu = load_yaml(ROOT / "docker-compose.cpu.yml")["services"]
+    on_model_image = {n for n, s in base.items() if s["build"]["dockerfile"] == "deploy/docker/models.Dockerfile"}
+    assert on_model_image == set(MODELS) | set(ONE_SHOT_STEPS)
+    args = {n: cpu[n]["build"]["args"] for n in on_model_image}
+    assert all(
+        a == {"ONNXRUNTIME": "cpu", "TORCH_INDEX_URL": "${VC_TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}"}
+        for a in args.values()
+    ), args
+    declared = (ROOT / "deploy" / "docker" / "models.Dockerfile").read_text()
+    assert "ARG ONNXRUNTIME=gpu" in declared and "ARG TORCH_INDEX_URL=" in declared
+
+
+def test_compose_safe_defaults() -> None:
+    """Only the gateway publishes ports, on 127.0.0.1 unless VC_PUBLISH_ADDRESS says otherwise;
+    the model services, their export steps and the gateway share an internal network (no route
+    out); the long-running services restart unless stopped; the one-shot steps never restart and
+    run no healthcheck (the image's is for the services); stopping a model gives it more than
+    its drain grace."""
+    doc = load_yaml(ROOT / "docker-compose.yml")
+    services = doc["services"]
+    assert doc["networks"]["models"] == {"internal": True}
+    published = {name for name, spec in services.items() if spec.get("ports")}
+    assert published == {"gateway"}
+    for env, address in (({}, "127.0.0.1"), ({"VC_PUBLISH_ADDRESS": "0.0.0.0"}, "0.0.0.0")):
+        ports = compose_services(env)["gateway"].ports
+        assert ports and all(p.startswith(f"{address}:") for p in ports), ports
+    assert services["gateway"]["networks"] == ["default", "models"]
+    for name in MODELS:
+        spec = services[name]
+        assert spec["networks"] == ["models"] and spec["restart"] == "unless-stopped"
+        assert set(spec["expose"]) == {
+            v for k, v in compose_services({})[name].environment.items() if k.endswith("PORT")
+        }
+        drain = float(compose_services({})[name].environment[f"{SERVICE_PREFIX[name]}DRAIN_GRACE_S"])
+        assert float(spec["stop_grace_period"].removesuffix("s")) > drain
+    assert services["gateway"]["restart"] == "unless-stopped"
+    for step in ONE_SHOT_STEPS:
+        spec = services[step]
+        assert spec["restart"] == "no" and spec["healthcheck"] == {"disable": True}, step
+        assert spec.get("networks", ["default"]) == (["models"] if step in EXPORT_STEPS else ["default"]), step
+    offline = load_yaml(ROOT / "deploy" / "compose.offline.yml")["services"]
+    assert offline == {step: {"network_mode": "none"} for step in FETCH_STEPS}
 
 
 def test_commands_name_console_scripts_that_exist(manifests: list[dict[str, Any]]) -> None:
@@ -246,7 +352,10 @@ def test_ports_agree_across_compose_manifests_and_settings(manifests: list[dict[
             assert value == int(deployment_env(manifests, name)[key]), key
             if name != "sam-clip-composed":  # the second SAM-CLIP service moves to the next ports
                 assert value == int(configmap[key]) == defaults[prefix][field].default, key
-            assert f"{value}:{value}" in compose[name].ports, f"compose publishes {key}"
+            if name == "gateway":
+                assert f"127.0.0.1:{value}:{value}" in compose[name].ports, f"compose publishes {key}"
+            else:
+                assert str(value) in load_yaml(ROOT / "docker-compose.yml")["services"][name]["expose"], key
             container = deployments[name]["spec"]["template"]["spec"]["containers"][0]
             container_ports = {p["containerPort"] for p in container["ports"]}
             assert value in container_ports, f"{name} Deployment exposes {key}"

@@ -9,7 +9,9 @@ file with the providers `plan_providers` chose, and fails unless ONNX Runtime re
 on them (it quietly falls back to CPU when, say, the CUDA libraries do not match).
 
 Nothing here imports onnxruntime or torch until it is called: the runtime has no model
-dependencies.
+dependencies. Every import of onnxruntime goes through `onnxruntime_module`, which turns ONNX
+Runtime's telemetry off first (ORT_DISABLE_TELEMETRY=1 for the process and its children, then
+`disable_telemetry_events()`): a model service never calls home, whatever its environment.
 """
 
 from __future__ import annotations
@@ -43,6 +45,20 @@ ONNX_SUBDIR = "onnx"
 #: with skip_torch, it raises ExportSkipped where those settings run torch.
 ENTRY_POINT_GROUP = "visioncompare.onnx"
 MANIFEST_VERSION = 1
+#: ONNX Runtime reads it when it starts: 1 turns its telemetry off (the images, compose, the
+#: Kubernetes settings and the test run set it too; `onnxruntime_module` sets it regardless).
+TELEMETRY_ENV = "ORT_DISABLE_TELEMETRY"
+
+
+def onnxruntime_module() -> Any:
+    """`import onnxruntime`, with its telemetry off: ORT_DISABLE_TELEMETRY=1 in this process's
+    environment (before the first import; child processes inherit it) and telemetry events
+    disabled. Every use of onnxruntime in the runtime comes through here."""
+    os.environ[TELEMETRY_ENV] = "1"
+    import onnxruntime as ort
+
+    ort.disable_telemetry_events()
+    return ort
 
 
 # --- providers and sessions ------------------------------------------------------
@@ -70,8 +86,7 @@ def plan_providers(
     CUDA needs the `onnxruntime-gpu` package: with plain `onnxruntime` installed, a CUDA
     device is a configuration error (or, with `allow_fallback`, CPU and a warning).
     """
-    import onnxruntime as ort
-
+    ort = onnxruntime_module()
     have = list(ort.get_available_providers() if available is None else available)
     warnings: list[str] = []
     if device.startswith("cuda"):
@@ -118,8 +133,7 @@ def session_options(threads: int) -> onnxruntime.SessionOptions:
     computes (the parts of a model that stay in torch), spinning threads would take the
     cores torch needs.
     """
-    import onnxruntime as ort
-
+    ort = onnxruntime_module()
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -145,8 +159,7 @@ class OrtRunner:
         self.warnings: list[str] = list(warnings)
 
     def session(self, path: Path, what: str) -> onnxruntime.InferenceSession:
-        import onnxruntime as ort
-
+        ort = onnxruntime_module()
         session = ort.InferenceSession(
             str(path),
             sess_options=session_options(self.threads),
@@ -188,9 +201,7 @@ def fp32_plan(plan: Any, precision: str) -> Any:
 
 
 def ort_version() -> str:
-    import onnxruntime as ort
-
-    return str(ort.__version__)
+    return str(onnxruntime_module().__version__)
 
 
 # --- exporting ---------------------------------------------------------------------
