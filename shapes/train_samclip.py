@@ -686,10 +686,11 @@ def main() -> None:
         nonlocal best_score
         if check is None:
             return
-        figures = {"stage": stage, "step": step + 1, "of": total, **check(), "seconds": round(time.time() - start)}
+        measured = check()
+        figures = {"stage": stage, "step": step + 1, "of": total, **measured, "seconds": round(time.time() - start)}
         history.append(figures)
         bar.write(json.dumps(figures))
-        score = check_score(figures)
+        score = check_score(measured)
         if score > best_score:
             best_score = score
             torch.save(student.state_dict(), checkpoints / "best.pth")
