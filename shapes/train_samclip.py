@@ -136,8 +136,9 @@ def snapshot(student: MergedSamClip) -> dict[str, torch.Tensor]:
 def parts_record(
     student: MergedSamClip, initial: dict[str, torch.Tensor], run_start: dict[str, torch.Tensor]
 ) -> dict[str, dict[str, Any]]:
-    """Per part: parameters, trainable parameters, relative drift from the teacher-initialised
-    student (||now - init|| / ||init||) and the largest change in this run."""
+    """Per part: parameters, trainable parameters, relative drift from the teacher
+    (||now - init|| / ||init|| over the parameters copied from it: all of SAM's, the CLIP head's
+    blocks; its new LayerNorm and MLP have no teacher) and the largest change in this run."""
     out: dict[str, dict[str, Any]] = {}
     sums: dict[str, list[float]] = {part: [0.0, 0.0, 0.0] for part in PARTS}
     for part in PARTS:
@@ -147,13 +148,36 @@ def parts_record(
         now = p.detach().float()
         out[part]["parameters"] += p.numel()
         out[part]["trainable"] += p.numel() if p.requires_grad else 0
-        sums[part][0] += float((now - initial[name]).pow(2).sum())
-        sums[part][1] += float(initial[name].pow(2).sum())
+        if name.startswith(("sam.", "clip_head.blocks.")):
+            sums[part][0] += float((now - initial[name]).pow(2).sum())
+            sums[part][1] += float(initial[name].pow(2).sum())
         sums[part][2] = max(sums[part][2], float((now - run_start[name]).abs().max()))
     for part, (diff, norm, moved) in sums.items():
         out[part]["drift_from_teacher"] = round((diff / max(norm, 1e-12)) ** 0.5, 6)
         out[part]["max_change_this_run"] = moved
     return out
+
+
+def audit(weights: Path, args: argparse.Namespace) -> None:
+    """Record in the card of finished weights how far each part is from the teachers (for
+    weights written before the card kept a training record): `--audit FILE`."""
+    settings = teacher_settings(args)
+    teacher = build_composed(settings, plan_device(args.device, "fp32"))
+    student = build_merged(teacher.sam, clip_embed_dim(teacher.clip, teacher.tokenizer))
+    initial = snapshot(student)
+    state, card = load_stage(weights)
+    student.load_state_dict({k: v.float() for k, v in state.items()})
+    record = parts_record(student, initial, initial)
+    for row in record.values():
+        del row["trainable"], row["max_change_this_run"]  # not knowable after the run
+    card = card or {}
+    card["parts_audit"] = {
+        "how": "drift from the teachers measured after the run (python -m shapes.train_samclip --audit); "
+        "which parameters were trainable in the run is not recorded",
+        "parts": record,
+    }
+    weights.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    print(json.dumps(card["parts_audit"], indent=2))
 
 
 def untrained_parts(record: dict[str, dict[str, Any]], meant: frozenset[str]) -> list[str]:
@@ -610,7 +634,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stop-after", type=int, help="steps this process runs before it saves last.pt and stops")
     parser.add_argument("--budget-minutes", type=float, help="minutes this process trains before it does the same")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--audit", type=Path, help="only record these weights' drift from the teachers in their card")
     return parser
+
+
+def teacher_settings(args: argparse.Namespace) -> SamClipSettings:
+    """The composition of the two teachers, as the SAM-CLIP service builds it."""
+    return SamClipSettings(
+        backend="composed",
+        device=args.device,
+        engine="torch",  # the teacher trains nothing but is read module by module; no ONNX export
+        sam_attention="eager",  # segment_anything's own blocks: the student copies them and trains them
+        metrics_port=None,
+        cache_dir=args.cache_dir,
+        sam_variant=args.sam_variant,
+        sam_weights=args.sam_weights,
+        clip_model=args.clip_model,
+        clip_pretrained=args.clip_pretrained,
+    )
 
 
 def main() -> None:
@@ -624,18 +665,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    settings = SamClipSettings(
-        backend="composed",
-        device=args.device,
-        engine="torch",  # the teacher trains nothing but is read module by module; no ONNX export
-        sam_attention="eager",  # segment_anything's own blocks: the student copies them and trains them
-        metrics_port=None,
-        cache_dir=args.cache_dir,
-        sam_variant=args.sam_variant,
-        sam_weights=args.sam_weights,
-        clip_model=args.clip_model,
-        clip_pretrained=args.clip_pretrained,
-    )
+    if args.audit is not None:
+        audit(args.audit, args)
+        return
+    settings = teacher_settings(args)
     teacher = build_composed(settings, plan_device(args.device, "fp32"))
     teacher.sam.requires_grad_(False)
     teacher.clip.requires_grad_(False)
