@@ -34,7 +34,8 @@ from services.samclip.openvocab import mask_crop
 from services.samclip.settings import DEFAULT_TEMPLATES, SHAPES, SamClipSettings
 from shapes.evaluation import binary_iou
 from shapes.scenes import CLASSES, EVAL_SEEDS, TRAIN_SEEDS, ShapeObject, generate_scene
-from shapes_models.cards import WEIGHTS_DIR, load_stage, write_card
+from shapes.stages import load_stage, write_card
+from shapes_models.cards import WEIGHTS_DIR
 from shapes_models.clip import build_shapes_clip
 
 TRAIN_CAPTIONS = (

@@ -29,6 +29,7 @@ from services.maskrcnn.settings import PRESETS
 from services.runtime.weights import sha256_of
 from shapes.evaluation import TRIANGLE_ID, detections, keypoint_metrics
 from shapes.scenes import EVAL_SEEDS, TRAIN_SEEDS, TRIANGLE_KEYPOINTS, Scene, corner_visibility, generate_scene
+from shapes.stages import load_stage, write_card
 from shapes.train_maskrcnn import (
     add_training_arguments,
     make_optimizer,
@@ -38,7 +39,7 @@ from shapes.train_maskrcnn import (
     to_tensor,
     warmup_cosine,
 )
-from shapes_models.cards import WEIGHTS_DIR, load_stage, write_card
+from shapes_models.cards import WEIGHTS_DIR
 from shapes_models.maskrcnn import build_shapes_keypointrcnn
 
 CLASSES = SHAPES_KEYPOINT_CATEGORIES  # background, triangle: the label set the service gives these weights

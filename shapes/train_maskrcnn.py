@@ -22,7 +22,8 @@ import torch
 
 from shapes.evaluation import coco_ap
 from shapes.scenes import CLASSES, EVAL_SEEDS, TRAIN_SEEDS, Scene, generate_scene
-from shapes_models.cards import WEIGHTS_DIR, load_stage, write_card
+from shapes.stages import load_stage, write_card
+from shapes_models.cards import WEIGHTS_DIR
 from shapes_models.maskrcnn import build_shapes_maskrcnn
 
 NUM_CLASSES = len(CLASSES) + 1

@@ -28,7 +28,8 @@ from segment_anything.utils.transforms import ResizeLongestSide
 
 from shapes.evaluation import binary_iou
 from shapes.scenes import EVAL_SEEDS, TRAIN_SEEDS, ShapeObject, box_of, generate_scene, interior_point
-from shapes_models.cards import WEIGHTS_DIR, load_stage, write_card
+from shapes.stages import load_stage, write_card
+from shapes_models.cards import WEIGHTS_DIR
 from shapes_models.sam import IMG_SIZE, build_shapes_sam
 
 

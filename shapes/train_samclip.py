@@ -85,8 +85,9 @@ from services.samclip.openvocab import mask_crop
 from services.samclip.settings import SamClipSettings
 from services.samclip.weights import SHAPES_NOTE
 from shapes.scenes import COLOURS, EVAL_SEEDS, SIZES, TRAIN_SEEDS, Scene, box_of, generate_scene
+from shapes.stages import load_stage, write_card
 from shapes.train_clip import background_patch, degrade
-from shapes_models.cards import WEIGHTS_DIR, load_stage, write_card
+from shapes_models.cards import WEIGHTS_DIR
 from shapes_models.vocabulary import CLASSES
 
 LAMBDA_SAM = 10.0  # the paper's: 1 made SAM forget, 100 stalled CLIP

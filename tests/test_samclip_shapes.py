@@ -30,6 +30,7 @@ from services.samclip.settings import SHAPES_SAM_DEFAULTS, SamClipSettings
 from services.samclip.weights import resolve_clip_weights, resolve_sam_weights
 from shapes.evaluation import binary_iou
 from shapes.scenes import CLASSES, EVAL_SEEDS, generate_scene, interior_point
+from shapes.stages import write_card
 from shapes_models import cards as shapes_cards
 from shapes_models.clip import build_shapes_clip
 from shapes_models.sam import build_shapes_sam
@@ -53,8 +54,8 @@ def stand_in(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     clip = {k: v.half() if v.is_floating_point() else v for k, v in build_shapes_clip()[0].state_dict().items()}
     torch.save(sam, directory / "sam_shapes.pth")
     torch.save(clip, directory / "clip_shapes.pth")
-    shapes_cards.write_card(directory / "sam_shapes.pth", metrics={"miou_point": 0.5})
-    shapes_cards.write_card(directory / "clip_shapes.pth", metrics={"zero_shot_top1_crops": 0.9}, classes=CLASSES)
+    write_card(directory / "sam_shapes.pth", metrics={"miou_point": 0.5})
+    write_card(directory / "clip_shapes.pth", metrics={"zero_shot_top1_crops": 0.9}, classes=CLASSES)
     return {"dir": directory, "sam": sam, "clip": clip}
 
 
@@ -205,7 +206,7 @@ def test_missing_or_mismatched_files_fail_clearly(
         SamClipModel(settings(sam_weights="random", sam_variant="shapes")).load()
     # the right digest of the wrong network: strict loading names the mismatch
     torch.save(tiny_sam().state_dict(), out / "sam_shapes.pth")
-    shapes_cards.write_card(out / "sam_shapes.pth")
+    write_card(out / "sam_shapes.pth")
     with pytest.raises(ConfigurationError, match="(?s)cannot load SAM weights from .*sam_shapes.pth: .*size mismatch"):
         SamClipModel(settings(clip_pretrained="random", clip_model="shapes")).load()
 

@@ -176,8 +176,8 @@ def test_the_merge_trains_every_part_but_the_prompt_encoder(tmp_path: Path) -> N
     the backbone, neck, mask decoder and CLIP head have all moved away from it, the prompt
     encoder has not, and the card records each part's trainable count and drift."""
     from services.samclip.merged_arch import build_merged
+    from shapes.stages import load_stage
     from shapes.train_samclip import PARTS, part_of
-    from shapes_models.cards import load_stage
     from shapes_models.clip import CONFIG
     from shapes_models.sam import build_shapes_sam
 
