@@ -42,7 +42,6 @@ from services.runtime.engines import (
     ExportedFile,
     OrtRunner,
     cached_export,
-    skip_unless_onnxruntime,
     state_dict_sha256,
     torch_export,
     weights_sha256,
@@ -291,22 +290,3 @@ def export_and_install(
         heads.keypoint_predictor = OrtHeadPredictor(sessions["keypoint"], "keypoint")
     net.to(device)
     return Installed(tuple(files), digest)
-
-
-def export_for_settings(cache_dir: Path | None = None, *, skip_torch: bool = False) -> list[ExportedFile]:
-    """`export-onnx maskrcnn`: export (or verify) the files of the networks the MASKRCNN_*
-    settings configure, as a start with MASKRCNN_ENGINE=onnxruntime would (with skip_torch,
-    ExportSkipped where the settings run torch); load each in
-    ONNX Runtime. Registered under the `visioncompare.onnx` entry-point group."""
-    from services.maskrcnn.model import MaskRCNNModel
-    from services.maskrcnn.settings import MaskRCNNSettings
-
-    overrides: dict[str, Any] = {"metrics_port": None}
-    if cache_dir is not None:
-        overrides["cache_dir"] = cache_dir
-    if skip_torch:
-        skip_unless_onnxruntime(MaskRCNNSettings(**overrides))
-    overrides["engine"] = "onnxruntime"
-    model = MaskRCNNModel(MaskRCNNSettings(**overrides))
-    model.load()
-    return list(model.onnx_files)

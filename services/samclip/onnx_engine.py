@@ -36,7 +36,6 @@ from services.runtime.engines import (
     ExportedFile,
     OrtRunner,
     cached_export,
-    skip_unless_onnxruntime,
     state_dict_sha256,
     torch_export,
     weights_sha256,
@@ -368,22 +367,3 @@ def install_merged(merged: Any, exporter: Exporter, weights: Path | None, label:
     encoder.blocks = nn.ModuleList()  # their weights live in the ONNX files now
     encoder.neck = nn.Identity()
     merged.clip_head.blocks = nn.ModuleList()
-
-
-def export_for_settings(cache_dir: Path | None = None, *, skip_torch: bool = False) -> list[ExportedFile]:
-    """`export-onnx samclip`: export (or verify) the files of the networks the SAMCLIP_*
-    settings configure, as a start with SAMCLIP_ENGINE=onnxruntime would (with skip_torch,
-    ExportSkipped where the settings run torch). Registered under
-    the `visioncompare.onnx` entry-point group."""
-    from services.samclip.model import SamClipModel
-    from services.samclip.settings import SamClipSettings
-
-    overrides: dict[str, Any] = {"metrics_port": None}
-    if cache_dir is not None:
-        overrides["cache_dir"] = cache_dir
-    if skip_torch:
-        skip_unless_onnxruntime(SamClipSettings(**overrides))
-    overrides["engine"] = "onnxruntime"
-    model = SamClipModel(SamClipSettings(**overrides))
-    model.load()
-    return list(getattr(model.backend, "onnx_files", []))
