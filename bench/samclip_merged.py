@@ -73,7 +73,7 @@ def measure(config: str, image_path: Path, repeats: int) -> dict[str, object]:
     for name, (task, options) in tasks.items():
         times = []
         for _ in range(repeats):
-            model.backend.image_cache.clear()  # type: ignore[attr-defined]
+            model.backend.sam_part.cache.clear()  # type: ignore[attr-defined]
             start = time.perf_counter()
             [answer] = model.predict([InferenceRequest(task, image, options)])
             times.append((time.perf_counter() - start) * 1000)

@@ -59,6 +59,7 @@ metrics on held-out scenes through the service's own model, time).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import time
@@ -77,11 +78,12 @@ from services.runtime.device import plan_device
 from services.runtime.weights import sha256_of
 from services.samclip import automatic
 from services.samclip.backend import AutomaticParams
-from services.samclip.composed import ComposedSamOpenClip, build_composed, cache_and_batch_sizes
+from services.samclip.composed import ComposedSamOpenClip, build_composed
 from services.samclip.merged import MergedSamClipBackend, clip_embed_dim, text_tower_only
 from services.samclip.merged_arch import MergedSamClip, build_merged, region_weights
 from services.samclip.model import SamClipModel
 from services.samclip.openvocab import mask_crop
+from services.samclip.parts import sam_part, text_part
 from services.samclip.settings import SamClipSettings
 from services.samclip.weights import SHAPES_NOTE
 from shapes.scenes import COLOURS, EVAL_SEEDS, SIZES, TRAIN_SEEDS, Scene, box_of, generate_scene
@@ -361,7 +363,7 @@ class Distiller:
         self.distribution_scale = distribution_scale
         self.bank_weights = (1.0, caption_weight)
         self.dense_weight = dense_weight
-        self.resize = teacher._resize
+        self.resize = teacher.sam_part.resize
         self.patch = int(student.sam.image_encoder.patch_embed.proj.stride[0])
         self.side = student.img_size // self.patch
 
@@ -540,14 +542,13 @@ def cosine_lr(step: int, total: int, warmup: int) -> float:
 
 def merged_model(student: MergedSamClip, teacher: ComposedSamOpenClip, settings: SamClipSettings) -> SamClipModel:
     """The SAM-CLIP service's model around the student, with the service's settings."""
-    clip = text_tower_only(teacher.clip)
+    plan = plan_device(settings.device, "fp32")
     backend = MergedSamClipBackend(
         merged=student.eval(),
-        clip=clip,
-        tokenizer=teacher.tokenizer,
-        plan=plan_device(settings.device, "fp32"),
+        sam=sam_part(student.sam, settings, plan),
+        text=text_part(text_tower_only(copy.deepcopy(teacher.clip)), teacher.tokenizer, settings, plan),
         description=teacher.describe(),
-        **cache_and_batch_sizes(settings),
+        crop_batch_size=settings.crop_batch_size,
     )
     model = SamClipModel(settings, backend_factory=lambda *_: backend)
     model.load()
@@ -556,12 +557,8 @@ def merged_model(student: MergedSamClip, teacher: ComposedSamOpenClip, settings:
 
 def evaluate(student: MergedSamClip, teacher: ComposedSamOpenClip, settings: SamClipSettings, scenes: int) -> dict:
     """Held-out figures of the student as the service runs it (`shapes.accuracy`'s functions)."""
-    import copy
-
     from shapes import accuracy
 
-    teacher = copy.copy(teacher)
-    teacher.clip = copy.deepcopy(teacher.clip)
     eval_scenes = accuracy.eval_scenes(scenes)
     figures: dict[str, Any] = {}
     for refine in (False, True):

@@ -250,7 +250,7 @@ def test_image_embedding_cache_is_bounded_by_bytes() -> None:
     images = [noise(32, 32, 10 + i) for i in range(3)]
     for image in images:
         run(small, Task.PROMPTED_SEGMENTATION, image, points=(Point(3, 3),))
-    assert calls.count == 3 and backend.image_cache.bytes <= 2 * one and len(backend.image_cache) == 2
+    assert calls.count == 3 and backend.sam_part.cache.bytes <= 2 * one and len(backend.sam_part.cache) == 2
     run(small, Task.PROMPTED_SEGMENTATION, images[2], points=(Point(3, 3),))  # newest: cached
     assert calls.count == 3
     run(small, Task.PROMPTED_SEGMENTATION, images[0], points=(Point(3, 3),))  # oldest: evicted

@@ -11,12 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from segment_anything.utils.amg import calculate_stability_score
 
 from services.runtime.device import DevicePlan
 from services.runtime.engines import ExportedFile, ort_runner
 from services.runtime.types import ModelComponent
-from services.samclip import automatic, openvocab
+from services.samclip import openvocab
 from services.samclip.architectures import build_clip, build_sam
 from services.samclip.attention import use_chunked_mlp, use_sdpa_attention
 from services.samclip.backend import (
@@ -27,7 +26,7 @@ from services.samclip.backend import (
     MaskPrompts,
     ProposedMask,
 )
-from services.samclip.cache import ByteLru
+from services.samclip.parts import ClipImagePart, SamPart, TextPart, sam_part, text_part
 from services.samclip.settings import SamClipSettings
 from services.samclip.weights import (
     SHAPES_NOTE,
@@ -42,8 +41,6 @@ log = logging.getLogger(__name__)
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-POSTPROCESS_CHUNK = 8  # prompt queries upsampled to full size at a time
-STABILITY_OFFSET = 1.0  # SamAutomaticMaskGenerator's stability_score_offset
 MAX_OVERSIZE = 4  # how much longer than CLIP's crop an image may be scaled before it is cut first
 
 
@@ -115,175 +112,66 @@ class ClipPreprocess:
 
 
 class ComposedSamOpenClip:
-    """segment-anything for masks and image embeddings, OpenCLIP for text and crops.
+    """segment-anything for masks and image embeddings, OpenCLIP for text and crops: a SAM
+    part, a text part and CLIP's image tower (`parts.py`).
 
-    Shared state is read-only networks and two thread-safe caches: SAM image
-    embeddings by image digest (LRU, bytes-bounded) and CLIP text embeddings by
-    (label, template).
+    Shared state is read-only networks and two thread-safe caches: SAM image embeddings by
+    image digest (LRU, bytes-bounded) and CLIP text embeddings by (label, template).
     """
 
-    def __init__(
-        self,
-        *,
-        sam: Any,
-        clip: Any,
-        tokenizer: Callable[[Sequence[str]], torch.Tensor],
-        plan: DevicePlan,
-        preprocess: ClipPreprocess | None,
-        description: BackendDescription,
-        embedding_cache_bytes: int,
-        text_cache_bytes: int,
-        image_batch_size: int = 4,
-        crop_batch_size: int = 32,
-        text_batch_size: int = 256,
-    ) -> None:
-        self.device = plan.device
-        self.sam = sam.to(self.device).eval()
-        self.clip = clip.to(self.device).eval()
-        self.tokenizer = tokenizer
-        self.preprocess = preprocess
-        self._autocast = plan.autocast()
+    def __init__(self, *, sam: SamPart, text: TextPart, image: ClipImagePart, description: BackendDescription) -> None:
+        self.sam_part = sam
+        self.text_part = text
+        self.image_part = image
         self._description = description
-        self._resize = automatic.SamResize(self.sam.image_encoder.img_size)
-        self.image_cache: ByteLru[ImageEmbedding] = ByteLru(embedding_cache_bytes, lambda e: e.nbytes)
-        self.text_cache: ByteLru[np.ndarray] = ByteLru(text_cache_bytes, lambda v: int(v.nbytes))
-        self.image_batch_size = image_batch_size
-        self.crop_batch_size = crop_batch_size
-        self.text_batch_size = text_batch_size
         self.onnx_files: list[ExportedFile] = []  # engine=onnxruntime: the files its networks run from
-        with torch.no_grad():
-            self._logit_scale = float(self.clip.logit_scale.exp().clamp(max=100.0).item())
+
+    @property
+    def sam(self) -> Any:
+        """segment-anything's network."""
+        return self.sam_part.sam
+
+    @property
+    def clip(self) -> Any:
+        """OpenCLIP's network (both towers)."""
+        return self.image_part.clip
+
+    @property
+    def tokenizer(self) -> Callable[[Sequence[str]], torch.Tensor]:
+        return self.text_part.tokenizer
+
+    @property
+    def preprocess(self) -> Callable[[np.ndarray], torch.Tensor]:
+        """CLIP's image preprocessing."""
+        return self.image_part.preprocess
 
     @property
     def logit_scale(self) -> float:
-        return self._logit_scale
+        return self.text_part.logit_scale
 
     def describe(self) -> BackendDescription:
         return self._description
 
     def clear_caches(self) -> None:
-        self.image_cache.clear()
-        self.text_cache.clear()
-
-    # --- SAM -------------------------------------------------------------------------
+        self.sam_part.cache.clear()
+        self.text_part.cache.clear()
 
     def embed_images(self, images: Sequence[np.ndarray], keys: Sequence[str]) -> list[ImageEmbedding]:
-        found: dict[str, ImageEmbedding] = {}
-        missing: dict[str, np.ndarray] = {}
-        for image, key in zip(images, keys, strict=True):
-            if key in found or key in missing:
-                continue
-            hit = self.image_cache.get(key)
-            if hit is None:
-                missing[key] = image
-            else:
-                found[key] = hit
-        pending = list(missing.items())
-        for start in range(0, len(pending), self.image_batch_size):
-            chunk = pending[start : start + self.image_batch_size]
-            for (key, _), embedding in zip(chunk, self._encode_images([im for _, im in chunk]), strict=True):
-                self.image_cache.put(key, embedding)
-                found[key] = embedding
-        return [found[key] for key in keys]
+        return self.sam_part.embed(images, keys, self.sam_part.encode)
 
-    @torch.no_grad()
-    def _encode_images(self, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
-        batch, input_sizes = [], []
-        for image in images:
-            resized = self._resize.apply_image(image)
-            x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).float()
-            batch.append(self.sam.preprocess(x[None]))
-            input_sizes.append((int(resized.shape[0]), int(resized.shape[1])))
-        with self._autocast():
-            features = self.sam.image_encoder(torch.cat(batch))
-        return [
-            ImageEmbedding(
-                features=features[i : i + 1].float().clone(),
-                original_size=(int(image.shape[0]), int(image.shape[1])),
-                input_size=input_sizes[i],
-            )
-            for i, image in enumerate(images)
-        ]
-
-    @torch.no_grad()
     def predict_masks(self, embedding: ImageEmbedding, prompts: MaskPrompts) -> MaskPrediction:
-        queries = max(1, len(prompts.boxes))
-        points = boxes = None
-        if len(prompts.points):
-            coords = self._resize.apply_coords(prompts.points.astype(np.float64), embedding.original_size)
-            coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
-            labels_t = torch.as_tensor(prompts.point_labels, dtype=torch.int, device=self.device)[None]
-            points = (coords_t.repeat(queries, 1, 1), labels_t.repeat(queries, 1))
-        if len(prompts.boxes):
-            scaled = self._resize.apply_boxes(prompts.boxes.astype(np.float64), embedding.original_size)
-            boxes = torch.as_tensor(scaled, dtype=torch.float, device=self.device)
-        with self._autocast():
-            sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=None)
-            low_res, iou = self.sam.mask_decoder(
-                image_embeddings=embedding.features,
-                image_pe=self.sam.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=prompts.multimask_output,
-            )
-        masks, stability = [], []
-        for i in range(0, low_res.shape[0], POSTPROCESS_CHUNK):
-            logits = self.sam.postprocess_masks(
-                low_res[i : i + POSTPROCESS_CHUNK].float(), embedding.input_size, embedding.original_size
-            )
-            masks.append((logits > prompts.mask_threshold).cpu())
-            stability.append(calculate_stability_score(logits, prompts.mask_threshold, STABILITY_OFFSET).cpu())
-        return MaskPrediction(
-            masks=torch.cat(masks).numpy(),
-            iou_predictions=iou.float().cpu().numpy(),
-            stability_scores=torch.cat(stability).numpy(),
-        )
+        return self.sam_part.predict_masks(embedding, prompts)
 
     def generate_masks(
         self, image: np.ndarray, embedding: ImageEmbedding, params: AutomaticParams
     ) -> list[ProposedMask]:
-        with self._autocast():
-            return automatic.generate(self.sam, image, embedding, params)
-
-    # --- CLIP ---------------------------------------------------------------------------
+        return self.sam_part.generate_masks(image, embedding, params)
 
     def embed_texts(self, labels: Sequence[str], templates: Sequence[str]) -> np.ndarray:
-        keys = [(label, template) for label in labels for template in templates]
-        vectors: dict[tuple[str, str], np.ndarray] = {}
-        missing = []
-        for key in dict.fromkeys(keys):
-            hit = self.text_cache.get(key)
-            if hit is None:
-                missing.append(key)
-            else:
-                vectors[key] = hit
-        for start in range(0, len(missing), self.text_batch_size):
-            chunk = missing[start : start + self.text_batch_size]
-            encoded = self._encode_texts([template.replace("{}", label) for label, template in chunk])
-            for key, vector in zip(chunk, encoded, strict=True):
-                self.text_cache.put(key, vector)
-                vectors[key] = vector
-        stacked = np.stack([vectors[k] for k in keys]).reshape(len(labels), len(templates), -1)
-        mean = stacked.mean(axis=1)
-        return mean / np.linalg.norm(mean, axis=1, keepdims=True).clip(min=1e-12)
+        return self.text_part.embed(labels, templates)
 
-    @torch.no_grad()
-    def _encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        tokens = self.tokenizer(list(texts)).to(self.device)
-        with self._autocast():
-            features = self.clip.encode_text(tokens, normalize=True)
-        return features.float().cpu().numpy()
-
-    @torch.no_grad()
     def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        out = []
-        for start in range(0, len(crops), self.crop_batch_size):
-            assert self.preprocess is not None, "built with a CLIP image tower"
-            batch = torch.stack([self.preprocess(c) for c in crops[start : start + self.crop_batch_size]])
-            with self._autocast():
-                features = self.clip.encode_image(batch.to(self.device), normalize=True)
-            out.append(features.float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+        return self.image_part.embed(crops)
 
     def embed_regions(
         self, image: np.ndarray, embedding: ImageEmbedding, proposals: Sequence[ProposedMask]
@@ -297,7 +185,7 @@ class ComposedSamOpenClip:
 
     @property
     def patch_size(self) -> int:
-        return int(self.sam.image_encoder.patch_embed.proj.stride[0])
+        return self.sam_part.patch_size
 
     def pixel_similarities(self, embedding: ImageEmbedding, text: np.ndarray) -> np.ndarray:
         raise NotImplementedError("the composed backend has no per-patch CLIP features")
@@ -353,17 +241,6 @@ def _shapes_description(sam: WeightSource, clip: WeightSource) -> str:
     )
 
 
-def cache_and_batch_sizes(settings: SamClipSettings) -> dict[str, int]:
-    """The backend's cache bounds and batch sizes, as the settings give them."""
-    return {
-        "embedding_cache_bytes": settings.embedding_cache_bytes,
-        "text_cache_bytes": settings.text_cache_bytes,
-        "image_batch_size": settings.image_batch_size,
-        "crop_batch_size": settings.crop_batch_size,
-        "text_batch_size": settings.text_batch_size,
-    }
-
-
 def resolve_weights(settings: SamClipSettings) -> tuple[WeightSource, WeightSource]:
     """Resolve both weight specs and fail, saying what to fetch, if a file is missing."""
     sam = resolve_sam_weights(settings.sam_weights, settings.sam_variant, settings.cache_dir)
@@ -394,18 +271,18 @@ def build_composed(
     if clip_source.path is not None:
         load_clip_state(clip, clip_source.path)
     preprocess = ClipPreprocess.from_cfg({**open_clip.get_model_preprocess_cfg(clip), **(clip_source.preprocess or {})})
-    sam_part = _component(f"segment-anything {settings.sam_variant}", sam_source, sam)
-    clip_part = _component(f"open_clip {settings.clip_model}", clip_source, clip)
+    sam_component = _component(f"segment-anything {settings.sam_variant}", sam_source, sam)
+    clip_component = _component(f"open_clip {settings.clip_model}", clip_source, clip)
     warnings = [
         f"random weights: {part.name} ({effect})"
         for part, effect in (
-            (sam_part, "masks are not meaningful"),
-            (clip_part, "labels and scores are not meaningful"),
+            (sam_component, "masks are not meaningful"),
+            (clip_component, "labels and scores are not meaningful"),
         )
         if not part.pretrained
     ]
     notes: dict[str, list[str]] = {}
-    for part, source in ((sam_part, sam_source), (clip_part, clip_source)):
+    for part, source in ((sam_component, sam_source), (clip_component, clip_source)):
         if source.note:
             notes.setdefault(source.note, []).append(part.name)
     scope = _shapes_scope(sam_source, clip_source)
@@ -429,18 +306,15 @@ def build_composed(
             "single-backbone SAM-CLIP weights are not released, so this is not that model."
             + _shapes_description(sam_source, clip_source)
         ),
-        components=(sam_part, clip_part),
+        components=(sam_component, clip_component),
         warnings=tuple(warnings),
     )
     log.info("built %s: %s", description.card_name, description.weights)
     backend = ComposedSamOpenClip(
-        sam=sam,
-        clip=clip,
-        tokenizer=tokenizer,
-        plan=plan,
-        preprocess=preprocess,
+        sam=sam_part(sam, settings, plan),
+        text=text_part(clip, tokenizer, settings, plan),
+        image=ClipImagePart(clip, preprocess, plan, batch_size=settings.crop_batch_size),
         description=description,
-        **cache_and_batch_sizes(settings),
     )
     if exporter is not None:
         backend.onnx_files = exporter.files

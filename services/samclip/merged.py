@@ -20,13 +20,20 @@ import torch
 import torch.nn.functional as F
 
 from services.runtime.device import DevicePlan
-from services.runtime.engines import ort_runner
+from services.runtime.engines import ExportedFile, ort_runner
 from services.runtime.types import ModelComponent
 from services.samclip.architectures import build_clip, build_sam
 from services.samclip.attention import use_chunked_mlp, use_sdpa_attention
-from services.samclip.backend import BackendDescription, ImageEmbedding, ProposedMask
-from services.samclip.composed import ComposedSamOpenClip, cache_and_batch_sizes
+from services.samclip.backend import (
+    AutomaticParams,
+    BackendDescription,
+    ImageEmbedding,
+    MaskPrediction,
+    MaskPrompts,
+    ProposedMask,
+)
 from services.samclip.merged_arch import MergedSamClip, build_merged, region_weights
+from services.samclip.parts import SamPart, TextPart, sam_part, text_part
 from services.samclip.settings import SamClipSettings
 from services.samclip.weights import (
     SHAPES_NOTE,
@@ -44,14 +51,44 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x.float(), dim=-1)
 
 
-class MergedSamClipBackend(ComposedSamOpenClip):
-    """The merged network for images and masks, the CLIP teacher's text tower for labels."""
+class MergedSamClipBackend:
+    """The merged network for images and masks (a SAM part over its SAM head), the CLIP
+    teacher's text tower for labels (a text part)."""
 
-    def __init__(self, *, merged: MergedSamClip, clip: Any, **kwargs: Any) -> None:
-        super().__init__(sam=merged.sam, clip=clip, preprocess=None, **kwargs)
+    def __init__(
+        self,
+        *,
+        merged: MergedSamClip,
+        sam: SamPart,
+        text: TextPart,
+        description: BackendDescription,
+        crop_batch_size: int,
+    ) -> None:
+        self.sam_part = sam
+        self.text_part = text
+        self.device = sam.device
         self.merged = merged.to(self.device).eval()
         self.patch = int(merged.sam.image_encoder.patch_embed.proj.stride[0])  # px of the resized input
         self.img_size = merged.img_size
+        self.crop_batch_size = crop_batch_size
+        self._description = description
+        self.onnx_files: list[ExportedFile] = []  # engine=onnxruntime: the files its networks run from
+
+    @property
+    def sam(self) -> Any:
+        """The merged network's SAM: the backbone with its neck, prompt encoder, mask decoder."""
+        return self.merged.sam
+
+    @property
+    def logit_scale(self) -> float:
+        return self.text_part.logit_scale
+
+    def describe(self) -> BackendDescription:
+        return self._description
+
+    def clear_caches(self) -> None:
+        self.sam_part.cache.clear()
+        self.text_part.cache.clear()
 
     @property
     def text_to_pixel(self) -> bool:
@@ -61,19 +98,18 @@ class MergedSamClipBackend(ComposedSamOpenClip):
     def patch_size(self) -> int:
         return self.patch
 
-    def _prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
-        resized = self._resize.apply_image(image)
-        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).float()
-        return self.sam.preprocess(x[None]), (int(resized.shape[0]), int(resized.shape[1]))
-
     def _patch_rows(self, input_size: tuple[int, int]) -> tuple[int, int]:
         """How many patch rows and columns the image covers (the rest is padding)."""
         return -(-input_size[0] // self.patch), -(-input_size[1] // self.patch)
 
+    def embed_images(self, images: Sequence[np.ndarray], keys: Sequence[str]) -> list[ImageEmbedding]:
+        return self.sam_part.embed(images, keys, self._encode_images)
+
     @torch.no_grad()
     def _encode_images(self, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
-        prepared = [self._prepare(image) for image in images]
-        with self._autocast():
+        """One pass of the merged network: SAM's image embedding and the CLIP head's tokens."""
+        prepared = [self.sam_part.prepare(image) for image in images]
+        with self.sam_part.autocast():
             features, tokens = self.merged(torch.cat([x for x, _ in prepared]))
         return [
             ImageEmbedding(
@@ -85,18 +121,29 @@ class MergedSamClipBackend(ComposedSamOpenClip):
             for i, image in enumerate(images)
         ]
 
+    def predict_masks(self, embedding: ImageEmbedding, prompts: MaskPrompts) -> MaskPrediction:
+        return self.sam_part.predict_masks(embedding, prompts)
+
+    def generate_masks(
+        self, image: np.ndarray, embedding: ImageEmbedding, params: AutomaticParams
+    ) -> list[ProposedMask]:
+        return self.sam_part.generate_masks(image, embedding, params)
+
+    def embed_texts(self, labels: Sequence[str], templates: Sequence[str]) -> np.ndarray:
+        return self.text_part.embed(labels, templates)
+
     @torch.no_grad()
     def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """The CLIP head pooled over the image's patches (padding left out)."""
         out = []
         for start in range(0, len(crops), self.crop_batch_size):
-            prepared = [self._prepare(c) for c in crops[start : start + self.crop_batch_size]]
+            prepared = [self.sam_part.prepare(c) for c in crops[start : start + self.crop_batch_size]]
             side = self.img_size // self.patch
             weights = torch.zeros(len(prepared), side, side, device=self.device)
             for k, (_, size) in enumerate(prepared):
                 rows, cols = self._patch_rows(size)
                 weights[k, :rows, :cols] = 1.0
-            with self._autocast():
+            with self.sam_part.autocast():
                 tokens = self.merged.clip_head.tokens(self.merged.backbone(torch.cat([x for x, _ in prepared])))
                 pooled = self.merged.pooled(tokens, weights)
             out.append(_unit(pooled).cpu().numpy())
@@ -114,7 +161,7 @@ class MergedSamClipBackend(ComposedSamOpenClip):
         for start in range(0, len(proposals), self.crop_batch_size):
             masks = torch.as_tensor(np.stack([p.binary() for p in proposals[start : start + self.crop_batch_size]]))
             weights = region_weights(masks, embedding.input_size, self.img_size, side).to(self.device)
-            with self._autocast():
+            with self.sam_part.autocast():
                 pooled = self.merged.pooled(embedding.clip_tokens, weights)
             out.append(_unit(pooled).cpu().numpy())
         return np.concatenate(out)
@@ -122,7 +169,7 @@ class MergedSamClipBackend(ComposedSamOpenClip):
     @torch.no_grad()
     def pixel_similarities(self, embedding: ImageEmbedding, text: np.ndarray) -> np.ndarray:
         rows, cols = self._patch_rows(embedding.input_size)
-        with self._autocast():
+        with self.sam_part.autocast():
             dense = _unit(self.merged.dense(embedding.clip_tokens[:, :rows, :cols]))[0]  # h x w x D
         similarities = dense @ torch.as_tensor(text, dtype=torch.float32, device=dense.device).T
         return similarities.permute(2, 0, 1).cpu().numpy()
@@ -183,13 +230,13 @@ def build_merged_backend(
     if settings.sam_attention == "sdpa":
         use_sdpa_attention(merged)  # the backbone's and the CLIP head's blocks
         use_chunked_mlp(merged)
-    merged_part = ModelComponent(
+    merged_component = ModelComponent(
         name=f"merged SAM-CLIP {settings.sam_variant} (backbone, SAM head, CLIP head)",
         weights=merged_source.label,
         pretrained=merged_source.pretrained,
         parameter_count=_count(merged),
     )
-    text_part = ModelComponent(
+    text_component = ModelComponent(
         name=f"open_clip {settings.clip_model} text tower (frozen teacher)",
         weights=clip_source.label,
         pretrained=clip_source.pretrained,
@@ -198,14 +245,14 @@ def build_merged_backend(
     warnings = [
         f"random weights: {part.name} ({effect})"
         for part, effect in (
-            (merged_part, "masks, labels and scores are not meaningful"),
-            (text_part, "labels and scores are not meaningful"),
+            (merged_component, "masks, labels and scores are not meaningful"),
+            (text_component, "labels and scores are not meaningful"),
         )
         if not part.pretrained
     ]
     shapes = [
         part.name
-        for part, source in ((merged_part, merged_source), (text_part, clip_source))
+        for part, source in ((merged_component, merged_source), (text_component, clip_source))
         if source.note == SHAPES_NOTE
     ]
     if shapes:
@@ -236,17 +283,16 @@ def build_merged_backend(
             + (f" (held-out {figures})" if figures else "")
             + f". Text: the CLIP teacher's text tower, open_clip {settings.clip_model} ({settings.clip_pretrained})."
         ),
-        components=(merged_part, text_part),
+        components=(merged_component, text_component),
         warnings=tuple(warnings),
     )
     log.info("built %s: %s", description.card_name, description.weights)
     backend = MergedSamClipBackend(
         merged=merged,
-        clip=clip,
-        tokenizer=tokenizer,
-        plan=plan,
+        sam=sam_part(merged.sam, settings, plan),
+        text=text_part(clip, tokenizer, settings, plan),
         description=description,
-        **cache_and_batch_sizes(settings),
+        crop_batch_size=settings.crop_batch_size,
     )
     if exporter is not None:
         backend.onnx_files = exporter.files
