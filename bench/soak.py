@@ -42,7 +42,7 @@ from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc  # noqa: E40
 from gateway.cli import DEFAULT_SAMPLE  # noqa: E402
 from gateway.compose import MODEL_SERVICES, ROOT  # noqa: E402
 from gateway.stack import LocalStack, stop_on_signals  # noqa: E402
-from services.runtime.server import channel_options  # noqa: E402
+from services.runtime.channels import channel_options  # noqa: E402
 from tests.processes import free_port  # noqa: E402
 
 CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}

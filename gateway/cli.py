@@ -24,8 +24,8 @@ from gateway.compose import LOCAL_ENV_FILE, MODEL_SERVICES
 from gateway.evaluate_cli import evaluate
 from gateway.render import capability_table, side_by_side, summary, task_name
 from gateway.stack import LocalStack, stop_on_signals
+from services.runtime.channels import channel_options
 from services.runtime.convert import pb_enum
-from services.runtime.server import channel_options
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare vision models side by side.")
 

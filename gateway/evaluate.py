@@ -39,7 +39,7 @@ from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
 from visioncompare.v1 import vision_model_service_pb2 as vms
 
 from gateway.agreement import instance_agreement
-from services.runtime.server import channel_options
+from services.runtime.channels import channel_options
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "evaluation.schema.json"

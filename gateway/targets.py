@@ -21,7 +21,7 @@ from visioncompare.v1 import vision_model_service_pb2 as vms
 from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc
 
 from gateway.settings import GatewaySettings
-from services.runtime.server import channel_options
+from services.runtime.channels import channel_options
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,9 @@ from visioncompare.v1 import vision_model_service_pb2 as vms
 from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc
 
 from services.runtime import convert
+from services.runtime.channels import channel_credentials as channel_credentials  # the client's TLS
+from services.runtime.channels import channel_options
 from services.runtime.masks import decode_rle
-from services.runtime.server import channel_options
 from services.runtime.tasks import CLASSIFY, DETECT, SEGMENT, Rpc, spec
 from services.runtime.types import (
     Capabilities,
@@ -101,14 +102,6 @@ def result_from_proto(response: Any) -> Result:
             ClassScore(Label(s.label.id, s.label.name, s.label.score), s.similarity) for s in response.scores
         ]
     return result
-
-
-def channel_credentials(
-    root_ca: bytes | None, client_cert: bytes | None = None, client_key: bytes | None = None
-) -> grpc.ChannelCredentials:
-    return grpc.ssl_channel_credentials(
-        root_certificates=root_ca, private_key=client_key, certificate_chain=client_cert
-    )
 
 
 class VisionModelClient:

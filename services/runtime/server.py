@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from visioncompare.v1 import vision_model_service_pb2 as vms
 from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc
 
+from services.runtime.channels import channel_options, server_credentials
 from services.runtime.errors import ConfigurationError
 from services.runtime.interceptors import RuntimeInterceptor
 from services.runtime.logs import configure_logging
@@ -41,22 +42,6 @@ def software_version() -> str:
         return version("visioncompare")
     except PackageNotFoundError:
         return "0+unknown"
-
-
-def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
-    return [
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_receive_message_length", max_message_bytes),
-    ]
-
-
-def server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
-    if settings.tls_cert_file is None or settings.tls_key_file is None:
-        return None
-    key = settings.tls_key_file.read_bytes()
-    cert = settings.tls_cert_file.read_bytes()
-    ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
 
 
 class HealthServicer(health_pb2_grpc.HealthServicer):
