@@ -40,8 +40,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# Both clients live in this process: it never builds a model server, so only tritonclient's
-# copy of package `inference` is loaded (services.runtime.server imports ours lazily).
+# Both clients live in this process: it imports no model server (the client imports
+# services.runtime.channels, not the server module), so only tritonclient's copy of package
+# `inference` is loaded.
 import grpc  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 

@@ -4,6 +4,12 @@
 reflection, the runtime interceptor, message limits and TLS/mTLS from settings,
 and returns it with its bound port. `serve(settings, model)` runs one until
 SIGTERM/SIGINT and drains it.
+
+Importing this module loads the Open Inference Protocol's generated code (package
+`inference`), whose names clash in protobuf's default pool with another copy of the
+protocol such as tritonclient's: a process that talks to a server through tritonclient
+imports the client (`services.runtime.client`) and the channel settings
+(`services.runtime.channels`), never this module.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from visioncompare.v1 import vision_model_service_pb2 as vms
 from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc
 
+from services.runtime import oip
 from services.runtime.channels import channel_options, server_credentials
 from services.runtime.errors import ConfigurationError
 from services.runtime.interceptors import RuntimeInterceptor
@@ -194,12 +201,6 @@ class ModelServer(GrpcServer):
         )
         self.servicer = VisionModelServicer(model, self.scheduler, max_image_pixels=settings.max_image_pixels)
         # The Open Inference Protocol (KServe v2) on the same port, scheduler and interceptor.
-        # Imported here, not at the top: only a model server loads the `inference` protos
-        # (their names are the protocol's, so they clash in protobuf's default pool with
-        # another copy such as tritonclient's), while clients and the gateway import this
-        # module for channel_options.
-        from services.runtime import oip
-
         self.oip = oip.OipServicer(self.servicer, server_version=software_version())
 
         def register(server: grpc.aio.Server) -> None:
