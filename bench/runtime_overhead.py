@@ -32,6 +32,7 @@ from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc  # noqa: 
 
 from services.runtime.errors import ServiceError  # noqa: E402
 from services.runtime.model import VisionModel  # noqa: E402
+from services.runtime.tasks import task_capability  # noqa: E402
 from services.runtime.types import (  # noqa: E402
     Box,
     Capabilities,
@@ -41,7 +42,6 @@ from services.runtime.types import (  # noqa: E402
     Prediction,
     RuntimeInfo,
     Task,
-    TaskCapability,
     Vocabulary,
 )
 
@@ -60,7 +60,7 @@ class TrivialModel(VisionModel):
     def capabilities(self) -> Capabilities:
         return Capabilities(
             ModelCard("trivial", "bench", "open", "vision", "2026-11", 0, "MIT", "", "no-op"),
-            (TaskCapability(Task.OBJECT_DETECTION, Vocabulary.FIXED, ("thing",)),),
+            (task_capability(Task.OBJECT_DETECTION, Vocabulary.FIXED, ("thing",)),),
             RuntimeInfo("cpu", "torch", "fp32", "none", False, 8, "bench"),
         )
 

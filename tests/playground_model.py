@@ -24,6 +24,7 @@ import numpy as np
 from services.runtime.errors import InvalidArgument, ServiceError
 from services.runtime.masks import encode_mask
 from services.runtime.model import StageTimer, VisionModel
+from services.runtime.tasks import task_capability
 from services.runtime.types import (
     Box,
     Capabilities,
@@ -38,7 +39,6 @@ from services.runtime.types import (
     PromptKind,
     RuntimeInfo,
     Task,
-    TaskCapability,
     Vocabulary,
 )
 
@@ -85,13 +85,13 @@ class PlaygroundModel(VisionModel):
     def capabilities(self) -> Capabilities:
         if self.open:
             tasks = tuple(
-                TaskCapability(t, Vocabulary.NONE, prompt_kinds=(PromptKind.POINT, PromptKind.BOX))
+                task_capability(t, Vocabulary.NONE, prompt_kinds=(PromptKind.POINT, PromptKind.BOX))
                 if t == Task.PROMPTED_SEGMENTATION
-                else TaskCapability(t, Vocabulary.OPEN, prompt_kinds=(PromptKind.TEXT,))
+                else task_capability(t, Vocabulary.OPEN, prompt_kinds=(PromptKind.TEXT,))
                 for t in OPEN_TASKS
             )
         else:
-            tasks = tuple(TaskCapability(t, Vocabulary.FIXED, FIXED_LABELS) for t in FIXED_TASKS)
+            tasks = tuple(task_capability(t, Vocabulary.FIXED, FIXED_LABELS) for t in FIXED_TASKS)
         return Capabilities(
             card=ModelCard(
                 f"Playground ({self.name})",

@@ -24,7 +24,7 @@ from services.runtime import convert
 from services.runtime.client import VisionModelClient
 from services.runtime.errors import InvalidArgument
 from services.runtime.model import VisionModel
-from services.runtime.tasks import CLASSIFY, RPCS, TASK_TABLE, check_options, spec, tasks_of
+from services.runtime.tasks import CLASSIFY, RPCS, TASK_TABLE, check_options, spec, task_capability, tasks_of
 from services.runtime.types import (
     AutomaticOptions,
     Box,
@@ -159,7 +159,7 @@ def test_an_rpc_builds_its_response_from_the_fields_it_has() -> None:
 
 def test_a_capability_without_accepted_options_takes_the_tables() -> None:
     for task, s in TASK_TABLE.items():
-        assert set(TaskCapability(task, Vocabulary.NONE).accepted_options) == s.options
+        assert set(task_capability(task, Vocabulary.NONE).accepted_options) == s.options
 
 
 # --- the options both services accept ------------------------------------------------------------
@@ -333,7 +333,7 @@ def test_the_capability_table_lists_the_accepted_options() -> None:
         Capabilities(
             card=BrightSpotModel().capabilities().card,
             tasks=(
-                TaskCapability(Task.PROMPTED_SEGMENTATION, Vocabulary.NONE),
+                task_capability(Task.PROMPTED_SEGMENTATION, Vocabulary.NONE),
                 TaskCapability(Task.OBJECT_DETECTION, Vocabulary.FIXED, accepted_options=()),
             ),
             runtime=BrightSpotModel().capabilities().runtime,

@@ -16,6 +16,7 @@ import numpy as np
 from services.runtime.errors import InvalidArgument, ServiceError
 from services.runtime.masks import encode_mask
 from services.runtime.model import StageTimer, VisionModel
+from services.runtime.tasks import task_capability
 from services.runtime.types import (
     Box,
     Capabilities,
@@ -27,7 +28,6 @@ from services.runtime.types import (
     PromptKind,
     RuntimeInfo,
     Task,
-    TaskCapability,
     Vocabulary,
 )
 
@@ -69,9 +69,9 @@ class BrightSpotModel(VisionModel):
                 f"Bright spot ({self.name})", "tests", "open", "vision", "2026-11", 0, "MIT", "", "test model"
             ),
             tasks=tuple(
-                TaskCapability(t, Vocabulary.NONE, prompt_kinds=(PromptKind.POINT,))
+                task_capability(t, Vocabulary.NONE, prompt_kinds=(PromptKind.POINT,))
                 if t == Task.PROMPTED_SEGMENTATION
-                else TaskCapability(t, Vocabulary.FIXED, ("bright",))
+                else task_capability(t, Vocabulary.FIXED, ("bright",))
                 for t in self.tasks
             ),
             runtime=RuntimeInfo("cpu", "torch", "fp32", "random", False, 8, "test", warnings=("random weights",)),

@@ -21,7 +21,15 @@ from visioncompare.v1 import vision_model_service_pb2 as vms
 
 from services.runtime.convert import PredictionFields, pb_enum
 from services.runtime.errors import InvalidArgument
-from services.runtime.types import Capabilities, InferenceRequest, Task, TaskOption
+from services.runtime.types import (
+    Capabilities,
+    InferenceRequest,
+    PromptKind,
+    Task,
+    TaskCapability,
+    TaskOption,
+    Vocabulary,
+)
 
 #: An Rpc's response message type.
 _Response = TypeVar("_Response", bound=Message, covariant=True)
@@ -152,6 +160,20 @@ def accepted(task: Task, *, without: Iterable[TaskOption] = ()) -> tuple[TaskOpt
     """The options of `task` in the table, less those a model does not read: for
     TaskCapability.accepted_options."""
     return tuple(sorted(spec(task).options - set(without)))
+
+
+def task_capability(
+    task: Task,
+    vocabulary: Vocabulary,
+    label_names: tuple[str, ...] = (),
+    prompt_kinds: tuple[PromptKind, ...] = (),
+    accepted_options: tuple[TaskOption, ...] | None = None,
+) -> TaskCapability:
+    """A model's capability for `task`; accepted_options None: every option the table applies
+    to the task (a model that reads fewer names them, e.g. with `accepted`)."""
+    if accepted_options is None:
+        accepted_options = tuple(sorted(spec(task).options))
+    return TaskCapability(task, vocabulary, label_names, prompt_kinds, accepted_options=accepted_options)
 
 
 def check_rpc_task(rpc: Rpc, task: Task) -> None:

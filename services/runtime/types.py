@@ -233,35 +233,16 @@ class ModelCard:
     features: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class TaskCapability:
     task: Task
     vocabulary: Vocabulary
-    label_names: tuple[str, ...]
-    prompt_kinds: tuple[PromptKind, ...]
+    label_names: tuple[str, ...] = ()
+    prompt_kinds: tuple[PromptKind, ...] = ()
     #: The TaskOptions fields the model reads for this task; the runtime refuses any
-    #: other (`services.runtime.tasks.check_options`). None (when made): every option
-    #: the task table (`services.runtime.tasks.TASK_TABLE`) applies to the task.
-    accepted_options: tuple[TaskOption, ...]
-
-    def __init__(
-        self,
-        task: Task,
-        vocabulary: Vocabulary,
-        label_names: tuple[str, ...] = (),
-        prompt_kinds: tuple[PromptKind, ...] = (),
-        accepted_options: tuple[TaskOption, ...] | None = None,
-    ) -> None:
-        # Written out (not the dataclass's) so that accepted_options takes None but holds a tuple.
-        if accepted_options is None:
-            from services.runtime.tasks import spec  # the table imports this module
-
-            accepted_options = tuple(sorted(spec(task).options))
-        object.__setattr__(self, "task", task)
-        object.__setattr__(self, "vocabulary", vocabulary)
-        object.__setattr__(self, "label_names", label_names)
-        object.__setattr__(self, "prompt_kinds", prompt_kinds)
-        object.__setattr__(self, "accepted_options", accepted_options)
+    #: other (`services.runtime.tasks.check_options`). `services.runtime.tasks.task_capability`
+    #: makes a capability that reads every option the task table applies to the task.
+    accepted_options: tuple[TaskOption, ...] = field(kw_only=True)
 
 
 @dataclass(frozen=True)
