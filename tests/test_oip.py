@@ -1,4 +1,4 @@
-"""The Open Inference Protocol front-end (services/runtime/oip.py) through real gRPC with the
+"""The Open Inference Protocol front-end (services/runtime/oip/) through real gRPC with the
 tiny model and the project's own generated stubs: readiness, metadata, tensors in both
 encodings, the bad-tensor statuses, and the runtime it shares with VisionModelService
 (batching, token, metrics, health, reflection, limits). tests/test_oip_tritonclient.py
