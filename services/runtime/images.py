@@ -38,9 +38,16 @@ class ImageHeader:
 
 def decode_image(image: pb.Image, max_pixels: int) -> np.ndarray:
     """Decode an Image message to an H x W x 3 uint8 RGB array, orientation applied."""
+    source = image_source(image, max_pixels)
+    return source if isinstance(source, np.ndarray) else decode_bytes(source, max_pixels=max_pixels)
+
+
+def image_source(image: pb.Image, max_pixels: int) -> np.ndarray | bytes:
+    """A raw image's pixels (checked against the limit: a reshape, no copy, nothing to decode),
+    or an encoded image's file, to decode (`decode_bytes`, on a decoding thread)."""
     source = image.WhichOneof("source")
     if source == "encoded":
-        return decode_bytes(image.encoded, max_pixels=max_pixels)
+        return image.encoded
     if source == "raw":
         return decode_raw(image.raw, max_pixels=max_pixels)
     raise InvalidArgument("image is empty: set image.encoded or image.raw", field="image")

@@ -30,6 +30,7 @@ from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc
 
 from services.runtime import oip
 from services.runtime.channels import channel_options, server_credentials
+from services.runtime.dataplane import DataPlane
 from services.runtime.errors import ConfigurationError
 from services.runtime.interceptors import RuntimeInterceptor
 from services.runtime.logs import configure_logging
@@ -199,9 +200,11 @@ class ModelServer(GrpcServer):
             watchdog_s=settings.inference_watchdog_s,
             on_health=self._on_scheduler_health,
         )
-        self.servicer = VisionModelServicer(model, self.scheduler, max_image_pixels=settings.max_image_pixels)
-        # The Open Inference Protocol (KServe v2) on the same port, scheduler and interceptor.
-        self.oip = oip.OipServicer(self.servicer, server_version=software_version())
+        # One data plane under both protocols: VisionModelService and the Open Inference
+        # Protocol (KServe v2), on the same port, scheduler and interceptor.
+        self.plane = DataPlane(model, self.scheduler, max_image_pixels=settings.max_image_pixels)
+        self.servicer = VisionModelServicer(self.plane)
+        self.oip = oip.OipServicer(self.plane, server_version=software_version())
 
         def register(server: grpc.aio.Server) -> None:
             vms_grpc.add_VisionModelServiceServicer_to_server(self.servicer, server)
@@ -220,14 +223,14 @@ class ModelServer(GrpcServer):
         await loop.run_in_executor(None, self.model.load)
         await loop.run_in_executor(None, self.model.warmup)
         self.scheduler.start()
-        self.servicer.mark_ready()
+        self.plane.mark_ready()
         self.metrics.model_loaded.set(1)
         await self.set_serving(True)
         log.info("model %s loaded and warm: SERVING", self.model.name)
 
     async def _on_scheduler_health(self, serving: bool) -> None:
         """The scheduler's worker died, or an inference ran past (or finished after) the watchdog."""
-        if serving and not (self.servicer.ready and self.scheduler.healthy):
+        if serving and not self.plane.serving:
             return  # draining, or down for another reason
         await self.set_serving(serving)
         log.log(
@@ -243,14 +246,14 @@ class ModelServer(GrpcServer):
         await asyncio.wait_for(asyncio.shield(self._loading), timeout)
 
     async def stop(self, grace: float | None) -> None:
-        self.servicer.ready = False
+        self.plane.mark_draining()
         await super().stop(grace)
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
         elif self._loading is not None and self._loading.exception() is None:
             await self.scheduler.stop()
         self.metrics.model_loaded.set(0)
-        self.servicer.close()
+        self.plane.close()
         self.model.close()
 
 

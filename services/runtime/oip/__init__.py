@@ -1,9 +1,10 @@
 """The Open Inference Protocol (KServe v2, `inference.GRPCInferenceService`) over the same runtime.
 
-A second protocol front-end beside `VisionModelServicer`: it translates tensors to
-the runtime's domain types (InferenceRequest, TaskOptions) with `codec`, lets the
-model validate, submits through the same BatchScheduler and translates the Prediction
-back to tensors (`servicer`). It is registered on the same grpc.aio server
+A second protocol front-end beside `VisionModelServicer`, over the same data plane
+(`services.runtime.dataplane`): `servicer` maps model names to tasks and `codec` turns
+tensors and parameters into the runtime's domain values (an image file, TaskOptions);
+`DataPlane.infer` decodes, validates and batches as for VisionModelService; `codec`
+turns the Prediction back into tensors. It is registered on the same grpc.aio server
 (`services.runtime.server`), so the interceptor's bearer token, error codes and request
 metrics, the message limits, TLS, health and the dynamic batcher are the project's own.
 

@@ -17,10 +17,12 @@ import numpy as np
 from inference import grpc_predict_v2_pb2 as oip
 from inference import model_config_pb2 as config_pb
 
+from services.runtime.dataplane import Inference
 from services.runtime.errors import InvalidArgument, ServiceError
 from services.runtime.images import decode_bytes
 from services.runtime.masks import decode_rle
 from services.runtime.types import (
+    AutomaticOptions,
     Box,
     InferenceRequest,
     Instance,
@@ -393,3 +395,166 @@ def prompts_and_text(options: TaskOptions, tensors: Mapping[str, np.ndarray | li
         assert isinstance(boxes, np.ndarray)
         updates["boxes"] = tuple(Box(*(float(v) for v in b)) for b in boxes.tolist())
     return replace(options, **updates) if updates else options
+
+
+# --- requests and responses ---------------------------------------------------------------
+
+
+def read_parameters(
+    request: oip.ModelInferRequest, task: Task, capability: TaskCapability, name: str
+) -> tuple[TaskOptions, str, float | None]:
+    allowed = parameters_of(task, capability)
+    values: dict[str, Any] = {}
+    timeout_s = None
+    for key in sorted(request.parameters):
+        value = request.parameters[key]
+        if key in CLIENT_PARAMETERS:
+            if key == "timeout" and value.WhichOneof("parameter_choice") in ("int64_param", "uint64_param"):
+                timeout_s = max(int(getattr(value, value.WhichOneof("parameter_choice"))), 0) / 1e6
+            continue
+        if key not in allowed:
+            what = "is unknown" if key not in PARAMETERS else f"does not apply to model {name}"
+            raise InvalidArgument(
+                f"parameter {key!r} {what}; model {name} takes: {', '.join(allowed) or 'no parameters'}",
+                field=f"parameters.{key}",
+            )
+        values[key] = param_value(key, value, PARAMETERS[key].kind)
+    mask_format = values.pop("mask_format", "rle")
+    if mask_format not in MASK_FORMATS:
+        raise InvalidArgument(
+            f"parameter 'mask_format' is {mask_format!r}; one of {', '.join(MASK_FORMATS)}",
+            field="parameters.mask_format",
+        )
+    automatic = {k: values.pop(k) for k in list(values) if PARAMETERS[k].option == TaskOption.AUTOMATIC}
+    options = TaskOptions(**values, automatic=AutomaticOptions(**automatic))
+    return options, mask_format, timeout_s
+
+
+def requested_outputs(request: oip.ModelInferRequest, task: Task, name: str) -> list[str]:
+    names = [t.name for t in OUTPUTS[task]]
+    wanted = []
+    for i, output in enumerate(request.outputs):
+        if output.name not in names:
+            raise InvalidArgument(
+                f"output {output.name!r} is not an output of model {name}; its outputs are: {', '.join(names)}",
+                field=f"outputs[{i}].name",
+            )
+        if output.parameters:
+            keys = ", ".join(sorted(output.parameters))
+            raise InvalidArgument(
+                f"output {output.name}: parameters ({keys}) are not supported; set mask_format on the request",
+                field=f"outputs[{i}].parameters",
+            )
+        wanted.append(output.name)
+    return wanted
+
+
+def read_inputs(
+    request: oip.ModelInferRequest, capability: TaskCapability, name: str
+) -> dict[str, np.ndarray | list[bytes]]:
+    specs = {t.name: t for t in inputs_of(capability)}
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise InvalidArgument(
+            f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs: send one per input, in order",
+            field="raw_input_contents",
+        )
+    tensors: dict[str, np.ndarray | list[bytes]] = {}
+    for i, tensor in enumerate(request.inputs):
+        spec = specs.get(tensor.name)
+        if spec is None:
+            raise InvalidArgument(
+                f"input {tensor.name!r} is not an input of model {name}; its inputs are: {', '.join(specs)}",
+                field=f"inputs.{tensor.name}",
+            )
+        if tensor.name in tensors:
+            raise bad_input(tensor.name, "is given twice")
+        if tensor.parameters:
+            raise bad_input(
+                tensor.name, f"tensor parameters ({', '.join(sorted(tensor.parameters))}) are not supported"
+            )
+        tensors[tensor.name] = decode_input(spec, tensor, raw[i] if raw else None)
+    if "IMAGE" not in tensors:
+        raise bad_input("IMAGE", "is missing: send the encoded image file as BYTES, shape [1]")
+    return tensors
+
+
+@dataclass(frozen=True)
+class InferCall:
+    """A ModelInferRequest read into the runtime's domain values."""
+
+    image: bytes  # the encoded file of tensor IMAGE
+    options: TaskOptions
+    mask_format: str  # "rle" or "uint8"
+    timeout_s: float | None  # the request's `timeout` parameter, in seconds
+    outputs: tuple[str, ...]  # the output tensors to send, in order
+
+
+def read_infer_request(request: oip.ModelInferRequest, task: Task, capability: TaskCapability, name: str) -> InferCall:
+    """The parameters, requested outputs and input tensors of a ModelInferRequest for model
+    `name` (running `task`), checked in that order."""
+    options, mask_format, timeout_s = read_parameters(request, task, capability, name)
+    wanted = requested_outputs(request, task, name)
+    tensors = read_inputs(request, capability, name)
+    image = tensors.pop("IMAGE")[0]
+    assert isinstance(image, bytes)  # a BYTES tensor's element
+    options = prompts_and_text(options, tensors)
+    return InferCall(image, options, mask_format, timeout_s, tuple(wanted) or tuple(t.name for t in OUTPUTS[task]))
+
+
+def infer_response(
+    request_id: str, name: str, inference: Inference, outputs: Mapping[str, _Output], wanted: Sequence[str]
+) -> oip.ModelInferResponse:
+    """The ModelInferResponse of model `name` to request `request_id` (the client's `id`):
+    the answer's parameters (the project's InferenceInfo) and the `wanted` output tensors."""
+    request, prediction, runtime = inference.request, inference.prediction, inference.runtime
+    response = oip.ModelInferResponse(model_name=name, model_version=MODEL_VERSION, id=request_id)
+    params: dict[str, int | float | str | bool] = {
+        "request_id": request.request_id,
+        "image_width": request.width,
+        "image_height": request.height,
+        "batch_size": prediction.batch_size,
+        "queue_ms": prediction.timing.queue_ms,
+        "inference_ms": prediction.timing.inference_ms,
+        "weights": runtime.weights,
+        "pretrained": runtime.pretrained,
+        "backend": runtime.backend,
+        "warnings": "\n".join(inference.warnings),
+    }
+    for key, value in params.items():
+        response.parameters[key].CopyFrom(parameter(value))
+    for out_name in wanted:
+        out = outputs[out_name]
+        tensor = response.outputs.add(name=out_name, datatype=out.datatype, shape=out.shape)
+        for key, value in (out.parameters or {}).items():
+            tensor.parameters[key].CopyFrom(parameter(value))
+        response.raw_output_contents.append(out.data)
+    return response
+
+
+def model_metadata(name: str, task: Task, capability: TaskCapability, backend: str) -> oip.ModelMetadataResponse:
+    return oip.ModelMetadataResponse(
+        name=name,
+        versions=[MODEL_VERSION],
+        platform=f"visioncompare_{backend}",
+        inputs=[t.metadata() for t in inputs_of(capability)],
+        outputs=[t.metadata() for t in OUTPUTS[task]],
+    )
+
+
+def model_config(name: str, task: Task, capability: TaskCapability, backend: str) -> oip.ModelConfigResponse:
+    """Triton's extension, as perf_analyzer reads it: max_batch_size 0 (requests carry no batch
+    dimension; the server batches requests itself), the inputs and outputs of ModelMetadata,
+    every input but IMAGE optional."""
+    config = config_pb.ModelConfig(
+        name=name,
+        platform=f"visioncompare_{backend}",
+        backend="visioncompare",
+        max_batch_size=0,
+        input=[
+            config_pb.ModelInput(name=t.name, data_type=t.config_type, dims=t.shape, optional=t is not IMAGE)
+            for t in inputs_of(capability)
+        ],
+        output=[config_pb.ModelOutput(name=t.name, data_type=t.config_type, dims=t.shape) for t in OUTPUTS[task]],
+    )
+    return oip.ModelConfigResponse(config=config)
