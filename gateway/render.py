@@ -7,6 +7,7 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import grpc
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from visioncompare.v1 import common_pb2 as pb
@@ -58,6 +59,14 @@ def palette(n: int) -> list[tuple[int, int, int]]:
 
 def task_name(task: int) -> str:
     return pb.Task.Name(task).removeprefix("TASK_").lower().replace("_", "-")
+
+
+def status_name(code: int) -> str:
+    """A gRPC status code's name ("UNAVAILABLE" for 14), as the page prints it; the number when unknown."""
+    for status in grpc.StatusCode:
+        if status.value[0] == code:
+            return str(status.name)
+    return str(code)
 
 
 def option_name(option: int) -> str:
@@ -234,7 +243,7 @@ def _header(result: cs.ModelResult, reference: bool = False) -> list[str]:
     output = _output(result)
     if reference:  # e.g. the ground truth: no latency, no status
         return [f"{result.model_name} · {len(getattr(output, 'instances', []))} objects"]
-    status = "OK" if result.status.code == 0 else f"ERROR {result.status.code}: {result.status.message}"
+    status = "OK" if result.status.code == 0 else f"{status_name(result.status.code)}: {result.status.message}"
     lines = [f"{result.model_name} · {result.latency_ms:.0f} ms · {status}"]
     if output is not None and output.info.warnings:
         lines.append("; ".join(output.info.warnings))

@@ -81,7 +81,7 @@ def test_header_is_wrapped_whole_inside_its_panel(sheet: Sheet) -> None:
     assert texts == [
         f"maskrcnn · 412 ms · OK {WARNING}",
         f"samclip · 2392 ms · OK {WARNING}",
-        f"other · 3 ms · ERROR 14: {ERROR}",  # every word, none clipped
+        f"other · 3 ms · UNAVAILABLE: {ERROR}",  # the status by name, as the page says it; every word, none clipped
     ]
 
 
