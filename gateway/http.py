@@ -5,8 +5,9 @@
     POST /v1/compare/png the same request; answers the side-by-side PNG the CLI draws
     GET  /healthz        the process is up
     GET  /readyz         at least one model serves
-    GET  /               the comparison page (assets under /static/); /docs has the OpenAPI docs
-                         (Swagger UI, and ReDoc at /redoc, served from the gateway: no CDN)
+    GET  /               the comparison page (assets under /static/, its icon also at /favicon.ico);
+                         /docs has the OpenAPI docs (Swagger UI, and ReDoc at /redoc, served from the
+                         gateway: no CDN)
 
 Every error, on every path, is the same JSON body (`ErrorBody`) with the HTTP
 status of its canonical code; /openapi.json documents each one an operation returns.
@@ -31,12 +32,22 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from google.protobuf import json_format
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
 
 from gateway.comparison import Comparator
+from gateway.http_schema import (
+    COMPARE_BODY,
+    TASK_NAMES,
+    CompareJson,
+    TaskOptionsJson,
+    json_string_array,
+    live_openapi,
+    options_dict,
+    split_list,
+)
 from gateway.render import side_by_side
 from gateway.settings import GatewaySettings
 from services.runtime.convert import pb_enum
@@ -66,60 +77,6 @@ HTTP_ERRORS = {
     400: (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
     404: (grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
     405: (grpc.StatusCode.UNIMPLEMENTED, "METHOD_NOT_ALLOWED"),
-}
-
-#: Task names a request may give: "TASK_OBJECT_DETECTION" or "object-detection".
-TASK_NAMES = [
-    spelling
-    for name in pb.Task.keys()
-    if name != "TASK_UNSPECIFIED"
-    for spelling in (name, name.removeprefix("TASK_").lower().replace("_", "-"))
-]
-TASK_FIELD = {
-    "type": "string",
-    "enum": TASK_NAMES,
-    "description": 'the task: its enum name ("TASK_INSTANCE_SEGMENTATION") or its short name '
-    '("instance-segmentation"); a task no model serves now is 400 FAILED_PRECONDITION',
-}
-
-
-class CompareJson(BaseModel):
-    """JSON body of POST /v1/compare; `options` uses the TaskOptions JSON mapping."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    image_base64: str = Field(
-        description="the image file (JPEG, PNG, WebP, BMP, GIF or TIFF), base64-encoded",
-        json_schema_extra={"contentEncoding": "base64"},
-    )
-    task: str = Field(json_schema_extra=TASK_FIELD)  # type: ignore[arg-type]
-    options: dict[str, Any] = Field(default_factory=dict, description="visioncompare.v1.TaskOptions as JSON")
-    model_names: list[str] = Field(default_factory=list, description="models by name; empty means every one")
-    timeout_s: float | None = Field(None, gt=0, le=600, description="deadline in seconds")
-
-
-#: The request body of POST /v1/compare and /v1/compare/png.
-COMPARE_BODY: dict[str, Any] = {
-    "required": True,
-    "content": {
-        "application/json": {"schema": CompareJson.model_json_schema()},
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["image", "task"],
-                "properties": {
-                    "image": {
-                        "type": "string",
-                        "format": "binary",
-                        "description": "the image file (JPEG, PNG, WebP, BMP, GIF or TIFF)",
-                    },
-                    "task": TASK_FIELD,
-                    "options": {"type": "string", "description": "TaskOptions as JSON"},
-                    "model_names": {"type": "string", "description": "comma-separated"},
-                },
-            }
-        },
-    },
 }
 
 
@@ -193,16 +150,25 @@ def parse_task(name: str) -> pb.Task:
     return pb_enum(pb.Task, pb.Task.Value(enum_name))
 
 
-def parse_options(raw: dict[str, Any] | str | None) -> pb.TaskOptions:
-    try:
-        data = json.loads(raw) if isinstance(raw, str) else (raw or {})
+def parse_options(raw: BaseModel | str) -> pb.TaskOptions:
+    """TaskOptions from a validated TaskOptionsJson, or from the JSON text of a multipart part."""
+    if isinstance(raw, str):
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InvalidArgument(f"options is not valid JSON: {exc}", field="options") from None
         if not isinstance(data, dict):
             raise InvalidArgument(
                 'options must be a JSON object (visioncompare.v1.TaskOptions), e.g. {"score_threshold": 0.5}',
                 field="options",
             )
-        return json_format.ParseDict(data, pb.TaskOptions())
-    except (json.JSONDecodeError, json_format.ParseError) as exc:
+        try:
+            raw = TaskOptionsJson.model_validate_json(json.dumps(data))
+        except ValidationError as exc:
+            raise invalid_body(exc, "options", "options is not valid TaskOptions JSON") from None
+    try:
+        return json_format.ParseDict(options_dict(raw), pb.TaskOptions())
+    except json_format.ParseError as exc:  # what the model above let through and the proto refuses
         raise InvalidArgument(f"options is not valid TaskOptions JSON: {exc}", field="options") from None
 
 
@@ -214,11 +180,32 @@ def form_text(form: Any, name: str) -> str:
     return value or ""
 
 
-def invalid_body(exc: ValidationError) -> InvalidArgument:
-    """Pydantic's errors as field violations, without its repr of the input."""
-    violations = [(".".join(str(p) for p in e["loc"]) or "body", e["msg"]) for e in exc.errors()]
-    summary = "; ".join(f"{f}: {d}" for f, d in violations)
-    return InvalidArgument(f"request body is not a valid compare request: {summary}", field_violations=violations)
+BASE64_MESSAGE = "image_base64 is not valid base64: send the file's bytes in standard base64 (A-Z, a-z, 0-9, +, /, =)"
+
+
+def parse_labels(text: str) -> list[str]:
+    """The multipart `open_vocabulary_labels`: a JSON array of strings (http_schema.JSON_STRING_ARRAY)."""
+    labels = json_string_array(text)
+    if labels is None:
+        raise InvalidArgument(
+            'open_vocabulary_labels must be a JSON array of strings, e.g. ["cat", "dog"] (string escapes '
+            "other than \\u are accepted)",
+            field="open_vocabulary_labels",
+        )
+    return labels
+
+
+def invalid_body(
+    exc: ValidationError, prefix: str = "", summary: str = "request body is not a valid compare request"
+) -> InvalidArgument:
+    """Pydantic's errors as field violations (under `prefix`), without its repr of the input."""
+    violations = []
+    for e in exc.errors():
+        field = ".".join([prefix, *(str(p) for p in e["loc"])] if prefix else [str(p) for p in e["loc"]]) or "body"
+        message = BASE64_MESSAGE if field == "image_base64" and e["type"].startswith("string_") else e["msg"]
+        violations.append((field, message))
+    text = "; ".join(f"{f}: {d}" for f, d in violations)
+    return InvalidArgument(f"{summary}: {text}", field_violations=violations)
 
 
 def error_response(
@@ -330,8 +317,11 @@ def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
                 raise InvalidArgument("multipart field 'image' must be a file", field="image")
             data = await upload.read()
             task = parse_task(form_text(form, "task"))
-            options = parse_options(form_text(form, "options") or "{}")
-            names = [n.strip() for n in form_text(form, "model_names").split(",") if n.strip()]
+            options_text = form_text(form, "options")
+            options = parse_options(options_text if "options" in form else "{}")
+            names = split_list(form_text(form, "model_names"))
+            labels_text = form_text(form, "open_vocabulary_labels")
+            open_labels = parse_labels(labels_text) if "open_vocabulary_labels" in form else []
             timeout = None
         elif content_type == "application/json":
             try:
@@ -341,13 +331,9 @@ def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
             try:
                 data = base64.b64decode(body.image_base64, validate=True)
             except ValueError:  # binascii.Error, or a character outside ASCII
-                raise InvalidArgument(
-                    "image_base64 is not valid base64: send the file's bytes in standard base64 "
-                    "(A-Z, a-z, 0-9, +, /, =)",
-                    field="image_base64",
-                ) from None
+                raise InvalidArgument(BASE64_MESSAGE, field="image_base64") from None
             task, options = parse_task(body.task), parse_options(body.options)
-            names, timeout = body.model_names, body.timeout_s
+            names, open_labels, timeout = body.model_names, body.open_vocabulary_labels, body.timeout_s
         else:
             raise UnsupportedMediaType(
                 f"content type {content_type or '(none)'} is not supported; send application/json "
@@ -356,7 +342,13 @@ def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
             )
         if len(data) > limit:
             raise TooLarge(f"image is {len(data)} bytes, over the limit of {limit}", field="image")
-        message = cs.CompareRequest(image=pb.Image(encoded=data), task=task, options=options, model_names=names)
+        message = cs.CompareRequest(
+            image=pb.Image(encoded=data),
+            task=task,
+            options=options,
+            model_names=names,
+            open_vocabulary_labels=open_labels,
+        )
         return message, timeout
 
     @app.post(
@@ -399,7 +391,17 @@ def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
     async def page() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> FileResponse:  # the page links /static/favicon.svg; browsers also ask here
+        return FileResponse(WEB_DIR / "favicon.svg", media_type="image/svg+xml")
+
     # Not a catch-all mount at "/": that would answer every API path's wrong method (405) for itself.
+    base_openapi = app.openapi  # FastAPI's, built once
+
+    def openapi() -> dict[str, Any]:  # narrowed to what the gateway can answer now (gateway.http_schema)
+        return live_openapi(base_openapi(), comparator)
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="web")
     app.mount("/samples", StaticFiles(directory=SAMPLES_DIR, check_dir=False), name="samples")
     return app

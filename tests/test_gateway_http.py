@@ -338,3 +338,144 @@ def test_the_api_docs_load_nothing_from_another_host(page: str) -> None:
             answer = client.get(url)
             assert answer.status_code == 200 and answer.content, url
         assert any(u.endswith(".js") for u in urls)
+
+
+# --- the schema says exactly what the gateway accepts (issue 29) ---------------------------------
+
+
+def test_the_schema_lists_the_tasks_served_now_and_which_models_serve_each(http: httpx.Client) -> None:
+    spec = http.get("/openapi.json").json()
+    body = spec["paths"]["/v1/compare"]["post"]["requestBody"]["content"]
+    json_body, form = body["application/json"]["schema"], body["multipart/form-data"]["schema"]
+    served = ["TASK_OBJECT_DETECTION", "object-detection", "TASK_INSTANCE_SEGMENTATION", "instance-segmentation"]
+    assert json_body["properties"]["task"]["enum"] == served == form["properties"]["task"]["enum"]
+    assert json_body["properties"]["model_names"]["items"]["enum"] == ["one", "two"]
+    # "two" serves object detection only: instance segmentation may not name it alone
+    [branch] = [
+        b
+        for b in json_body["dependentSchemas"]["model_names"]["anyOf"]
+        if "instance-segmentation" in b["properties"]["task"]["enum"]
+    ]
+    assert branch["properties"]["model_names"]["anyOf"][1] == {"contains": {"enum": ["one"]}}
+    refused = http.post(
+        "/v1/compare",
+        json={"image_base64": base64.b64encode(PNG).decode(), "task": "instance-segmentation", "model_names": ["two"]},
+    )
+    assert refused.status_code == 400 and refused.json()["code"] == "FAILED_PRECONDITION"
+    image = json_body["properties"]["image_base64"]
+    assert (image["format"], image["contentEncoding"], image["minLength"]) == ("image-base64", "base64", 4)
+    assert form["properties"]["image"]["minLength"] == 1
+    assert "image/png" in body["multipart/form-data"]["encoding"]["image"]["contentType"]
+    options = json_body["properties"]["options"]
+    assert options["additionalProperties"] is False and options["properties"]["max_results"]["maximum"] == 2**32 - 1
+    assert form["properties"]["options"]["properties"] == options["properties"]
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"score_threshold": None}, "options.score_threshold"),  # null: refused, as the schema says
+        ({"score_threshold": "0.5"}, "options.score_threshold"),  # a string is no number
+        ({"max_results": True}, "options.max_results"),
+        ({"max_results": -1}, "options.max_results"),
+        ({"max_results": 2.5}, "options.max_results"),
+        ({"mask_threshold": 1e16}, "options.mask_threshold"),
+        ({"prompts": {"points": [{"x": 1, "z": 2}]}}, "options.prompts.points.0.z"),
+        ({"colour": "red"}, "options.colour"),
+    ],
+)
+def test_options_outside_the_schema_are_400_naming_the_field(http: httpx.Client, options: dict, field: str) -> None:
+    for request in (
+        {"json": {"image_base64": base64.b64encode(PNG).decode(), "task": "object-detection", "options": options}},
+        {
+            "files": {"image": ("x.png", PNG, "image/png")},
+            "data": {"task": "object-detection", "options": json.dumps(options)},
+        },
+    ):
+        response = http.post("/v1/compare", **request)
+        assert response.status_code == 400, response.text
+        assert [v["field"] for v in response.json()["field_violations"]] == [field]
+
+
+def test_options_in_the_schema_are_accepted(http: httpx.Client) -> None:
+    for options in ({"max_results": 3.0}, {"maxResults": 3}, {"score_threshold": 0}, {}):  # 3.0 is JSON's 3
+        response = http.post(
+            "/v1/compare",
+            json={"image_base64": base64.b64encode(PNG).decode(), "task": "object-detection", "options": options},
+        )
+        assert response.status_code == 200, (options, response.text)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"options": ""}, "options"),  # an options part must be a JSON object, even an empty one
+        ({"open_vocabulary_labels": "cat, dog"}, "open_vocabulary_labels"),  # a JSON array of strings
+        ({"open_vocabulary_labels": "5"}, "open_vocabulary_labels"),
+        ({"model_names": "one;two"}, "model_names"),
+    ],
+)
+def test_multipart_fields_outside_the_schema_are_400(http: httpx.Client, data: dict, field: str) -> None:
+    response = http.post(
+        "/v1/compare", files={"image": ("x.png", PNG, "image/png")}, data={"task": "object-detection", **data}
+    )
+    assert response.status_code == 400, response.text
+    assert [v["field"] for v in response.json()["field_violations"]] == [field]
+
+
+def test_an_empty_image_is_outside_the_schema(http: httpx.Client) -> None:
+    response = http.post("/v1/compare/png", json={"image_base64": "", "task": "object-detection"})
+    assert response.status_code == 400 and "not valid base64" in response.json()["message"]
+
+
+def test_the_page_has_an_icon(http: httpx.Client) -> None:
+    page = http.get("/").text
+    [href] = re.findall(r'<link rel="icon" href="([^"]+)"', page)
+    for url in (href, "/favicon.ico"):
+        icon = http.get(url)
+        assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg+xml"), url
+
+
+def test_open_vocabulary_labels_go_to_the_open_models_only() -> None:
+    """CompareRequest.open_vocabulary_labels over HTTP, in both bodies: the open-vocabulary model gets
+    the caller's words, the fixed-vocabulary one keeps its own label set (tests/playground_model.py)."""
+    procs = [playground_service("fixed", "fixed"), playground_service("open", "open")]
+    for p in procs:
+        p.start()
+    try:
+        with GatewayThread({p.name: f"dns:///{p.address}" for p in procs}, http_port=0) as gw:
+            gw.wait_serving()
+            assert gw.server is not None
+            with httpx.Client(base_url=f"http://127.0.0.1:{gw.server.http_port}", timeout=30) as client:
+                labels = ["moon", "sun"]
+                for request in (
+                    {
+                        "json": {
+                            "image_base64": base64.b64encode(PNG).decode(),
+                            "task": "instance-segmentation",
+                            "open_vocabulary_labels": labels,
+                        }
+                    },
+                    {
+                        "files": {"image": ("x.png", PNG, "image/png")},
+                        "data": {"task": "instance-segmentation", "open_vocabulary_labels": json.dumps(labels)},
+                    },
+                ):
+                    response = client.post("/v1/compare", **request)
+                    assert response.status_code == 200, response.text
+                    body = response.json()
+                    assert body["labels_used"] == labels
+                    found = {
+                        r["model_name"]: sorted(i["label"]["name"] for i in r["segment"]["instances"])
+                        for r in body["results"]
+                    }
+                    assert found == {"fixed": ["bright", "dark"], "open": ["moon", "sun"]}
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def playground_service(name: str, vocabulary: str) -> ServiceProcess:
+    port = free_port()
+    args = ["-m", "tests.playground_service", "--port", str(port), "--name", name, "--vocabulary", vocabulary]
+    return ServiceProcess(name, args, port)
