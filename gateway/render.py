@@ -26,6 +26,10 @@ LABEL_FONT_PX = 14
 PAD_PX = 6
 GAP_PX = 8
 MAX_HEADER_LINES = 8
+MAX_CLASSES_SAID = 8  # per-class IoU named in an agreement line
+#: The pairs whose agreement the picture prints under the panels: those the panels cannot show
+#: (instances' matches are visible in the panels themselves).
+FOOTER_AGREEMENTS = ("label_map", "classification")
 BACKGROUND = (24, 24, 24)
 
 
@@ -36,7 +40,7 @@ class TextBox:
     text: str
     box: tuple[int, int, int, int]
     area: tuple[int, int, int, int]
-    kind: str  # "header", "label" or "score"
+    kind: str  # "header", "label", "score" or "agreement" (the footer)
 
 
 @dataclass
@@ -261,7 +265,8 @@ def header_lines(result: cs.ModelResult, width: float, reference: bool = False) 
 
 def render(image_bytes: bytes, response: cs.CompareResponse, references: Sequence[cs.ModelResult] = ()) -> Sheet:
     """One panel per model, each the image with that model's output drawn on it, under a wrapped header;
-    `references` (e.g. the ground truth, as a result) first, headed by their name alone."""
+    `references` (e.g. the ground truth, as a result) first, headed by their name alone. Under the
+    panels, the agreement of label maps and classifications (FOOTER_AGREEMENTS), one pair a line."""
     base = ImageOps.exif_transpose(Image.open(io.BytesIO(image_bytes))).convert("RGB")
     scale = panel_scale(base.width, base.height)
     results = [*references, *response.results]
@@ -275,7 +280,15 @@ def render(image_bytes: bytes, response: cs.CompareResponse, references: Sequenc
     ]
     header_px = 2 * PAD_PX + line_px * max((len(h) for h in headers), default=1)
     width = sum(p.width for p, _ in drawn) + GAP_PX * max(len(drawn) - 1, 0)
-    height = max((p.height for p, _ in drawn), default=base.height) + header_px
+    panels_px = max((p.height for p, _ in drawn), default=base.height)
+    footer = [
+        wrapped
+        for p in response.agreements
+        if p.WhichOneof("agreement") in FOOTER_AGREEMENTS
+        for wrapped in wrap(agreement_line(p), font, max(width, 1) - 2 * PAD_PX)
+    ]
+    footer_px = 2 * PAD_PX + line_px * len(footer) if footer else 0
+    height = header_px + panels_px + footer_px
     sheet = Sheet(Image.new("RGB", (max(width, 1), height), BACKGROUND), scale=scale)
     draw = ImageDraw.Draw(sheet.image)
     x = 0
@@ -293,12 +306,62 @@ def render(image_bytes: bytes, response: cs.CompareResponse, references: Sequenc
             moved = (left + x, top + header_px, right + x, bottom + header_px)
             sheet.texts.append(TextBox(text.text, moved, area, text.kind))
         x += panel.width + GAP_PX
+    cell = (0, header_px + panels_px, max(width, 1), height)
+    for row, line in enumerate(footer):
+        origin = (PAD_PX, cell[1] + PAD_PX + row * line_px)
+        draw.text(origin, line, fill=(235, 235, 235), font=font)
+        sheet.texts.append(TextBox(line, _text_box(draw, origin, line, font), cell, "agreement"))
     return sheet
 
 
 def side_by_side(image_bytes: bytes, response: cs.CompareResponse) -> Image.Image:
     """The side-by-side picture (see `render`)."""
     return render(image_bytes, response).image
+
+
+def label_map_words(label_map: pb.LabelMap) -> str:
+    """A label map's size and its classes' shares of the pixels, most first."""
+    indices = np.frombuffer(label_map.class_indices_u16le, dtype="<u2")
+    counts = np.bincount(indices, minlength=len(label_map.class_names))
+    total = max(int(indices.size), 1)
+    shares = sorted(
+        ((int(counts[k]), name) for k, name in enumerate(label_map.class_names) if k > 0 and counts[k] > 0),
+        reverse=True,
+    )
+    said = ", ".join(f"{name} {n / total:.1%}" for n, name in shares[:MAX_CLASSES_SAID])
+    return f"label map {label_map.width}x{label_map.height}, {len(shares)} classes found" + (
+        f" ({said})" if said else ""
+    )
+
+
+def agreement_line(p: cs.PairAgreement) -> str:
+    """One pair's agreement figures in words (the CLI's summary; the picture's footer)."""
+    head = f"agreement {p.model_a} vs {p.model_b}:"
+    kind = p.WhichOneof("agreement")
+    if kind == "instances":
+        a = p.instances
+        iou = "mask" if a.iou_kind == cs.IOU_KIND_MASK else "box"
+        return (
+            f"{head} {len(a.matches)} matched ({iou} IoU >= {a.iou_threshold:.2f}), "
+            f"mean IoU {a.mean_iou:.3f}, label agreement {a.label_agreement_rate:.0%}, "
+            f"only {p.model_a} {a.only_a_count}, only {p.model_b} {a.only_b_count}"
+        )
+    if kind == "label_map":
+        m = p.label_map
+        classes = ", ".join(f"{c.name} {c.iou:.2f}" for c in m.classes[:MAX_CLASSES_SAID])
+        more = f", +{len(m.classes) - MAX_CLASSES_SAID} more" if len(m.classes) > MAX_CLASSES_SAID else ""
+        return (
+            f"{head} pixel agreement {m.pixel_agreement:.1%}, mean IoU {m.mean_iou:.3f} over "
+            f"{len(m.classes)} class{'' if len(m.classes) == 1 else 'es'} either found"
+            + (f" ({classes}{more})" if classes else "")
+        )
+    c = p.classification
+    rank = (
+        f"rank correlation {c.rank_correlation:.2f} over {c.shared_labels} shared labels"
+        if c.HasField("rank_correlation")
+        else f"no rank correlation ({c.shared_labels} shared label{'' if c.shared_labels == 1 else 's'})"
+    )
+    return f"{head} top-1 {'agrees' if c.top1_agree else 'differs'}, top-{c.k} overlap {c.topk_overlap:.2f}, {rank}"
 
 
 def summary(response: cs.CompareResponse) -> str:
@@ -315,6 +378,8 @@ def summary(response: cs.CompareResponse) -> str:
         weights = f"weights {info.weights}{'' if info.pretrained else ' (pretrained=false)'}"
         if isinstance(output, vms.ClassifyResponse):
             what = ", ".join(f"{s.label.name} {s.label.score:.2f}" for s in output.scores[:3])
+        elif isinstance(output, vms.SegmentResponse) and output.HasField("label_map"):
+            what = label_map_words(output.label_map)
         else:
             counts: dict[str, int] = {}
             for i in output.instances:
@@ -326,22 +391,7 @@ def summary(response: cs.CompareResponse) -> str:
         lines.append(f"- {r.model_name}: OK {r.latency_ms:.0f} ms, {what}; {weights}")
         if info.warnings:
             lines.append(f"    warnings: {'; '.join(info.warnings)}")
-    for p in response.agreements:
-        if p.WhichOneof("agreement") == "instances":
-            a = p.instances
-            kind = "mask" if a.iou_kind == cs.IOU_KIND_MASK else "box"
-            lines.append(
-                f"agreement {p.model_a} vs {p.model_b}: {len(a.matches)} matched "
-                f"({kind} IoU >= {a.iou_threshold:.2f}), "
-                f"mean IoU {a.mean_iou:.3f}, label agreement {a.label_agreement_rate:.0%}, "
-                f"only {p.model_a} {a.only_a_count}, only {p.model_b} {a.only_b_count}"
-            )
-        elif p.WhichOneof("agreement") == "classification":
-            c = p.classification
-            lines.append(
-                f"agreement {p.model_a} vs {p.model_b}: top-1 {'agrees' if c.top1_agree else 'differs'}, "
-                f"top-{c.k} overlap {c.topk_overlap:.2f}"
-            )
+    lines += [agreement_line(p) for p in response.agreements]
     return "\n".join(lines)
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from tests.gateway_support import GatewayThread
 from tests.images import encode, scene
-from tests.processes import ROOT, tiny_service
+from tests.processes import ROOT, ServiceProcess, free_port, tiny_service
 
 VCOMPARE = [sys.executable, "-c", "from gateway.cli import main; main()"]
 
@@ -103,3 +103,50 @@ def test_unreachable_gateway_is_one_clear_line(tmp_path: Path) -> None:
     result = vcompare("compare", str(image), "--timeout", "3", gateway="127.0.0.1:9")
     assert result.returncode == 1
     assert "cannot reach the gateway at 127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def open_models() -> Iterator[GatewayThread]:
+    """Two open-vocabulary playground models (tests/playground_model.py): label maps and class scores."""
+    procs = []
+    for name in ("merged", "composed"):
+        port = free_port()
+        args = ["-m", "tests.playground_service", "--port", str(port), "--name", name, "--vocabulary", "open"]
+        procs.append(ServiceProcess(name, args, port))
+    for p in procs:
+        p.start()
+    try:
+        with GatewayThread({p.name: f"dns:///{p.address}" for p in procs}) as gw:
+            gw.wait_serving()
+            yield gw
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def test_compare_says_how_far_label_maps_and_classifications_agree(open_models: GatewayThread, tmp_path: Path) -> None:
+    image = tmp_path / "scene.png"
+    image.write_bytes(encode(scene(64, 48, (40, 30, 60, 44))))  # bright box outside the dark quadrant
+    out = tmp_path / "sbs.png"
+    semantic = vcompare(
+        "compare", str(image), "-t", "semantic-segmentation", "--labels", "bright,dark", "-o", str(out),
+        gateway=open_models.address,
+    )  # fmt: skip
+    assert semantic.returncode == 0, semantic.stderr
+    assert (
+        "- merged: OK" in semantic.stdout and "label map 64x48, 2 classes found (dark 25.0%, bright" in semantic.stdout
+    )
+    assert (
+        "agreement merged vs composed: pixel agreement 100.0%, mean IoU 1.000 over 2 classes either found "
+        "(bright 1.00, dark 1.00)" in semantic.stdout
+    )
+    assert Image.open(out).height > 360 + 60  # header, panels and the agreement under them
+    classify = vcompare(
+        "compare", str(image), "-t", "zero-shot-classification", "--labels", "bright,dark,moon",
+        gateway=open_models.address,
+    )  # fmt: skip
+    assert classify.returncode == 0, classify.stderr
+    assert (
+        "agreement merged vs composed: top-1 agrees, top-3 overlap 1.00, rank correlation 1.00 over 3 shared labels"
+        in classify.stdout
+    )

@@ -8,7 +8,15 @@ from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
 from visioncompare.v1 import vision_model_service_pb2 as vms
 
-from gateway.agreement import box_iou, classification_agreement, greedy_match, instance_agreement, pairwise
+from gateway.agreement import (
+    box_iou,
+    classification_agreement,
+    greedy_match,
+    instance_agreement,
+    label_map_agreement,
+    pairwise,
+    spearman,
+)
 from services.runtime.masks import encode_mask
 
 
@@ -73,3 +81,74 @@ def test_pairwise_skips_failed_models() -> None:
     pairs = pairwise([ok, failed, ok2], 0.5)
     assert [(p.model_a, p.model_b) for p in pairs] == [("a", "b")]
     assert pairs[0].instances.mean_iou == pytest.approx(1.0)
+
+
+def scored(*pairs: tuple[str, float]) -> list[vms.ClassScore]:
+    return [vms.ClassScore(label=pb.Label(name=n, score=p)) for n, p in pairs]
+
+
+def test_classification_agreement_has_the_rank_correlation_over_the_shared_labels() -> None:
+    a = scored(("cat", 0.6), ("dog", 0.3), ("cup", 0.1))
+    same_order = scored(("Cat", 0.9), ("dog", 0.05), ("cup", 0.01), ("car", 0.04))
+    agreement = classification_agreement(a, same_order)
+    assert agreement.shared_labels == 3 and agreement.rank_correlation == pytest.approx(1.0)
+    reversed_order = scored(("cup", 0.5), ("dog", 0.3), ("cat", 0.2))
+    agreement = classification_agreement(a, reversed_order)
+    assert not agreement.top1_agree and agreement.rank_correlation == pytest.approx(-1.0)
+    # cat, dog, cup ranked 3, 2, 1 by A and 2, 3, 1 by B: rho = 1 - 6 * (1 + 1 + 0) / (3 * 8) = 0.5
+    assert classification_agreement(a, scored(("dog", 0.5), ("cat", 0.3), ("cup", 0.2))).rank_correlation == 0.5
+    one_shared = classification_agreement(a, scored(("cat", 1.0), ("car", 0.0)))
+    assert one_shared.shared_labels == 1 and not one_shared.HasField("rank_correlation")
+
+
+def test_spearman_takes_the_mean_rank_of_ties() -> None:
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0, 1])
+    assert spearman([0.5, 0.5], [0.1, 0.9]) is None  # one side scores them alike
+    assert spearman([1.0], [2.0]) is None
+
+
+def label_map(indices: np.ndarray, names: list[str]) -> pb.LabelMap:
+    h, w = indices.shape
+    return pb.LabelMap(
+        width=w, height=h, class_names=["background", *names], class_indices_u16le=indices.astype("<u2").tobytes()
+    )
+
+
+def test_label_map_agreement_is_per_class_iou_their_mean_and_pixel_agreement() -> None:
+    a = np.zeros((10, 10), np.uint16)
+    a[0:5, :] = 1  # cat: 50 px
+    a[5:10, 0:2] = 2  # dog: 10 px
+    b = np.zeros((10, 10), np.uint16)
+    b[0:4, :] = 2  # "Cat" (B's index 2): 40 px inside A's 50
+    b[9, :] = 1  # cup: 10 px, 2 of them on A's dog
+    agreement = label_map_agreement(label_map(a, ["cat", "dog"]), label_map(b, ["cup", "Cat"]))
+    assert agreement is not None
+    assert [(c.name, c.pixels_a, c.pixels_b) for c in agreement.classes] == [
+        ("cat", 50, 40),
+        ("dog", 10, 0),
+        ("cup", 0, 10),
+    ]
+    assert [c.iou for c in agreement.classes] == pytest.approx([40 / 50, 0.0, 0.0])
+    assert agreement.mean_iou == pytest.approx((0.8 + 0 + 0) / 3)
+    # same class: 40 cat pixels, and background where both say background (100 - 50 - 10 - 8 = 32)
+    assert agreement.pixel_agreement == pytest.approx((40 + 32) / 100) and agreement.pixels == 100
+
+
+def test_label_maps_of_other_sizes_are_not_compared() -> None:
+    a, b = np.zeros((4, 4), np.uint16), np.zeros((4, 5), np.uint16)
+    assert label_map_agreement(label_map(a, ["x"]), label_map(b, ["x"])) is None
+    empty = label_map_agreement(label_map(a, ["x"]), label_map(a, ["y"]))
+    assert empty is not None and empty.pixel_agreement == 1.0 and list(empty.classes) == [] and empty.mean_iou == 0
+
+
+def test_pairwise_compares_label_maps() -> None:
+    a = np.zeros((6, 6), np.uint16)
+    a[:3] = 1
+    results = [
+        cs.ModelResult(model_name=n, segment=vms.SegmentResponse(label_map=label_map(a, ["sky"])))
+        for n in ("merged", "composed")
+    ]
+    [pair] = pairwise(results, 0.5)
+    assert pair.WhichOneof("agreement") == "label_map"
+    assert pair.label_map.pixel_agreement == 1.0 and pair.label_map.mean_iou == 1.0
+    assert [(c.name, c.iou) for c in pair.label_map.classes] == [("sky", 1.0)]

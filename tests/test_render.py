@@ -117,3 +117,52 @@ def test_wrap_breaks_words_wider_than_the_line() -> None:
     lines = wrap("see https://example.org/" + "x" * 200 + " for more", font, 200)
     assert all(font.getlength(line) <= 200 for line in lines)
     assert "".join(lines).replace(" ", "") == ("see https://example.org/" + "x" * 200 + " for more").replace(" ", "")
+
+
+def label_map_result(name: str, indices: np.ndarray, classes: list[str]) -> cs.ModelResult:
+    h, w = indices.shape
+    label_map = pb.LabelMap(
+        width=w, height=h, class_names=["background", *classes], class_indices_u16le=indices.astype("<u2").tobytes()
+    )
+    return cs.ModelResult(model_name=name, latency_ms=5, segment=vms.SegmentResponse(label_map=label_map))
+
+
+def test_label_map_and_classification_agreement_are_printed_under_the_panels() -> None:
+    from gateway.agreement import pairwise
+
+    a = np.zeros((48, 64), np.uint16)
+    a[:24] = 1
+    b = np.zeros((48, 64), np.uint16)
+    b[:12] = 1
+    results = [label_map_result("merged", a, ["sky"]), label_map_result("composed", b, ["sky"])]
+    response = cs.CompareResponse(
+        task=pb.TASK_SEMANTIC_SEGMENTATION, results=results, agreements=pairwise(results, 0.5)
+    )
+    sheet = render(encode(scene(64, 48)), response)
+    [footer] = [t for t in sheet.texts if t.kind == "agreement"]
+    assert footer.text == (
+        "agreement merged vs composed: pixel agreement 75.0%, mean IoU 0.500 over 1 class either found (sky 0.50)"
+    )
+    assert inside(footer.box, footer.area) and footer.area[3] == sheet.image.height
+    assert sheet.image.height > max(t.area[3] for t in sheet.texts if t.kind == "header") + 360  # below the panels
+
+    def scores(*names: str) -> cs.ModelResult:
+        ranked = [vms.ClassScore(label=pb.Label(name=n, score=1 - k / 10)) for k, n in enumerate(names)]
+        return cs.ModelResult(model_name="-".join(names), classify=vms.ClassifyResponse(scores=ranked))
+
+    results = [scores("cat", "dog", "cup"), scores("cat", "cup", "dog")]
+    response = cs.CompareResponse(
+        task=pb.TASK_ZERO_SHOT_CLASSIFICATION, results=results, agreements=pairwise(results, 0.5)
+    )
+    [footer] = [t for t in render(encode(scene(64, 48)), response).texts if t.kind == "agreement"]
+    assert footer.text.endswith("top-1 agrees, top-3 overlap 1.00, rank correlation 0.50 over 3 shared labels")
+
+
+def test_instance_agreement_stays_out_of_the_picture() -> None:
+    from gateway.agreement import pairwise
+
+    compared = response()
+    compared.agreements.extend(pairwise(compared.results, 0.5))
+    assert [p.WhichOneof("agreement") for p in compared.agreements] == ["instances"]
+    sheet = render(SAMPLE.read_bytes(), compared)
+    assert not [t for t in sheet.texts if t.kind == "agreement"]  # the panels show the matches themselves

@@ -27,17 +27,17 @@ from visioncompare.v1 import common_pb2 as visioncompare_dot_v1_dot_common__pb2
 from visioncompare.v1 import vision_model_service_pb2 as visioncompare_dot_v1_dot_vision__model__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)visioncompare/v1/comparison_service.proto\x12\x10visioncompare.v1\x1a\x19google/protobuf/any.proto\x1a\x1dvisioncompare/v1/common.proto\x1a+visioncompare/v1/vision_model_service.proto\"\xc3\x01\n\x0e\x43ompareRequest\x12&\n\x05image\x18\x01 \x01(\x0b\x32\x17.visioncompare.v1.Image\x12$\n\x04task\x18\x02 \x01(\x0e\x32\x16.visioncompare.v1.Task\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x1d.visioncompare.v1.TaskOptions\x12\x13\n\x0bmodel_names\x18\x04 \x03(\t\x12\x1e\n\x16open_vocabulary_labels\x18\x05 \x03(\t\"S\n\x0bModelStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x14.google.protobuf.Any\"\xa2\x02\n\x0bModelResult\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12-\n\x06status\x18\x03 \x01(\x0b\x32\x1d.visioncompare.v1.ModelStatus\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\x12\x32\n\x06\x64\x65tect\x18\x05 \x01(\x0b\x32 .visioncompare.v1.DetectResponseH\x00\x12\x34\n\x07segment\x18\x06 \x01(\x0b\x32!.visioncompare.v1.SegmentResponseH\x00\x12\x36\n\x08\x63lassify\x18\x07 \x01(\x0b\x32\".visioncompare.v1.ClassifyResponseH\x00\x42\x08\n\x06output\"T\n\rInstanceMatch\x12\x0f\n\x07index_a\x18\x01 \x01(\r\x12\x0f\n\x07index_b\x18\x02 \x01(\r\x12\x0b\n\x03iou\x18\x03 \x01(\x02\x12\x14\n\x0clabels_agree\x18\x04 \x01(\x08\"\xe5\x01\n\x11InstanceAgreement\x12+\n\x08iou_kind\x18\x01 \x01(\x0e\x32\x19.visioncompare.v1.IouKind\x12\x15\n\riou_threshold\x18\x02 \x01(\x02\x12\x30\n\x07matches\x18\x03 \x03(\x0b\x32\x1f.visioncompare.v1.InstanceMatch\x12\x10\n\x08mean_iou\x18\x04 \x01(\x01\x12\x1c\n\x14label_agreement_rate\x18\x05 \x01(\x01\x12\x14\n\x0conly_a_count\x18\x06 \x01(\r\x12\x14\n\x0conly_b_count\x18\x07 \x01(\r\"N\n\x17\x43lassificationAgreement\x12\x12\n\ntop1_agree\x18\x01 \x01(\x08\x12\x14\n\x0ctopk_overlap\x18\x02 \x01(\x01\x12\t\n\x01k\x18\x03 \x01(\r\"\xbd\x01\n\rPairAgreement\x12\x0f\n\x07model_a\x18\x01 \x01(\t\x12\x0f\n\x07model_b\x18\x02 \x01(\t\x12\x38\n\tinstances\x18\x03 \x01(\x0b\x32#.visioncompare.v1.InstanceAgreementH\x00\x12\x43\n\x0e\x63lassification\x18\x04 \x01(\x0b\x32).visioncompare.v1.ClassificationAgreementH\x00\x42\x0b\n\tagreement\"\xb1\x01\n\x0f\x43ompareResponse\x12$\n\x04task\x18\x01 \x01(\x0e\x32\x16.visioncompare.v1.Task\x12.\n\x07results\x18\x02 \x03(\x0b\x32\x1d.visioncompare.v1.ModelResult\x12\x13\n\x0blabels_used\x18\x03 \x03(\t\x12\x33\n\nagreements\x18\x04 \x03(\x0b\x32\x1f.visioncompare.v1.PairAgreement\"\x13\n\x11ListModelsRequest\"\xaa\x01\n\x08ModelRow\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.visioncompare.v1.ModelState\x12<\n\x0c\x63\x61pabilities\x18\x04 \x01(\x0b\x32&.visioncompare.v1.CapabilitiesResponse\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.visioncompare.v1.ModelRow*H\n\x07IouKind\x12\x18\n\x14IOU_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rIOU_KIND_MASK\x10\x01\x12\x10\n\x0cIOU_KIND_BOX\x10\x02*_\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_SERVING\x10\x01\x12\x1b\n\x17MODEL_STATE_UNAVAILABLE\x10\x02\x32\xbc\x01\n\x11\x43omparisonService\x12N\n\x07\x43ompare\x12 .visioncompare.v1.CompareRequest\x1a!.visioncompare.v1.CompareResponse\x12W\n\nListModels\x12#.visioncompare.v1.ListModelsRequest\x1a$.visioncompare.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)visioncompare/v1/comparison_service.proto\x12\x10visioncompare.v1\x1a\x19google/protobuf/any.proto\x1a\x1dvisioncompare/v1/common.proto\x1a+visioncompare/v1/vision_model_service.proto\"\xc3\x01\n\x0e\x43ompareRequest\x12&\n\x05image\x18\x01 \x01(\x0b\x32\x17.visioncompare.v1.Image\x12$\n\x04task\x18\x02 \x01(\x0e\x32\x16.visioncompare.v1.Task\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x1d.visioncompare.v1.TaskOptions\x12\x13\n\x0bmodel_names\x18\x04 \x03(\t\x12\x1e\n\x16open_vocabulary_labels\x18\x05 \x03(\t\"S\n\x0bModelStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12%\n\x07\x64\x65tails\x18\x03 \x03(\x0b\x32\x14.google.protobuf.Any\"\xa2\x02\n\x0bModelResult\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12-\n\x06status\x18\x03 \x01(\x0b\x32\x1d.visioncompare.v1.ModelStatus\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\x12\x32\n\x06\x64\x65tect\x18\x05 \x01(\x0b\x32 .visioncompare.v1.DetectResponseH\x00\x12\x34\n\x07segment\x18\x06 \x01(\x0b\x32!.visioncompare.v1.SegmentResponseH\x00\x12\x36\n\x08\x63lassify\x18\x07 \x01(\x0b\x32\".visioncompare.v1.ClassifyResponseH\x00\x42\x08\n\x06output\"T\n\rInstanceMatch\x12\x0f\n\x07index_a\x18\x01 \x01(\r\x12\x0f\n\x07index_b\x18\x02 \x01(\r\x12\x0b\n\x03iou\x18\x03 \x01(\x02\x12\x14\n\x0clabels_agree\x18\x04 \x01(\x08\"\xe5\x01\n\x11InstanceAgreement\x12+\n\x08iou_kind\x18\x01 \x01(\x0e\x32\x19.visioncompare.v1.IouKind\x12\x15\n\riou_threshold\x18\x02 \x01(\x02\x12\x30\n\x07matches\x18\x03 \x03(\x0b\x32\x1f.visioncompare.v1.InstanceMatch\x12\x10\n\x08mean_iou\x18\x04 \x01(\x01\x12\x1c\n\x14label_agreement_rate\x18\x05 \x01(\x01\x12\x14\n\x0conly_a_count\x18\x06 \x01(\r\x12\x14\n\x0conly_b_count\x18\x07 \x01(\r\"\x99\x01\n\x17\x43lassificationAgreement\x12\x12\n\ntop1_agree\x18\x01 \x01(\x08\x12\x14\n\x0ctopk_overlap\x18\x02 \x01(\x01\x12\t\n\x01k\x18\x03 \x01(\r\x12\x1d\n\x10rank_correlation\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x15\n\rshared_labels\x18\x05 \x01(\rB\x13\n\x11_rank_correlation\"I\n\x08\x43lassIou\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03iou\x18\x02 \x01(\x01\x12\x10\n\x08pixels_a\x18\x03 \x01(\x04\x12\x10\n\x08pixels_b\x18\x04 \x01(\x04\"{\n\x11LabelMapAgreement\x12\x17\n\x0fpixel_agreement\x18\x01 \x01(\x01\x12+\n\x07\x63lasses\x18\x02 \x03(\x0b\x32\x1a.visioncompare.v1.ClassIou\x12\x10\n\x08mean_iou\x18\x03 \x01(\x01\x12\x0e\n\x06pixels\x18\x04 \x01(\x04\"\xf7\x01\n\rPairAgreement\x12\x0f\n\x07model_a\x18\x01 \x01(\t\x12\x0f\n\x07model_b\x18\x02 \x01(\t\x12\x38\n\tinstances\x18\x03 \x01(\x0b\x32#.visioncompare.v1.InstanceAgreementH\x00\x12\x43\n\x0e\x63lassification\x18\x04 \x01(\x0b\x32).visioncompare.v1.ClassificationAgreementH\x00\x12\x38\n\tlabel_map\x18\x05 \x01(\x0b\x32#.visioncompare.v1.LabelMapAgreementH\x00\x42\x0b\n\tagreement\"\xb1\x01\n\x0f\x43ompareResponse\x12$\n\x04task\x18\x01 \x01(\x0e\x32\x16.visioncompare.v1.Task\x12.\n\x07results\x18\x02 \x03(\x0b\x32\x1d.visioncompare.v1.ModelResult\x12\x13\n\x0blabels_used\x18\x03 \x03(\t\x12\x33\n\nagreements\x18\x04 \x03(\x0b\x32\x1f.visioncompare.v1.PairAgreement\"\x13\n\x11ListModelsRequest\"\xaa\x01\n\x08ModelRow\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12+\n\x05state\x18\x03 \x01(\x0e\x32\x1c.visioncompare.v1.ModelState\x12<\n\x0c\x63\x61pabilities\x18\x04 \x01(\x0b\x32&.visioncompare.v1.CapabilitiesResponse\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.visioncompare.v1.ModelRow*H\n\x07IouKind\x12\x18\n\x14IOU_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rIOU_KIND_MASK\x10\x01\x12\x10\n\x0cIOU_KIND_BOX\x10\x02*_\n\nModelState\x12\x1b\n\x17MODEL_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13MODEL_STATE_SERVING\x10\x01\x12\x1b\n\x17MODEL_STATE_UNAVAILABLE\x10\x02\x32\xbc\x01\n\x11\x43omparisonService\x12N\n\x07\x43ompare\x12 .visioncompare.v1.CompareRequest\x1a!.visioncompare.v1.CompareResponse\x12W\n\nListModels\x12#.visioncompare.v1.ListModelsRequest\x1a$.visioncompare.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'visioncompare.v1.comparison_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IOUKIND']._serialized_start=1772
-  _globals['_IOUKIND']._serialized_end=1844
-  _globals['_MODELSTATE']._serialized_start=1846
-  _globals['_MODELSTATE']._serialized_end=1941
+  _globals['_IOUKIND']._serialized_start=2106
+  _globals['_IOUKIND']._serialized_end=2178
+  _globals['_MODELSTATE']._serialized_start=2180
+  _globals['_MODELSTATE']._serialized_end=2275
   _globals['_COMPAREREQUEST']._serialized_start=167
   _globals['_COMPAREREQUEST']._serialized_end=362
   _globals['_MODELSTATUS']._serialized_start=364
@@ -48,18 +48,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INSTANCEMATCH']._serialized_end=826
   _globals['_INSTANCEAGREEMENT']._serialized_start=829
   _globals['_INSTANCEAGREEMENT']._serialized_end=1058
-  _globals['_CLASSIFICATIONAGREEMENT']._serialized_start=1060
-  _globals['_CLASSIFICATIONAGREEMENT']._serialized_end=1138
-  _globals['_PAIRAGREEMENT']._serialized_start=1141
-  _globals['_PAIRAGREEMENT']._serialized_end=1330
-  _globals['_COMPARERESPONSE']._serialized_start=1333
-  _globals['_COMPARERESPONSE']._serialized_end=1510
-  _globals['_LISTMODELSREQUEST']._serialized_start=1512
-  _globals['_LISTMODELSREQUEST']._serialized_end=1531
-  _globals['_MODELROW']._serialized_start=1534
-  _globals['_MODELROW']._serialized_end=1704
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1706
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1770
-  _globals['_COMPARISONSERVICE']._serialized_start=1944
-  _globals['_COMPARISONSERVICE']._serialized_end=2132
+  _globals['_CLASSIFICATIONAGREEMENT']._serialized_start=1061
+  _globals['_CLASSIFICATIONAGREEMENT']._serialized_end=1214
+  _globals['_CLASSIOU']._serialized_start=1216
+  _globals['_CLASSIOU']._serialized_end=1289
+  _globals['_LABELMAPAGREEMENT']._serialized_start=1291
+  _globals['_LABELMAPAGREEMENT']._serialized_end=1414
+  _globals['_PAIRAGREEMENT']._serialized_start=1417
+  _globals['_PAIRAGREEMENT']._serialized_end=1664
+  _globals['_COMPARERESPONSE']._serialized_start=1667
+  _globals['_COMPARERESPONSE']._serialized_end=1844
+  _globals['_LISTMODELSREQUEST']._serialized_start=1846
+  _globals['_LISTMODELSREQUEST']._serialized_end=1865
+  _globals['_MODELROW']._serialized_start=1868
+  _globals['_MODELROW']._serialized_end=2038
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2040
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2104
+  _globals['_COMPARISONSERVICE']._serialized_start=2278
+  _globals['_COMPARISONSERVICE']._serialized_end=2466
 # @@protoc_insertion_point(module_scope)

@@ -101,26 +101,56 @@ class InstanceAgreement(_message.Message):
     def __init__(self, iou_kind: _Optional[_Union[IouKind, str]] = ..., iou_threshold: _Optional[float] = ..., matches: _Optional[_Iterable[_Union[InstanceMatch, _Mapping]]] = ..., mean_iou: _Optional[float] = ..., label_agreement_rate: _Optional[float] = ..., only_a_count: _Optional[int] = ..., only_b_count: _Optional[int] = ...) -> None: ...
 
 class ClassificationAgreement(_message.Message):
-    __slots__ = ("top1_agree", "topk_overlap", "k")
+    __slots__ = ("top1_agree", "topk_overlap", "k", "rank_correlation", "shared_labels")
     TOP1_AGREE_FIELD_NUMBER: _ClassVar[int]
     TOPK_OVERLAP_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
+    RANK_CORRELATION_FIELD_NUMBER: _ClassVar[int]
+    SHARED_LABELS_FIELD_NUMBER: _ClassVar[int]
     top1_agree: bool
     topk_overlap: float
     k: int
-    def __init__(self, top1_agree: _Optional[bool] = ..., topk_overlap: _Optional[float] = ..., k: _Optional[int] = ...) -> None: ...
+    rank_correlation: float
+    shared_labels: int
+    def __init__(self, top1_agree: _Optional[bool] = ..., topk_overlap: _Optional[float] = ..., k: _Optional[int] = ..., rank_correlation: _Optional[float] = ..., shared_labels: _Optional[int] = ...) -> None: ...
+
+class ClassIou(_message.Message):
+    __slots__ = ("name", "iou", "pixels_a", "pixels_b")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IOU_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_A_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_B_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    iou: float
+    pixels_a: int
+    pixels_b: int
+    def __init__(self, name: _Optional[str] = ..., iou: _Optional[float] = ..., pixels_a: _Optional[int] = ..., pixels_b: _Optional[int] = ...) -> None: ...
+
+class LabelMapAgreement(_message.Message):
+    __slots__ = ("pixel_agreement", "classes", "mean_iou", "pixels")
+    PIXEL_AGREEMENT_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    MEAN_IOU_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_FIELD_NUMBER: _ClassVar[int]
+    pixel_agreement: float
+    classes: _containers.RepeatedCompositeFieldContainer[ClassIou]
+    mean_iou: float
+    pixels: int
+    def __init__(self, pixel_agreement: _Optional[float] = ..., classes: _Optional[_Iterable[_Union[ClassIou, _Mapping]]] = ..., mean_iou: _Optional[float] = ..., pixels: _Optional[int] = ...) -> None: ...
 
 class PairAgreement(_message.Message):
-    __slots__ = ("model_a", "model_b", "instances", "classification")
+    __slots__ = ("model_a", "model_b", "instances", "classification", "label_map")
     MODEL_A_FIELD_NUMBER: _ClassVar[int]
     MODEL_B_FIELD_NUMBER: _ClassVar[int]
     INSTANCES_FIELD_NUMBER: _ClassVar[int]
     CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    LABEL_MAP_FIELD_NUMBER: _ClassVar[int]
     model_a: str
     model_b: str
     instances: InstanceAgreement
     classification: ClassificationAgreement
-    def __init__(self, model_a: _Optional[str] = ..., model_b: _Optional[str] = ..., instances: _Optional[_Union[InstanceAgreement, _Mapping]] = ..., classification: _Optional[_Union[ClassificationAgreement, _Mapping]] = ...) -> None: ...
+    label_map: LabelMapAgreement
+    def __init__(self, model_a: _Optional[str] = ..., model_b: _Optional[str] = ..., instances: _Optional[_Union[InstanceAgreement, _Mapping]] = ..., classification: _Optional[_Union[ClassificationAgreement, _Mapping]] = ..., label_map: _Optional[_Union[LabelMapAgreement, _Mapping]] = ...) -> None: ...
 
 class CompareResponse(_message.Message):
     __slots__ = ("task", "results", "labels_used", "agreements")
