@@ -289,6 +289,110 @@ def test_class_toggles_hide_a_class_in_every_panel(page: Page) -> None:
         assert pixel(page, name, 75, 60)[:3] == [230, 230, 230]
 
 
+def test_label_maps_have_an_opacity_control_and_an_outline_view(page: Page) -> None:
+    compare(page, "TASK_SEMANTIC_SEGMENTATION", OPEN_MODELS)
+    expect(page.locator("#labelmap-tool")).to_be_visible()
+    expect(page.locator("#threshold-tool")).to_be_hidden()  # label maps have no scores
+    legend = panel(page, "samclip").locator(".legend li")
+    shares = legend.evaluate_all("items => items.map(i => i.dataset.share)")
+    inside, edge = (75, 60), (BRIGHT[0], 60)  # the bright box's middle, and a pixel of its left edge
+    r, g, b, _ = pixel(page, "samclip", *inside)
+    assert (r, g, b) != (230, 230, 230) and g < 200  # tinted at the default opacity, 0.5
+    page.locator("#labelmap-opacity").fill("0")
+    expect(page.locator("#labelmap-opacity-value")).to_have_text("0.00")
+    for name in OPEN_MODELS:
+        assert panel(page, name).locator("canvas").evaluate(CHANGED_PIXELS) == 0  # the bare image
+    page.locator("#labelmap-opacity").fill("1")
+    r, g, b, _ = pixel(page, "samclip", *inside)
+    assert r > 200 and g < 60 and b < 60, (r, g, b)  # the class's own colour, opaque
+    filled = panel(page, "samclip").locator("canvas").evaluate(CHANGED_PIXELS)
+    page.locator("#labelmap-outline").check()
+    assert pixel(page, "samclip", *inside)[:3] == [230, 230, 230]  # outlines only: the middle is the image
+    r, g, b, _ = pixel(page, "samclip", *edge)
+    assert r > 200 and g < 60 and b < 60, (r, g, b)  # ... and the edge is drawn
+    outlined = panel(page, "samclip").locator("canvas").evaluate(CHANGED_PIXELS)
+    assert 0 < outlined < filled / 4
+    assert legend.evaluate_all("items => items.map(i => i.dataset.share)") == shares  # the legend keeps its shares
+    panel(page, "samclip").locator("button.view").click()  # the full-resolution view draws the same way
+    viewer = page.locator("#viewer-canvas")
+    assert viewer.evaluate(PIXEL, list(inside))[:3] == [230, 230, 230]
+    assert viewer.evaluate(PIXEL, list(edge))[1] < 60
+    page.keyboard.press("Escape")
+    screenshot(page, "web-page-semantic-outlines.png")
+
+
+# --- agreement for every output ------------------------------------------------------------------
+
+
+def test_label_maps_agreement_is_per_class_iou_and_pixel_agreement(page: Page) -> None:
+    page.fill("#labels", "bright, dark, moon")  # moon: no pixel in either map, so no class of the agreement
+    compare(page, "TASK_SEMANTIC_SEGMENTATION", OPEN_MODELS)
+    expect(page.locator("#agreement")).not_to_contain_text("fewer than two models")
+    table = page.locator("#agreement-table")
+    expect(table.locator("thead th")).to_have_text(["Models", "Pixel agreement", "Mean IoU", "IoU per class"])
+    expect(table.locator("tbody tr")).to_have_count(1)
+    expect(table.locator("tbody tr td")).to_have_text(
+        ["sam-clip-composed vs samclip", "100.0%", "1.000 over 2 classes", "bright 1.00 · dark 1.00"]
+    )
+    expect(page.locator("#agreement-caption")).to_contain_text("pixel by pixel")
+
+
+def test_classification_agreement_has_the_rank_correlation(page: Page) -> None:
+    page.select_option("#task", "TASK_ZERO_SHOT_CLASSIFICATION")
+    page.fill("#labels", "bright, dark, moon")
+    compare(page, "TASK_ZERO_SHOT_CLASSIFICATION", OPEN_MODELS)
+    table = page.locator("#agreement-table")
+    expect(table.locator("thead th")).to_have_text(["Models", "Top-1", "Top-k overlap", "Rank correlation"])
+    expect(table.locator("tbody tr td")).to_have_text(
+        ["sam-clip-composed vs samclip", "agrees", "top-3: 1.00", "1.00 over 3 shared labels"]
+    )
+
+
+# --- open-vocabulary labels -------------------------------------------------------------------------
+
+
+def test_labels_can_go_to_the_open_vocabulary_models_only(page: Page) -> None:
+    expect(page.locator("#labels-scope")).to_be_visible()  # maskrcnn (fixed) serves instance segmentation too
+    page.fill("#labels", "moon, sun")
+    page.locator("#labels-scope-open").check()
+    compare(page)
+    assert page.evaluate("() => state.request.options") == {}  # no labels for maskrcnn to filter by
+    assert page.evaluate("() => state.result.labels_used") == ["moon", "sun"]  # the gateway got them
+    found = {
+        r["model_name"]: sorted(i["label"]["name"] for i in r["segment"]["instances"])
+        for r in page.evaluate("() => state.result.results")
+    }
+    assert found == {"maskrcnn": ["bright", "dark"], "sam-clip-composed": ["moon", "sun"], "samclip": ["moon", "sun"]}
+    expect(panel(page, "maskrcnn").locator(".meta").first).to_contain_text("ms · OK")
+    expect(page.locator("#agreement")).to_contain_text(
+        "Labels the gateway sent to open-vocabulary models: 2 (moon, sun)"
+    )
+    # Only open-vocabulary models serve semantic segmentation: no choice to make, the labels go to them.
+    page.select_option("#task", "TASK_SEMANTIC_SEGMENTATION")
+    expect(page.locator("#labels-scope")).to_be_hidden()
+
+
+# --- the page's own assets ---------------------------------------------------------------------------
+
+
+def test_the_page_loads_with_no_missing_asset_and_has_an_icon(
+    browser: Browser, stack: tuple[GatewayThread, dict[str, ServiceProcess]]
+) -> None:
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.goto(base_url(stack) + "/")
+    expect(page.locator("#status")).to_contain_text("(shapes-scene.png)")
+    icon = page.evaluate("""async () => {
+        const link = document.querySelector("link[rel=icon]");
+        const answers = await Promise.all([link.href, "/favicon.ico"].map((u) => fetch(u)));
+        return answers.map((a) => [a.status, a.headers.get("content-type")]);
+    }""")
+    assert [status for status, _ in icon] == [200, 200] and all(t.startswith("image/svg+xml") for _, t in icon)
+    assert failed == []
+    page.close()
+
+
 # --- score threshold ----------------------------------------------------------------------------
 
 

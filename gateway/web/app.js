@@ -228,6 +228,8 @@ function onTaskChange() {
   $("task-help").textContent = servers.length ? `served by ${servers.join(", ")}` : "";
   const open = taskServers(task).some((m) => isOpen(m, task));
   $("labels-row").hidden = !(open && LABEL_TASKS.has(task));
+  // With a fixed-vocabulary model beside the open ones, the labels may go to the open ones only.
+  $("labels-scope").hidden = !taskServers(task).some((m) => capability(m, task)?.vocabulary === "VOCABULARY_FIXED");
   $("score-row").hidden = !accepts(task, "TASK_OPTION_SCORE_THRESHOLD");
   updateLabels({ taskChanged: changed });
   $("prompt-area").hidden = !PROMPT_TASKS.has(task);
@@ -483,13 +485,20 @@ function showProblems(problems) {
 }
 
 // --- compare ---------------------------------------------------------------------------
+/** Whether the labels go to the open-vocabulary models only (CompareRequest.open_vocabulary_labels). */
+const labelsForOpenOnly = () => !$("labels-scope").hidden && $("labels-scope-open").checked;
+
 function buildRequest() {
   const task = $("task").value, options = {};
-  if (!$("labels-row").hidden && currentLabels().length) options.labels = currentLabels();
+  let openLabels = [];
+  if (!$("labels-row").hidden && currentLabels().length) {
+    if (labelsForOpenOnly()) openLabels = currentLabels();
+    else options.labels = currentLabels();
+  }
   if (!$("score-row").hidden && $("score-threshold").value !== "") options.score_threshold = Number($("score-threshold").value);
   const prompts = { points: state.points.map((p) => ({ ...p })), boxes: state.boxes.map((b) => ({ ...b })) };
   if (PROMPT_TASKS.has(task)) options.prompts = { ...prompts, multimask_output: false };
-  return { task, options, blob: state.blob, image: state.image, prompts: PROMPT_TASKS.has(task) ? prompts : null };
+  return { task, options, openLabels, blob: state.blob, image: state.image, prompts: PROMPT_TASKS.has(task) ? prompts : null };
 }
 
 function formOf(request) {
@@ -497,6 +506,7 @@ function formOf(request) {
   form.append("image", request.blob, "image");
   form.append("task", request.task);
   form.append("options", JSON.stringify(request.options));
+  if (request.openLabels.length) form.append("open_vocabulary_labels", JSON.stringify(request.openLabels));
   return form;
 }
 
@@ -545,7 +555,7 @@ function buildViews() {
     for (const inst of out?.instances || []) if (inst.label?.name) found.add(inst.label.name);
     for (const name of (out?.label_map?.class_names || []).slice(1)) found.add(name);
   }
-  for (const name of [...(request.options.labels || []), ...(result.labels_used || []), ...found]) {
+  for (const name of [...(request.options.labels || []), ...request.openLabels, ...(result.labels_used || []), ...found]) {
     if (name && !vocabulary.includes(name)) vocabulary.push(name);
   }
   const classHue = (name) => hue(vocabulary.indexOf(name));
@@ -589,6 +599,40 @@ function buildViews() {
   state.classOrder = state.classOrder.filter((c) => present.has(c.name));  // no toggle for a class nothing found
 }
 
+/** How label maps are drawn: the fill's (or the outlines') opacity, and whether as outlines only. */
+function labelMapStyle() {
+  return { opacity: Number($("labelmap-opacity").value), outline: $("labelmap-outline").checked };
+}
+
+/**
+ * A class mask's outline: its pixels with a 4-neighbour inside the image that is not in the class,
+ * in the mask's colour, on a canvas of the mask's crop (made once, kept on the mask).
+ */
+function outlineOf(mask, w, h) {
+  if (mask.outline) return mask.outline;
+  const { x0, y0, cw, ch, data } = mask;
+  const inside = (x, y) => x >= 0 && y >= 0 && x < cw && y < ch && data[y * cw + x];
+  const source = mask.canvas.getContext("2d").getImageData(0, 0, cw, ch);
+  const canvas = document.createElement("canvas");
+  canvas.width = cw; canvas.height = ch;
+  const ctx = canvas.getContext("2d"), pixels = ctx.createImageData(cw, ch);
+  for (let y = 0; y < ch; y++) {
+    for (let x = 0; x < cw; x++) {
+      if (!data[y * cw + x]) continue;
+      const edge = [[x - 1, y], [x + 1, y], [x, y - 1], [x, y + 1]].some(([nx, ny]) => {
+        const ix = nx + x0, iy = ny + y0;
+        return ix >= 0 && iy >= 0 && ix < w && iy < h && !inside(nx, ny);
+      });
+      if (!edge) continue;
+      const o = 4 * (y * cw + x);
+      for (let k = 0; k < 4; k++) pixels.data[o + k] = source.data[o + k];
+    }
+  }
+  ctx.putImageData(pixels, 0, 0);
+  mask.outline = { x0, y0, cw, ch, canvas };
+  return mask.outline;
+}
+
 const classShown = (name) => !name || !state.hiddenClasses.has(name);
 function visibleInstances(view) {
   return view.instances.filter((x) => x.score >= view.threshold && classShown(x.name));
@@ -619,7 +663,10 @@ function paint(canvas, view, scale) {
     ctx.globalAlpha = alpha;
     ctx.drawImage(m.canvas, m.x0 * scale, m.y0 * scale, m.cw * scale, m.ch * scale);
   };
-  for (const c of view.labelMap?.classes || []) if (c.count && classShown(c.name)) draw(c.mask, 0.5);
+  const { opacity, outline } = labelMapStyle();
+  for (const c of view.labelMap?.classes || []) {
+    if (c.count && classShown(c.name)) draw(outline ? outlineOf(c.mask, image.width, image.height) : c.mask, opacity);
+  }
   const highlight = $("highlight-unmatched").checked && (state.result.agreements || []).length > 0;
   const matched = highlight ? matchedIndices()[view.name] || new Set() : null;
   const shown = visibleInstances(view);
@@ -691,6 +738,7 @@ function renderResults() {
   const maxLatency = Math.max(...state.views.map((v) => v.result.latency_ms || 0), 1);
   const anyScores = state.views.some((v) => v.instances.length);
   $("threshold-tool").hidden = !anyScores;
+  $("labelmap-tool").hidden = !state.views.some((v) => v.labelMap);
   for (const view of state.views) {
     const r = view.result, output = view.output;
     const panel = el("article", { className: `panel${view.ok ? "" : " error"}`, dataset: { model: view.name },
@@ -839,6 +887,50 @@ function openViewer(view, opener) {
 // --- agreement -----------------------------------------------------------------------------
 function sentThreshold() { return state.request?.options.score_threshold; }
 
+const iouKind = (a) => (a.iou_kind === "IOU_KIND_MASK" ? "mask" : "box");
+const percent = (x) => `${(100 * (x || 0)).toFixed(1)}%`;
+
+/** Per kind of output: the agreement table's caption, its columns and a pair's cells. */
+const AGREEMENT_TABLES = {
+  instances: (pairs, sent) => {
+    const a = pairs.find((p) => p.instances).instances;
+    const where = sent === undefined ? "each model's default score threshold (none sent)" : `score ≥ ${fmt(sent)} (sent with the request)`;
+    return {
+      text: `Computed by the gateway on every instance the models returned, at ${where}; a match needs ` +
+        `${iouKind(a)} IoU ≥ ${fmt(a.iou_threshold)}. The score sliders above filter only what the panels show.`,
+      headers: ["Models", "Matched", "Mean IoU", "Label agreement", "Only in A", "Only in B"],
+      cells: (pair) => [`${pair.model_a} vs ${pair.model_b} (${iouKind(pair.instances)} IoU ≥ ${fmt(pair.instances.iou_threshold)})`,
+        (pair.instances.matches || []).length, fmt(pair.instances.mean_iou, 3),
+        `${Math.round(100 * (pair.instances.label_agreement_rate || 0))}%`,
+        pair.instances.only_a_count || 0, pair.instances.only_b_count || 0],
+    };
+  },
+  label_map: () => ({
+    text: "Computed by the gateway pixel by pixel on the label maps the models returned: pixel agreement counts " +
+      "every pixel (background included); IoU is per class, over the classes either model found, and their mean. " +
+      "The class toggles, opacity and outlines above change only what the panels show.",
+    headers: ["Models", "Pixel agreement", "Mean IoU", "IoU per class"],
+    cells: (pair) => {
+      const m = pair.label_map, classes = m.classes || [];
+      return [`${pair.model_a} vs ${pair.model_b}`, percent(m.pixel_agreement),
+        `${fmt(m.mean_iou, 3)} over ${classes.length} class${classes.length === 1 ? "" : "es"}`,
+        classes.map((c) => `${c.name} ${fmt(c.iou)}`).join(" · ") || "no class found"];
+    },
+  }),
+  classification: () => ({
+    text: "Computed by the gateway on each model's class scores: whether the top labels agree, how far the top-k " +
+      "labels overlap, and the rank correlation (Spearman) of the scores of the labels both returned.",
+    headers: ["Models", "Top-1", "Top-k overlap", "Rank correlation"],
+    cells: (pair) => {
+      const c = pair.classification, shared = c.shared_labels || 0;
+      return [`${pair.model_a} vs ${pair.model_b}`, c.top1_agree ? "agrees" : "differs",
+        `top-${c.k || 0}: ${fmt(c.topk_overlap)}`,
+        c.rank_correlation === undefined ? `– (${shared} shared label${shared === 1 ? "" : "s"})`
+          : `${fmt(c.rank_correlation)} over ${shared} shared labels`];
+    },
+  }),
+};
+
 function renderAgreement() {
   const root = $("agreement");
   root.replaceChildren();
@@ -853,33 +945,20 @@ function renderAgreement() {
     return;
   }
   const table = el("table", { id: "agreement-table" });
-  const instances = pairs.find((p) => p.instances)?.instances;
-  const sent = sentThreshold();
-  const where = sent === undefined ? "each model's default score threshold (none sent)" : `score ≥ ${fmt(sent)} (sent with the request)`;
+  const kind = pairs[0].label_map ? "label_map" : pairs[0].classification ? "classification" : "instances";
   const caption = el("caption", { id: "agreement-caption" });
-  caption.textContent = instances
-    ? `Computed by the gateway on every instance the models returned, at ${where}; a match needs ` +
-      `${instances.iou_kind === "IOU_KIND_MASK" ? "mask" : "box"} IoU ≥ ${fmt(instances.iou_threshold)}. ` +
-      "The score sliders above filter only what the panels show."
-    : "Computed by the gateway on each model's class scores.";
+  const sent = sentThreshold();
   caption.dataset.scoreThreshold = sent === undefined ? "" : String(sent);
+  const { text, headers, cells } = AGREEMENT_TABLES[kind](pairs, sent);
+  caption.textContent = text;
   table.append(caption);
   const head = table.createTHead().insertRow();
-  for (const h of ["Models", "Matched", "Mean IoU", "Label agreement", "Only in A", "Only in B"]) {
-    head.append(el("th", { scope: "col", textContent: h }));
-  }
+  for (const h of headers) head.append(el("th", { scope: "col", textContent: h }));
   const body = table.createTBody();
   for (const pair of pairs) {
     const row = body.insertRow();
-    const cells = pair.instances
-      ? [`${pair.model_a} vs ${pair.model_b} ` +
-        `(${pair.instances.iou_kind === "IOU_KIND_MASK" ? "mask" : "box"} IoU ≥ ${fmt(pair.instances.iou_threshold)})`,
-        (pair.instances.matches || []).length, fmt(pair.instances.mean_iou, 3),
-        `${Math.round(100 * (pair.instances.label_agreement_rate || 0))}%`,
-        pair.instances.only_a_count || 0, pair.instances.only_b_count || 0]
-      : [`${pair.model_a} vs ${pair.model_b}`, `top-1 ${pair.classification.top1_agree ? "agrees" : "differs"}`,
-        `top-${pair.classification.k || 0} overlap ${fmt(pair.classification.topk_overlap)}`, "", "", ""];
-    for (const c of cells) row.insertCell().textContent = String(c);
+    row.dataset.pair = `${pair.model_a} vs ${pair.model_b}`;
+    for (const c of cells(pair)) row.insertCell().textContent = String(c);
   }
   root.append(table, el("div", { id: "stale-note" }));
   renderStaleNote();
@@ -978,6 +1057,11 @@ function setup() {
   $("labels-reset").addEventListener("click", () => { state.labelsEdited = false; updateLabels(); $("labels").focus(); });
   $("run").addEventListener("click", runCompare);
   $("highlight-unmatched").addEventListener("change", repaint);
+  $("labelmap-opacity").addEventListener("input", () => {
+    $("labelmap-opacity-value").textContent = fmt($("labelmap-opacity").value);
+    repaint();
+  });
+  $("labelmap-outline").addEventListener("change", repaint);
   $("threshold-all").addEventListener("input", () => {
     const value = Number($("threshold-all").value);
     $("threshold-all-value").textContent = fmt(value);
