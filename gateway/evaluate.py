@@ -1,14 +1,18 @@
 """Every model serving a task, on a labelled dataset, side by side (`vcompare evaluate`).
 
 A dataset is a COCO annotation file with its image folder, or an image folder alone.
-Every image goes through the gateway's `Compare` once (bounded concurrency, a deadline
+Every image (or object crop) goes through the gateway's `Compare` once (bounded concurrency, a deadline
 per call, retries on UNAVAILABLE); each answer is appended to `results.jsonl` in the
 output folder as it arrives, so a run that stops resumes where it stopped. From the
-stored answers come, per model, COCO metrics (pycocotools' COCOeval, or the drop-in
-faster-coco-eval when installed: same numbers), latency percentiles and errors by code;
-between every pair of models, the gateway's agreement over the dataset and the images
-where they disagree most. `result()` gives the JSON result
-(`gateway/schemas/evaluation.schema.json` documents it); `gateway.report` draws the HTML.
+stored answers come, per model, the task's metrics: COCO metrics for instances
+(pycocotools' COCOeval, or the drop-in faster-coco-eval when installed: same numbers);
+mIoU, per-class IoU and pixel accuracy for semantic segmentation, against a class map
+drawn from the instance masks (`semantic_truth`); top-1 and top-5 accuracy for zero-shot
+classification, on each object's crop (`object_crop`) or on the images of a class folder
+(`image_folder`); then latency percentiles and errors by code; between every pair of
+models, the gateway's agreement over the dataset and the images where they disagree most.
+`evaluate()` gives the JSON result (`gateway/schemas/evaluation.schema.json` documents it);
+`gateway.report` draws the HTML.
 
 Layering: this module talks to the gateway over gRPC and reads COCO files; it imports
 no model service, no shapes code and no model framework.
@@ -41,15 +45,33 @@ from visioncompare.v1 import vision_model_service_pb2 as vms
 from gateway.agreement import instance_agreement
 from services.runtime.channels import channel_options
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: semantic segmentation and zero-shot classification; every pair says its kind
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "evaluation.schema.json"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-#: The tasks `evaluate` runs: those whose answers are labelled instances.
+#: The tasks `evaluate` runs: those whose answers are labelled instances, label maps or class scores.
 TASKS = {
     "object-detection": pb.TASK_OBJECT_DETECTION,
     "instance-segmentation": pb.TASK_INSTANCE_SEGMENTATION,
     "keypoint-detection": pb.TASK_KEYPOINT_DETECTION,
+    "semantic-segmentation": pb.TASK_SEMANTIC_SEGMENTATION,
+    "zero-shot-classification": pb.TASK_ZERO_SHOT_CLASSIFICATION,
 }
+INSTANCE_TASKS = ("object-detection", "instance-segmentation", "keypoint-detection")
+#: What each task sends when --score-threshold and --max-results are not given: instance tasks rank
+#: low-scoring answers too (AP) and COCO counts 100 a image; a label map is whole (no threshold);
+#: a classification returns its top 5 (top-5 accuracy).
+TASK_OPTIONS: dict[str, tuple[float | None, int | None]] = {
+    **{task: (0.05, 100) for task in INSTANCE_TASKS},
+    "semantic-segmentation": (None, None),
+    "zero-shot-classification": (None, 5),
+}
+#: Zero-shot classification on a COCO dataset classifies each object's crop; objects whose mask (box,
+#: without a mask) covers fewer pixels than this are hidden down to slivers and not classified.
+MIN_OBJECT_PIXELS = 60
+#: What a crop is filled with outside the object's mask: CLIP's mean colour, as SAM-CLIP fills
+#: the crops it classifies (services/samclip/openvocab.py FILL).
+CROP_FILL = (122, 116, 104)
+TOP_K = 5
 #: COCO's per-keypoint OKS constants for its 17 person keypoints (pycocotools' defaults).
 COCO_PERSON_SIGMAS = (
     np.array([0.26, 0.25, 0.25, 0.35, 0.35, 0.79, 0.79, 0.72, 0.72, 0.62, 0.62, 1.07, 1.07, 0.87, 0.87, 0.89, 0.89])
@@ -85,23 +107,128 @@ DEFAULT_CONCURRENCY = 8  # Compare calls in flight: enough to fill the model ser
 
 @dataclass(frozen=True)
 class DatasetImage:
+    """One item sent to Compare: an image file, or (`crop`, for classification) an object cut from one."""
+
     id: int
     file_name: str
     path: Path
+    category_id: int | None = None  # the true class, for classification
+    crop: dict[str, Any] | None = None  # the COCO annotation whose object this item is
+    size: tuple[int, int] | None = None  # the image's (height, width) in the annotations
+
+    def read(self) -> bytes:
+        """The bytes Compare gets: the file, or the object's crop as a PNG (`object_crop`)."""
+        data = self.path.read_bytes()
+        if self.crop is None:
+            return data
+        return object_crop(data, self.crop, self.size)
+
+
+def annotation_mask(ann: Mapping[str, Any], height: int, width: int) -> np.ndarray | None:
+    """A COCO annotation's mask (polygons, RLE or uncompressed RLE) as an H x W bool array; None without one."""
+    from pycocotools import mask as mask_utils
+
+    segmentation = ann.get("segmentation")
+    if not segmentation:
+        return None
+    rle: Any
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        counts = segmentation["counts"]
+        rle = {"size": segmentation["size"], "counts": counts.encode() if isinstance(counts, str) else counts}
+    return np.asarray(mask_utils.decode(rle), dtype=bool)
+
+
+def object_mask(ann: Mapping[str, Any], height: int, width: int) -> np.ndarray:
+    """The object's pixels: its mask, or its box where it has none."""
+    mask = annotation_mask(ann, height, width)
+    if mask is not None:
+        return mask
+    x, y, w, h = (float(v) for v in ann["bbox"])
+    out = np.zeros((height, width), dtype=bool)
+    out[max(int(y), 0) : max(int(np.ceil(y + h)), 0), max(int(x), 0) : max(int(np.ceil(x + w)), 0)] = True
+    return out
+
+
+def object_crop(image_bytes: bytes, ann: Mapping[str, Any], size: tuple[int, int] | None = None) -> bytes:
+    """The object's crop, as SAM-CLIP classifies a mask (shapes.accuracy.clip_top1 sends the same): its
+    mask's bounding box, the pixels outside the mask filled with CROP_FILL, padded to a square with it;
+    a PNG."""
+    from PIL import Image
+
+    image = np.asarray(Image.open(io.BytesIO(image_bytes)).convert("RGB"))
+    height, width = image.shape[:2]
+    if size is not None and size != (height, width):
+        raise ValueError(f"the image is {width}x{height}, its annotations say {size[1]}x{size[0]}")
+    mask = object_mask(ann, height, width)
+    ys, xs = np.nonzero(mask)
+    if not len(ys):
+        raise ValueError(f"annotation {ann.get('id')} covers no pixel")
+    y1, y2, x1, x2 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    crop = image[y1:y2, x1:x2].copy()
+    crop[~mask[y1:y2, x1:x2]] = CROP_FILL
+    h, w = crop.shape[:2]
+    side = max(h, w)
+    square = np.empty((side, side, 3), dtype=np.uint8)
+    square[:] = CROP_FILL
+    top, left = (side - h) // 2, (side - w) // 2
+    square[top : top + h, left : left + w] = crop
+    buffer = io.BytesIO()
+    Image.fromarray(square).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 @dataclass
 class Dataset:
-    """Images, and for a COCO dataset its annotations (`coco`, the file's JSON)."""
+    """Images, and for a COCO dataset its annotations (`coco`, the file's JSON); for an image folder in
+    the ImageFolder layout (one subfolder a class), the classes (`folder_classes`)."""
 
     images_dir: Path
     images: list[DatasetImage]
     annotations_file: Path | None = None
     coco: dict[str, Any] | None = None
+    folder_classes: list[str] = field(default_factory=list)
+    min_object_pixels: int = MIN_OBJECT_PIXELS
 
     @property
     def labelled(self) -> bool:
         return self.coco is not None
+
+    def labelled_for(self, task: str) -> bool:
+        """Whether the dataset says what is right for `task`: COCO annotations, or for classification
+        the folders of the ImageFolder layout."""
+        return self.labelled or (task == "zero-shot-classification" and bool(self.folder_classes))
+
+    def items(self, task: str) -> list[DatasetImage]:
+        """What Compare gets for `task`: each image, or for classification on COCO annotations each
+        object's crop (its id the annotation's; crowds and objects under min_object_pixels left out)."""
+        if task != "zero-shot-classification" or self.coco is None:
+            return list(self.images)
+        sizes = {int(i["id"]): (int(i["height"]), int(i["width"])) for i in self.coco["images"]}
+        by_image: dict[int, list[dict[str, Any]]] = {}
+        for ann in self.annotations:
+            if not ann.get("iscrowd", 0):
+                by_image.setdefault(int(ann["image_id"]), []).append(ann)
+        items = []
+        for image in self.images:
+            size = sizes.get(image.id)
+            for ann in by_image.get(image.id, []):
+                if size is None or object_mask(ann, *size).sum() < self.min_object_pixels:
+                    continue
+                items.append(
+                    DatasetImage(
+                        int(ann["id"]),
+                        f"{image.file_name}#{ann['id']}",
+                        image.path,
+                        category_id=int(ann["category_id"]),
+                        crop=ann,
+                        size=size,
+                    )
+                )
+        return items
 
     @property
     def categories(self) -> list[dict[str, Any]]:
@@ -126,15 +253,21 @@ class Dataset:
             "annotations": str(self.annotations_file) if self.annotations_file else None,
             "images": len(self.images),
             "annotation_count": len(self.annotations),
-            "categories": [c["name"] for c in self.categories],
+            "categories": [c["name"] for c in self.categories] or list(self.folder_classes),
             "has_masks": self.has_masks,
             "has_keypoints": bool(self.keypoint_categories),
+            "classes_from_folders": bool(self.folder_classes) and self.coco is None,
         }
 
 
 def task_categories(dataset: Dataset, task: str) -> list[dict[str, Any]]:
-    """The categories a task is evaluated on: those with keypoints for keypoint detection, else all."""
-    return dataset.keypoint_categories if task == "keypoint-detection" else dataset.categories
+    """The categories a task is evaluated on: those with keypoints for keypoint detection; for
+    classification on an ImageFolder-layout folder its subfolders (ids from 1, in name order); else all."""
+    if task == "keypoint-detection":
+        return dataset.keypoint_categories
+    if task == "zero-shot-classification" and dataset.coco is None:
+        return [{"id": n, "name": name} for n, name in enumerate(dataset.folder_classes, start=1)]
+    return dataset.categories
 
 
 def load_coco(annotations: Path, images_dir: Path) -> Dataset:
@@ -155,12 +288,21 @@ def load_coco(annotations: Path, images_dir: Path) -> Dataset:
 
 
 def image_folder(images_dir: Path) -> Dataset:
-    """Every image file in a folder (and its subfolders), in name order, numbered from 1."""
+    """Every image file in a folder (and its subfolders), in name order, numbered from 1. When every
+    image lies one subfolder down, in two subfolders or more (torchvision's ImageFolder layout), the
+    subfolders are the classes (sorted by name) and each image's is its true class (for classification)."""
     if not images_dir.is_dir():
         raise ValueError(f"{images_dir} is not a folder")
     files = sorted(p for p in images_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    images = [DatasetImage(n, str(p.relative_to(images_dir)), p) for n, p in enumerate(files, start=1)]
-    return Dataset(images_dir, images)
+    relative = [p.relative_to(images_dir) for p in files]
+    folders = sorted({r.parts[0] for r in relative})
+    layout = bool(files) and all(len(r.parts) == 2 for r in relative) and len(folders) >= 2
+    class_id = {name: n for n, name in enumerate(folders, start=1)} if layout else {}
+    images = [
+        DatasetImage(n, str(r), p, category_id=class_id.get(r.parts[0]) if layout else None)
+        for n, (p, r) in enumerate(zip(files, relative, strict=True), start=1)
+    ]
+    return Dataset(images_dir, images, folder_classes=folders if layout else [])
 
 
 # --- vocabularies ---------------------------------------------------------------------------------
@@ -334,9 +476,11 @@ async def compare_image(
     """One image through Compare: retried (with backoff) while the call, or any model in it,
     is UNAVAILABLE; returns the record and the number of retries."""
     try:
-        data = image.path.read_bytes()
+        data = image.read()
     except OSError as exc:
         return Record(image.id, image.file_name, UNREADABLE, exc.strerror or str(exc), attempts=0), 0
+    except ValueError as exc:  # a crop of an image that is no image, or of an empty object
+        return Record(image.id, image.file_name, UNREADABLE, str(exc), attempts=0), 0
     request = cs.CompareRequest(
         image=pb.Image(encoded=data),
         task=TASKS[config.task],
@@ -750,6 +894,7 @@ def aggregate_pair(model_a: str, model_b: str, rows: list[dict[str, Any]], worst
         "mean_iou",
     )
     return {
+        "kind": "instances",
         "model_a": model_a,
         "model_b": model_b,
         "images": n,
@@ -768,6 +913,229 @@ def aggregate_pair(model_a: str, model_b: str, rows: list[dict[str, Any]], worst
     }
 
 
+# --- label maps and class scores ------------------------------------------------------------------
+
+
+def semantic_truth(dataset: Dataset, image_id: int, category_ids: Sequence[int]) -> np.ndarray | None:
+    """The image's class map from its instance masks (a category-per-pixel rendering: each annotation
+    with a mask painted with its category, in the file's order, a later one over an earlier; crowds
+    included; 0 elsewhere), as indices into [background, *category_ids] (other categories: background)."""
+    if dataset.coco is None:
+        return None
+    image = next((i for i in dataset.coco["images"] if int(i["id"]) == image_id), None)
+    if image is None:
+        return None
+    h, w = int(image["height"]), int(image["width"])
+    index = {c: n for n, c in enumerate(category_ids, start=1)}
+    truth = np.zeros((h, w), dtype=np.int64)
+    for ann in dataset.annotations:
+        if int(ann["image_id"]) != image_id or int(ann["category_id"]) not in index:
+            continue
+        mask = annotation_mask(ann, h, w)
+        if mask is not None:
+            truth[mask] = index[int(ann["category_id"])]
+    return truth
+
+
+def label_map_classes(label_map: pb.LabelMap, vocab: ModelVocabulary, category_ids: Sequence[int]) -> np.ndarray:
+    """A label map's pixels as indices into [background, *category_ids, no category]: its class names
+    matched to categories by name; a class no category has is the last index."""
+    index = {c: n for n, c in enumerate(category_ids, start=1)}
+    none = len(category_ids) + 1
+    lut = [0] + [index.get(vocab.category_of.get(normalise(n), -1), none) for n in list(label_map.class_names)[1:]]
+    table = np.array(lut, dtype=np.int64)
+    indices = np.frombuffer(label_map.class_indices_u16le, dtype="<u2").astype(np.int64)
+    return np.where(indices < len(table), table[np.minimum(indices, len(table) - 1)], none)
+
+
+def semantic_metrics(
+    dataset: Dataset,
+    records: Sequence[Record],
+    vocabularies: Mapping[str, ModelVocabulary],
+    categories: Sequence[Mapping[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """Per model: IoU per class (background included) of its label maps against the ground truth class
+    maps (`semantic_truth`), each class's intersection and union summed over the images; mIoU their mean
+    over the classes present in either (as shapes.accuracy.semantic_miou), also without background;
+    pixel accuracy. An image a model failed on, or answered with a map of another size, counts as all
+    background."""
+    ids = [int(c["id"]) for c in sorted(categories, key=lambda c: int(c["id"]))]
+    names = ["background", *(str(c["name"]) for c in sorted(categories, key=lambda c: int(c["id"])))]
+    k = len(ids) + 2  # background, the categories, and "a class no category has"
+    joint = {m: np.zeros((k, k), dtype=np.int64) for m in vocabularies}
+    for record in records:
+        truth = semantic_truth(dataset, record.image_id, ids)
+        if truth is None:
+            continue
+        for model, vocab in vocabularies.items():
+            result = model_result(record, model)
+            pred = np.zeros(truth.size, dtype=np.int64)
+            output = _output(result) if result is not None and result.status.code == 0 else None
+            if isinstance(output, vms.SegmentResponse) and output.HasField("label_map"):
+                lm = output.label_map
+                if (lm.height, lm.width) == truth.shape and len(lm.class_indices_u16le) == 2 * truth.size:
+                    pred = label_map_classes(lm, vocab, ids)
+            joint[model] += np.bincount(truth.ravel() * k + pred, minlength=k * k).reshape(k, k)
+    out = {}
+    for model, m in joint.items():
+        both = np.diag(m)[: k - 1].astype(np.float64)
+        truth_px, pred_px = m.sum(axis=1)[: k - 1], m.sum(axis=0)[: k - 1]
+        union = (truth_px + pred_px).astype(np.float64) - both
+        present = union > 0
+        iou = np.divide(both, union, out=np.zeros_like(both), where=present)
+        total = int(m.sum())
+        out[model] = {
+            "images": len(records),
+            "stats": {
+                "mIoU": round(float((both[present] / union[present]).mean()), 4) if present.any() else 0.0,
+                "mIoU_categories": round(float(iou[1:][present[1:]].mean()), 4) if present[1:].any() else 0.0,
+                "pixel_accuracy": round(float(np.trace(m) / total), 4) if total else 0.0,
+            },
+            "per_class": [
+                {
+                    "category_id": 0 if n == 0 else ids[n - 1],
+                    "name": names[n],
+                    "IoU": round(float(iou[n]), 4) if present[n] else None,
+                    "ground_truth_pixels": int(truth_px[n]),
+                    "predicted_pixels": int(pred_px[n]),
+                }
+                for n in range(k - 1)
+            ],
+            "pixels_without_category": int(m[:, k - 1].sum()),
+        }
+    return out
+
+
+def classification_metrics(
+    items: Sequence[DatasetImage],
+    records: Mapping[int, Record],
+    vocabularies: Mapping[str, ModelVocabulary],
+    categories: Sequence[Mapping[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """Per model: top-1 and top-5 accuracy over the items answered (shapes.accuracy.clip_top1's top-1),
+    and per class. An item a model failed on counts as wrong."""
+    answered = [i for i in items if i.category_id is not None and (r := records.get(i.id)) and r.code == "OK"]
+    names = {int(c["id"]): str(c["name"]) for c in categories}
+    out = {}
+    for model, vocab in vocabularies.items():
+        top1: Counter[int] = Counter()
+        topk: Counter[int] = Counter()
+        total: Counter[int] = Counter()
+        unmatched = 0
+        for item in answered:
+            assert item.category_id is not None
+            total[item.category_id] += 1
+            result = model_result(records[item.id], model)
+            output = _output(result) if result is not None and result.status.code == 0 else None
+            if not isinstance(output, vms.ClassifyResponse) or not output.scores:
+                continue
+            ranked = [vocab.category_of.get(normalise(s.label.name)) for s in output.scores[:TOP_K]]
+            unmatched += ranked[0] is None
+            top1[item.category_id] += ranked[0] == item.category_id
+            topk[item.category_id] += item.category_id in ranked
+        n = sum(total.values())
+        out[model] = {
+            "items": n,
+            "stats": {
+                "top1": round(sum(top1.values()) / max(n, 1), 4),
+                f"top{TOP_K}": round(sum(topk.values()) / max(n, 1), 4),
+            },
+            "per_class": [
+                {
+                    "category_id": c,
+                    "name": names[c],
+                    "top1": round(top1[c] / total[c], 4) if total[c] else None,
+                    f"top{TOP_K}": round(topk[c] / total[c], 4) if total[c] else None,
+                    "ground_truth": total[c],
+                }
+                for c in sorted(names)
+            ],
+            "unmatched_top1": unmatched,
+        }
+    return out
+
+
+def _pair_of(record: Record, model_a: str, model_b: str, kind: str) -> cs.PairAgreement | None:
+    if record.response is None:
+        return None
+    return next(
+        (
+            p
+            for p in record.response.agreements
+            if {p.model_a, p.model_b} == {model_a, model_b} and p.WhichOneof("agreement") == kind
+        ),
+        None,
+    )
+
+
+def label_map_pair(model_a: str, model_b: str, records: Iterable[Record], worst: int) -> dict[str, Any]:
+    """The gateway's label-map agreement of two models over the images both answered."""
+    rows: list[dict[str, Any]] = []
+    for record in records:
+        pair = _pair_of(record, model_a, model_b, "label_map")
+        if pair is None:
+            continue
+        m = pair.label_map
+        rows.append(
+            {
+                "image_id": record.image_id,
+                "file_name": record.file_name,
+                "disagreement": round(1.0 - m.pixel_agreement, 4),
+                "pixel_agreement": round(m.pixel_agreement, 4),
+                "mean_iou": round(m.mean_iou, 4),
+                "classes": len(m.classes),
+            }
+        )
+    ranked = sorted(rows, key=lambda r: (-r["disagreement"], r["image_id"]))
+    mean = lambda key: round(float(np.mean([r[key] for r in rows])), 4) if rows else 0.0  # noqa: E731
+    return {
+        "kind": "label_map",
+        "model_a": model_a,
+        "model_b": model_b,
+        "images": len(rows),
+        "pixel_agreement": mean("pixel_agreement"),
+        "mean_iou": mean("mean_iou"),
+        "mean_disagreement": mean("disagreement"),
+        "most_disagreeing": [r for r in ranked[:worst] if r["disagreement"] > 0],
+    }
+
+
+def classification_pair(model_a: str, model_b: str, records: Iterable[Record], worst: int) -> dict[str, Any]:
+    """The gateway's classification agreement of two models over the items both answered."""
+    rows: list[dict[str, Any]] = []
+    for record in records:
+        pair = _pair_of(record, model_a, model_b, "classification")
+        if pair is None:
+            continue
+        c = pair.classification
+        rho = round(c.rank_correlation, 4) if c.HasField("rank_correlation") else None
+        rows.append(
+            {
+                "image_id": record.image_id,
+                "file_name": record.file_name,
+                # half for a top-1 that differs, half for the top-k labels that do not overlap
+                "disagreement": round(0.5 * (not c.top1_agree) + 0.5 * (1.0 - c.topk_overlap), 4),
+                "top1_agree": c.top1_agree,
+                "topk_overlap": round(c.topk_overlap, 4),
+                "rank_correlation": rho,
+            }
+        )
+    ranked = sorted(rows, key=lambda r: (-r["disagreement"], r["image_id"]))
+    rhos = [r["rank_correlation"] for r in rows if r["rank_correlation"] is not None]
+    return {
+        "kind": "classification",
+        "model_a": model_a,
+        "model_b": model_b,
+        "images": len(rows),
+        "top1_agreement": round(sum(r["top1_agree"] for r in rows) / len(rows), 4) if rows else 0.0,
+        "topk_overlap": round(float(np.mean([r["topk_overlap"] for r in rows])), 4) if rows else 0.0,
+        "rank_correlation": round(float(np.mean(rhos)), 4) if rhos else None,
+        "rank_correlation_images": len(rhos),
+        "mean_disagreement": round(float(np.mean([r["disagreement"] for r in rows])), 4) if rows else 0.0,
+        "most_disagreeing": [r for r in ranked[:worst] if r["disagreement"] > 0],
+    }
+
+
 # --- the result -----------------------------------------------------------------------------------
 
 
@@ -779,6 +1147,7 @@ class Evaluation:
     records: dict[int, Record]
     dataset: Dataset
     latencies: dict[str, list[float]]
+    items: list[DatasetImage] = field(default_factory=list)  # what Compare got (images, or objects' crops)
 
 
 def evaluate(
@@ -795,8 +1164,10 @@ def evaluate(
     run: Mapping[str, Any] | None = None,
     gateway: str = "",
 ) -> Evaluation:
-    """Metrics, latency, errors and agreement from the stored records of `dataset`'s images."""
-    wanted = {i.id for i in dataset.images}
+    """Metrics, latency, errors and agreement from the stored records of `dataset`'s items (its images,
+    or for classification on COCO annotations its objects' crops: `Dataset.items`)."""
+    items = dataset.items(config.task)
+    wanted = {i.id for i in items}
     kept = {k: r for k, r in records.items() if k in wanted}
     answered = [r for r in sorted(kept.values(), key=lambda r: r.image_id) if r.code == "OK"]
     failed = [r for r in sorted(kept.values(), key=lambda r: r.image_id) if r.code != "OK"]
@@ -805,8 +1176,21 @@ def evaluate(
     eval_seconds = 0.0
     latencies: dict[str, list[float]] = {}
     model_figures: dict[str, Any] = {}
-    gt = ground_truth(dataset, evaluator) if dataset.labelled else None
+    instances = config.task in INSTANCE_TASKS
+    gt = ground_truth(dataset, evaluator) if dataset.labelled and instances else None
     names = {int(c["id"]): str(c["name"]) for c in dataset.categories}
+    dense: dict[str, dict[str, Any]] = {}  # semantic segmentation's and classification's metrics, per model
+    if dataset.labelled_for(config.task) and not instances:
+        start = time.perf_counter()
+        categories_ = task_categories(dataset, config.task)
+        if config.task == "semantic-segmentation":
+            dense = {
+                m: {"semantic": f} for m, f in semantic_metrics(dataset, answered, vocabularies, categories_).items()
+            }
+        else:
+            found = classification_metrics(items, kept, vocabularies, categories_)
+            dense = {m: {"classification": f} for m, f in found.items()}
+        eval_seconds += time.perf_counter() - start
     for model in models:
         vocab = vocabularies[model]
         lat: list[float] = []
@@ -866,13 +1250,20 @@ def evaluate(
                 )
             eval_seconds += time.perf_counter() - start
             figures["metrics"] = metrics
+        if model in dense:
+            figures["metrics"] = dense[model]
         model_figures[model] = figures
 
     pairs = []
     for n, a in enumerate(models):
         for b in models[n + 1 :]:
-            rows = pair_rows(answered, a, b, agreement_min_score, config.score_threshold)
-            pairs.append(aggregate_pair(a, b, rows, worst))
+            if config.task == "semantic-segmentation":
+                pairs.append(label_map_pair(a, b, answered, worst))
+            elif config.task == "zero-shot-classification":
+                pairs.append(classification_pair(a, b, answered, worst))
+            else:
+                rows = pair_rows(answered, a, b, agreement_min_score, config.score_threshold)
+                pairs.append(aggregate_pair(a, b, rows, worst))
 
     compare_seconds = [r.seconds * 1000.0 for r in answered]
     failures = Counter(r.code for r in failed)
@@ -882,12 +1273,12 @@ def evaluate(
         "schema_version": SCHEMA_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "gateway": gateway,
-        "dataset": dataset.describe(),
+        "dataset": {**dataset.describe(), "items": len(items)},
         "task": config.task,
         "models": models,
         "options": {"score_threshold": config.score_threshold, "max_results": config.max_results},
         "run": {
-            "images_total": len(dataset.images),
+            "images_total": len(items),
             "images_stored": len(kept),
             "images_answered": len(answered),
             "images_failed": len(failed),
@@ -908,7 +1299,7 @@ def evaluate(
             },
         },
         "per_model": model_figures,
-        "agreement": {"min_score": agreement_min_score, "pairs": pairs},
+        "agreement": {"min_score": agreement_min_score if instances else None, "pairs": pairs},
         "failures": {
             "by_code": dict(sorted(failures.items())),
             "images": [
@@ -927,7 +1318,7 @@ def evaluate(
             "seconds": round(eval_seconds, 4),
         },
     }
-    return Evaluation(result, dict(kept), dataset, latencies)
+    return Evaluation(result, dict(kept), dataset, latencies, items)
 
 
 def most_disagreeing_images(result: Mapping[str, Any], count: int) -> list[dict[str, Any]]:
@@ -941,10 +1332,31 @@ def most_disagreeing_images(result: Mapping[str, Any], count: int) -> list[dict[
     return sorted(best.values(), key=lambda r: (-r["disagreement"], r["image_id"]))[:count]
 
 
-def ground_truth_result(dataset: Dataset, image_id: int, task: str) -> cs.ModelResult | None:
-    """The image's annotations as a model result, for drawing beside the models' panels."""
+def ground_truth_result(
+    dataset: Dataset, image_id: int, task: str, item: DatasetImage | None = None
+) -> cs.ModelResult | None:
+    """The image's annotations (for classification: `item`'s class) as a model result, for drawing
+    beside the models' panels."""
+    if task == "zero-shot-classification":
+        if item is None or item.category_id is None:
+            return None
+        name = next((str(c["name"]) for c in task_categories(dataset, task) if int(c["id"]) == item.category_id), "?")
+        truth = vms.ClassScore(label=pb.Label(id=item.category_id, name=name, score=1.0))
+        return cs.ModelResult(model_name="ground truth", classify=vms.ClassifyResponse(scores=[truth]))
     if dataset.coco is None:
         return None
+    if task == "semantic-segmentation":
+        categories = sorted(dataset.categories, key=lambda c: int(c["id"]))
+        truth_map = semantic_truth(dataset, image_id, [int(c["id"]) for c in categories])
+        if truth_map is None:
+            return None
+        label_map = pb.LabelMap(
+            width=truth_map.shape[1],
+            height=truth_map.shape[0],
+            class_names=["background", *(str(c["name"]) for c in categories)],
+            class_indices_u16le=truth_map.astype("<u2").tobytes(),
+        )
+        return cs.ModelResult(model_name="ground truth", segment=vms.SegmentResponse(label_map=label_map))
     from pycocotools import mask as mask_utils
 
     names = {int(c["id"]): str(c["name"]) for c in dataset.categories}
@@ -990,8 +1402,11 @@ def write_json(result: Mapping[str, Any], path: Path) -> None:
 def identity(dataset: Dataset, config: RunConfig) -> dict[str, Any]:
     """What a stored run is of: resuming needs the same dataset, task, models, options and labels
     (the gateway's address may change, e.g. after a restart)."""
-    return {
+    out = {
         "images_dir": str(dataset.images_dir.resolve()),
         "annotations": str(dataset.annotations_file.resolve()) if dataset.annotations_file else None,
         **asdict(config),
     }
+    if config.task == "zero-shot-classification" and dataset.coco is not None:
+        out["min_object_pixels"] = dataset.min_object_pixels  # which objects are crops, and so which items
+    return out

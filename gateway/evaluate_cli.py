@@ -33,16 +33,22 @@ HELP = "\n\n".join(
         "IMAGES is an image folder. With --annotations (a COCO annotation file whose file_name entries are relative "
         "to IMAGES) each model gets COCO metrics: AP, AP50, AP75 and AR for boxes, for masks (instance segmentation) "
         "and OKS keypoint AP (keypoint detection, when the annotations have keypoints), per-class AP and "
-        "precision-recall curves. Without it: agreement between the models and their latency only. Category names "
-        "are matched to each model's labels by name (case, spaces, _ and - aside); open-vocabulary models get the "
-        "category names as their labels; the result lists categories no model knows and labels no category has.",
+        "precision-recall curves. Semantic segmentation: mIoU (background included, and over the categories "
+        "alone), per-class IoU and pixel accuracy against a class map rendered from the instance masks (each mask "
+        "painted with its category in the file's order, a later one over an earlier). Zero-shot classification: "
+        "top-1 and top-5 accuracy, overall and per class, on each object's crop (its mask's box, outside the mask "
+        "filled; objects under --min-object-pixels left out), or on whole images when IMAGES holds one subfolder "
+        "a class (the ImageFolder layout, no --annotations). Without annotations: agreement between the models and "
+        "their latency only. Category names are matched to each model's labels by name (case, spaces, _ and - "
+        "aside); open-vocabulary models get the category names as their labels; the result lists categories no "
+        "model knows and labels no category has.",
         "Every image goes through the gateway's Compare (--concurrency calls at a time, --timeout seconds each, "
         "retried --retries times with backoff while the call, or a model in it, is UNAVAILABLE). Answers are stored "
         "in OUT/results.jsonl as they arrive: after an interruption the same command resumes (failed images are "
         "tried again); --fresh starts over. Failed images are counted by status code and listed.",
         "Writes OUT/evaluation.json (its schema: gateway/schemas/evaluation.schema.json) and OUT/report.html "
-        "(self-contained: metric tables; precision-recall, per-class AP and latency plots; the images where the "
-        "models disagree most, drawn beside the ground truth).",
+        "(self-contained: metric tables; precision-recall (instances), per-class and latency plots; the images "
+        "where the models disagree most, drawn beside the ground truth).",
         f"Tasks: {', '.join(ev.TASKS)}. Exit status 0; 1 when no image was answered; 2 for bad arguments; 130 when "
         "interrupted (the answers so far are kept).",
         "Example: python -m shapes.export_coco --scenes 20 --out data/shapes-eval, then "
@@ -71,6 +77,11 @@ def _choose_task(task: str | None, dataset: ev.Dataset) -> str:
         fail(f"unknown task {task!r}; choose one of: {', '.join(ev.TASKS)}", 2)
     if task == "keypoint-detection" and dataset.labelled and not dataset.keypoint_categories:
         fail("keypoint-detection needs annotations with keypoints; these have none", 2)
+    if task == "semantic-segmentation" and dataset.labelled and not dataset.has_masks:
+        fail(
+            "semantic-segmentation needs annotations with masks (its ground truth is drawn from them); these have none",
+            2,
+        )
     return task
 
 
@@ -82,19 +93,38 @@ def _summary(result: dict[str, Any]) -> str:
         if m["errors"]["by_code"]:
             parts.append("errors " + ", ".join(f"{c} x{n}" for c, n in m["errors"]["by_code"].items()))
         for kind, metrics in (m["metrics"] or {}).items():
-            if isinstance(metrics, dict):
-                s = metrics["stats"]
+            if not isinstance(metrics, dict):
+                continue
+            s = metrics["stats"]
+            if kind == "semantic":
+                parts.append(
+                    f"mIoU {s['mIoU']:.3f} (categories alone {s['mIoU_categories']:.3f}), "
+                    f"pixel accuracy {s['pixel_accuracy']:.3f}"
+                )
+            elif kind == "classification":
+                parts.append(f"top-1 {s['top1']:.3f} top-{ev.TOP_K} {s[f'top{ev.TOP_K}']:.3f} on {metrics['items']}")
+            else:
                 ar = s.get("AR100", s.get("AR"))
                 parts.append(f"{kind} AP {s['AP']:.3f} AP50 {s['AP50']:.3f} AP75 {s['AP75']:.3f} AR {ar:.3f}")
         if lat["count"]:
             parts.append(f"latency p50/p95/p99 {lat['p50']:.0f}/{lat['p95']:.0f}/{lat['p99']:.0f} ms")
         lines.append("  " + "; ".join(parts))
     for p in result["agreement"]["pairs"]:
-        lines.append(
-            f"  {p['model_a']} vs {p['model_b']}: {p['matched_per_image']:.2f} matched/image, mean IoU "
-            f"{p['mean_iou']:.3f}, label agreement {p['label_agreement']:.0%}, only A {p['only_a_per_image']:.2f}"
-            f"/image, only B {p['only_b_per_image']:.2f}/image"
-        )
+        head = f"  {p['model_a']} vs {p['model_b']}:"
+        if p["kind"] == "label_map":
+            lines.append(f"{head} pixel agreement {p['pixel_agreement']:.1%}, mean IoU {p['mean_iou']:.3f}")
+        elif p["kind"] == "classification":
+            rho = p["rank_correlation"]
+            lines.append(
+                f"{head} top-1 agreement {p['top1_agreement']:.0%}, top-k overlap {p['topk_overlap']:.2f}, "
+                + (f"rank correlation {rho:.2f}" if rho is not None else "no rank correlation")
+            )
+        else:
+            lines.append(
+                f"{head} {p['matched_per_image']:.2f} matched/image, mean IoU "
+                f"{p['mean_iou']:.3f}, label agreement {p['label_agreement']:.0%}, only A {p['only_a_per_image']:.2f}"
+                f"/image, only B {p['only_b_per_image']:.2f}/image"
+            )
     v = result["vocabulary"]
     if v["categories_no_model_knows"]:
         lines.append(f"  categories no model knows: {', '.join(v['categories_no_model_knows'])}")
@@ -124,7 +154,7 @@ def evaluate(
             "--task",
             "-t",
             help="object-detection, instance-segmentation (the default with masks or without "
-            "annotations) or keypoint-detection",
+            "annotations), keypoint-detection, semantic-segmentation or zero-shot-classification",
         ),
     ] = None,
     models_: Annotated[
@@ -140,9 +170,27 @@ def evaluate(
         int, typer.Option(min=0, help="retries of a call while it, or a model in it, is UNAVAILABLE")
     ] = 3,
     score_threshold: Annotated[
-        float | None, typer.Option(help="sent to every model: AP ranks low-scoring answers too")
-    ] = 0.05,
-    max_results: Annotated[int | None, typer.Option(help="sent to every model (COCO counts 100 per image)")] = 100,
+        float | None,
+        typer.Option(
+            help="sent to every model; default 0.05 for instance tasks (AP ranks low-scoring answers too), "
+            "none for semantic segmentation and classification"
+        ),
+    ] = None,
+    max_results: Annotated[
+        int | None,
+        typer.Option(
+            help="sent to every model; default 100 for instance tasks (COCO counts 100 per image), 5 for "
+            "classification (top-5), none for semantic segmentation"
+        ),
+    ] = None,
+    min_object_pixels: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="zero-shot classification on annotations: objects whose mask (or box) covers fewer pixels are "
+            "not classified",
+        ),
+    ] = ev.MIN_OBJECT_PIXELS,
     agreement_score: Annotated[
         float | None,
         typer.Option(help="agreement and gallery over instances scoring at least this; 0 for every instance"),
@@ -180,7 +228,11 @@ def evaluate(
         dataset.images = dataset.images[:limit]
     if not dataset.images:
         fail(f"no images in {images}", 2)
+    dataset.min_object_pixels = min_object_pixels
     task_ = _choose_task(task, dataset)
+    defaults = ev.TASK_OPTIONS[task_]
+    score_threshold = defaults[0] if score_threshold is None else score_threshold
+    max_results = defaults[1] if max_results is None else max_results
     try:
         listed = ev.list_models(gateway, token)
     except grpc.RpcError as exc:
@@ -196,21 +248,25 @@ def evaluate(
     vocabularies = ev.match_vocabularies(categories, {n: c["capability"] for n, c in chosen.items()})
     open_labels: list[str] = []
     if any(v.vocabulary == "open" for v in vocabularies.values()):
-        if dataset.labelled:
+        if dataset.labelled_for(task_):
             open_labels = [str(c["name"]) for c in categories]
         elif labels:
             open_labels = [label.strip() for label in labels.split(",") if label.strip()]
     config = ev.RunConfig(task_, list(chosen), score_threshold, max_results, open_labels)
+    items = dataset.items(task_)
+    if not items:
+        fail(f"no object of {min_object_pixels} pixels or more to classify in {annotations}", 2)
+    noun = "object crops" if items[0].crop is not None else "images"
     store = ev.ResultStore(out)
     try:
         stored = store.open(ev.identity(dataset, config), fresh=fresh)
     except ValueError as exc:
         fail(str(exc), 2)
     done = {i for i, r in stored.items() if r.code == "OK"}
-    todo = [i for i in dataset.images if i.id not in done]
-    resumed = len(dataset.images) - len(todo)
+    todo = [i for i in items if i.id not in done]
+    resumed = len(items) - len(todo)
     typer.echo(
-        f"{task_} on {len(dataset.images)} images with {', '.join(chosen)} via {gateway}"
+        f"{task_} on {len(items)} {noun} with {', '.join(chosen)} via {gateway}"
         + (f"; resuming: {resumed} stored, {len(todo)} to go" if resumed else ""),
         err=True,
     )
@@ -232,7 +288,7 @@ def evaluate(
     failed = 0
     interrupted = False
     with bar:
-        job = bar.add_task("images", total=len(dataset.images), completed=resumed, failed=0)
+        job = bar.add_task(noun, total=len(items), completed=resumed, failed=0)
 
         def on_record(record: ev.Record) -> None:
             nonlocal failed

@@ -246,6 +246,10 @@ def _draw_panel(base: Image.Image, result: cs.ModelResult, scale: float) -> tupl
 def _header(result: cs.ModelResult, reference: bool = False) -> list[str]:
     output = _output(result)
     if reference:  # e.g. the ground truth: no latency, no status
+        if isinstance(output, vms.ClassifyResponse):
+            return [f"{result.model_name} · {', '.join(s.label.name for s in output.scores)}"]
+        if isinstance(output, vms.SegmentResponse) and output.HasField("label_map"):
+            return [f"{result.model_name} · {label_map_words(output.label_map)}"]
         return [f"{result.model_name} · {len(getattr(output, 'instances', []))} objects"]
     status = "OK" if result.status.code == 0 else f"{status_name(result.status.code)}: {result.status.message}"
     lines = [f"{result.model_name} · {result.latency_ms:.0f} ms · {status}"]

@@ -1,11 +1,12 @@
 """The HTML report of `vcompare evaluate`: one self-contained file (styles inline, plots and
 pictures as data: URIs), drawn from an `gateway.evaluate.Evaluation`.
 
-Sections: the run; per model, the COCO metrics, latency and errors; per-class AP; the
-vocabulary matching; agreement between every pair of models; failed images; plots
-(precision-recall curves, per-class AP, latency histograms; matplotlib); and a gallery of
-the images where the models disagree most, each drawn side by side with its ground truth
-(`gateway.render`).
+Sections: the run; per model, the task's metrics (COCO AP and AR for instances; mIoU,
+per-class IoU and pixel accuracy for label maps; top-1 and top-5 for classification),
+latency and errors; per-class figures; the vocabulary matching; agreement between every
+pair of models; failed images; plots (precision-recall curves for instances, per-class
+figures, latency histograms; matplotlib); and a gallery of the images where the models
+disagree most, each drawn side by side with its ground truth (`gateway.render`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from PIL import Image
 from visioncompare.v1 import comparison_service_pb2 as cs
 
 from gateway.evaluate import (
+    TOP_K,
     Evaluation,
     Record,
     filtered,
@@ -30,6 +32,15 @@ from gateway.evaluate import (
 from gateway.render import render
 
 GALLERY_MAX_PX = 1400  # a gallery picture's longer side, at most
+INSTANCE_KINDS = ("bbox", "segm", "keypoints")
+#: Per kind of metrics: the per-class figure the plot and the table show, and what it is.
+PER_CLASS = {
+    "bbox": ("AP", "per-class AP @[.50:.95]: bbox"),
+    "segm": ("AP", "per-class AP @[.50:.95]: segm"),
+    "keypoints": ("AP", "per-class AP @[.50:.95]: keypoints"),
+    "semantic": ("IoU", "per-class IoU: semantic segmentation"),
+    "classification": ("top1", "per-class top-1 accuracy: zero-shot classification"),
+}
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #1a1a1a; padding: 0 1em; }
 h1 { font-size: 1.6em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }
@@ -120,18 +131,20 @@ def pr_curve_plot(result: Mapping[str, Any]) -> str | None:
     return _png(figure)
 
 
+def _kinds(result: Mapping[str, Any], among: Iterable[str] = PER_CLASS) -> list[str]:
+    """The kinds of metrics some model has (bbox, segm, keypoints, semantic, classification)."""
+    return [k for k in among if any((m["metrics"] or {}).get(k) for m in result["per_model"].values())]
+
+
 def per_class_plot(result: Mapping[str, Any]) -> str | None:
     plt = _pyplot()
-    kinds = [
-        k
-        for k in ("bbox", "segm", "keypoints")
-        if any((m["metrics"] or {}).get(k) for m in result["per_model"].values())
-    ]
+    kinds = _kinds(result)
     if not kinds:
         return None
     models = list(result["per_model"])
     figure, axes = plt.subplots(len(kinds), 1, figsize=(10, 3.2 * len(kinds)), squeeze=False)
     for ax, kind in zip(axes[:, 0], kinds, strict=True):
+        field, title = PER_CLASS[kind]
         names: list[str] = []
         for figures in result["per_model"].values():
             for row in ((figures["metrics"] or {}).get(kind) or {}).get("per_class", []):
@@ -143,7 +156,7 @@ def per_class_plot(result: Mapping[str, Any]) -> str | None:
                 r["name"]: r
                 for r in (((result["per_model"][model]["metrics"] or {}).get(kind) or {}).get("per_class", []))
             }
-            values = [(rows[c]["AP"] or 0.0) if c in rows else 0.0 for c in names]
+            values = [(rows[c][field] or 0.0) if c in rows else 0.0 for c in names]
             ax.bar(
                 [k + (n - (len(models) - 1) / 2) * width for k in range(len(names))],
                 values,
@@ -158,7 +171,7 @@ def per_class_plot(result: Mapping[str, Any]) -> str | None:
             ha="right" if len(names) > 8 else "center",
             fontsize=8,
         )
-        ax.set(title=f"per-class AP @[.50:.95]: {kind}", ylabel="AP", ylim=(0, 1))
+        ax.set(title=title, ylabel=field, ylim=(0, 1))
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)
     figure.tight_layout()
@@ -187,14 +200,16 @@ def latency_plot(latencies: Mapping[str, Sequence[float]]) -> str | None:
 
 
 def gallery_picture(evaluation: Evaluation, record: Record, min_score: float | None) -> str | None:
-    """The image with the ground truth and each model's answer (instances at or above
+    """The image (or object crop) with the ground truth and each model's answer (instances at or above
     `min_score`), side by side, as a data: URI."""
     if record.response is None:
         return None
-    image = next(i for i in evaluation.dataset.images if i.id == record.image_id)
+    image = next((i for i in evaluation.items or evaluation.dataset.images if i.id == record.image_id), None)
+    if image is None:
+        return None
     try:
-        data = image.path.read_bytes()
-    except OSError:
+        data = image.read()
+    except (OSError, ValueError):
         return None
     response = cs.CompareResponse()
     response.CopyFrom(record.response)
@@ -205,7 +220,7 @@ def gallery_picture(evaluation: Evaluation, record: Record, min_score: float | N
             kept = filtered(output.instances, min_score)
             del output.instances[:]
             output.instances.extend(kept)
-    truth = ground_truth_result(evaluation.dataset, record.image_id, evaluation.result["task"])
+    truth = ground_truth_result(evaluation.dataset, record.image_id, evaluation.result["task"], image)
     sheet = render(data, response, [truth] if truth is not None else []).image
     if max(sheet.size) > GALLERY_MAX_PX:
         scale = GALLERY_MAX_PX / max(sheet.size)
@@ -222,14 +237,15 @@ def _figure(uri: str | None, caption: str) -> str:
 
 
 def _metrics_table(result: Mapping[str, Any]) -> str:
-    kinds = [
-        k
-        for k in ("bbox", "segm", "keypoints")
-        if any((m["metrics"] or {}).get(k) for m in result["per_model"].values())
-    ]
+    kinds = _kinds(result)
     headers = ["model", "images OK", "errors", "latency p50 / p95 / p99 ms"]
     for kind in kinds:
-        headers += [f"{kind} AP", f"{kind} AP50", f"{kind} AP75", f"{kind} AR"]
+        if kind == "semantic":
+            headers += ["mIoU", "mIoU, categories", "pixel accuracy"]
+        elif kind == "classification":
+            headers += ["top-1", f"top-{TOP_K}", "items"]
+        else:
+            headers += [f"{kind} AP", f"{kind} AP50", f"{kind} AP75", f"{kind} AR"]
     rows = []
     for model, m in result["per_model"].items():
         errors = ", ".join(f"{code} ×{n}" for code, n in m["errors"]["by_code"].items()) or "none"
@@ -241,16 +257,22 @@ def _metrics_table(result: Mapping[str, Any]) -> str:
             f"{_num(lat['p50'], 1)} / {_num(lat['p95'], 1)} / {_num(lat['p99'], 1)}",
         ]
         for kind in kinds:
-            stats = ((m["metrics"] or {}).get(kind) or {}).get("stats", {})
-            ar = stats.get("AR100", stats.get("AR"))
-            row += [_num(stats.get("AP")), _num(stats.get("AP50")), _num(stats.get("AP75")), _num(ar)]
+            metrics = (m["metrics"] or {}).get(kind) or {}
+            stats = metrics.get("stats", {})
+            if kind == "semantic":
+                row += [_num(stats.get("mIoU")), _num(stats.get("mIoU_categories")), _num(stats.get("pixel_accuracy"))]
+            elif kind == "classification":
+                row += [_num(stats.get("top1")), _num(stats.get(f"top{TOP_K}")), _num(metrics.get("items"))]
+            else:
+                ar = stats.get("AR100", stats.get("AR"))
+                row += [_num(stats.get("AP")), _num(stats.get("AP50")), _num(stats.get("AP75")), _num(ar)]
         rows.append(row)
     return table(headers, rows, text_columns=3)
 
 
 def _per_class_table(result: Mapping[str, Any]) -> str:
     parts = []
-    for kind in ("bbox", "segm", "keypoints"):
+    for kind in _kinds(result):
         per_model = {
             model: {r["name"]: r for r in ((m["metrics"] or {}).get(kind) or {}).get("per_class", [])}
             for model, m in result["per_model"].items()
@@ -258,9 +280,18 @@ def _per_class_table(result: Mapping[str, Any]) -> str:
         names = list(dict.fromkeys(n for rows in per_model.values() for n in rows))
         if not names:
             continue
-        truth = {n: next(rows[n]["ground_truth"] for rows in per_model.values() if n in rows) for n in names}
-        rows = [[_e(n), _num(truth[n]), *(_num(per_model[m].get(n, {}).get("AP")) for m in per_model)] for n in names]
-        parts.append(f"<h3>{_e(kind)}</h3>" + table(["category", "objects", *per_model], rows))
+        if kind == "semantic":
+            counted, what = "ground_truth_pixels", "pixels"
+            cell = lambda r: _num(r.get("IoU"))  # noqa: E731
+        elif kind == "classification":
+            counted, what = "ground_truth", "items"
+            cell = lambda r: f"{_num(r.get('top1'))} / {_num(r.get(f'top{TOP_K}'))}"  # noqa: E731
+        else:
+            counted, what = "ground_truth", "objects"
+            cell = lambda r: _num(r.get("AP"))  # noqa: E731
+        truth = {n: next(rows[n][counted] for rows in per_model.values() if n in rows) for n in names}
+        rows = [[_e(n), _num(truth[n]), *(cell(per_model[m].get(n, {})) for m in per_model)] for n in names]
+        parts.append(f"<h3>{_e(PER_CLASS[kind][1])}</h3>" + table(["category", what, *per_model], rows))
     return "".join(parts)
 
 
@@ -293,9 +324,66 @@ def _agreement(result: Mapping[str, Any]) -> str:
     a = result["agreement"]
     if not a["pairs"]:
         return "<p>One model: no pairs to compare.</p>"
-    rows = [
+    kind = a["pairs"][0]["kind"]
+    if kind == "label_map":
+        return _pairs_table(
+            a["pairs"],
+            "<p class=note>The gateway's label-map agreement, image by image: pixel agreement over every pixel "
+            "(background included) and the mean IoU over the classes either model found; their means.</p>",
+            ["pair", "images", "pixel agreement", "mean IoU", "disagreement"],
+            lambda p: [
+                _num(p["images"]),
+                _num(p["pixel_agreement"]),
+                _num(p["mean_iou"]),
+                _num(p["mean_disagreement"]),
+            ],
+            ["image", "disagreement", "pixel agreement", "mean IoU", "classes"],
+            lambda r: [_num(r["disagreement"]), _num(r["pixel_agreement"]), _num(r["mean_iou"]), _num(r["classes"])],
+        )
+    if kind == "classification":
+        return _pairs_table(
+            a["pairs"],
+            "<p class=note>The gateway's classification agreement, item by item: whether the top-1 labels agree, "
+            "the overlap of the top-k labels, and the rank correlation (Spearman) of the scores of the labels "
+            "both returned; their means.</p>",
+            ["pair", "items", "top-1 agreement", "top-k overlap", "rank correlation", "disagreement"],
+            lambda p: [
+                _num(p["images"]),
+                _num(p["top1_agreement"]),
+                _num(p["topk_overlap"]),
+                f"{_num(p['rank_correlation'])} ({_num(p['rank_correlation_images'])} items)",
+                _num(p["mean_disagreement"]),
+            ],
+            ["item", "disagreement", "top-1", "top-k overlap", "rank correlation"],
+            lambda r: [
+                _num(r["disagreement"]),
+                "agrees" if r["top1_agree"] else "differs",
+                _num(r["topk_overlap"]),
+                _num(r["rank_correlation"]),
+            ],
+        )
+    note = (
+        f"instances scoring at least {a['min_score']}"
+        if a["min_score"] is not None
+        else "every instance the models returned"
+    )
+    return _pairs_table(
+        a["pairs"],
+        f"<p class=note>Over {_e(note)}, matched one-to-one by the gateway's agreement "
+        "(greedy IoU; mask IoU when both have masks).</p>",
         [
-            _e(f"{p['model_a']} vs {p['model_b']}"),
+            "pair",
+            "images",
+            "IoU",
+            "matched",
+            "matched / image",
+            "mean IoU",
+            "label agreement",
+            "only A / image",
+            "only B / image",
+            "disagreement",
+        ],
+        lambda p: [
             _num(p["images"]),
             _e(p["iou_kind"]),
             _num(p["matched"]),
@@ -305,54 +393,34 @@ def _agreement(result: Mapping[str, Any]) -> str:
             _num(p["only_a_per_image"], 2),
             _num(p["only_b_per_image"], 2),
             _num(p["mean_disagreement"]),
-        ]
-        for p in a["pairs"]
-    ]
-    note = (
-        f"instances scoring at least {a['min_score']}"
-        if a["min_score"] is not None
-        else "every instance the models returned"
+        ],
+        ["image", "disagreement", "A", "B", "matched", "labels differ", "only A", "only B"],
+        lambda r: [
+            _num(r["disagreement"]),
+            _num(r["instances_a"]),
+            _num(r["instances_b"]),
+            _num(r["matched"]),
+            _num(r["labels_disagree"]),
+            _num(r["only_a"]),
+            _num(r["only_b"]),
+        ],
     )
-    out = [
-        f"<p class=note>Over {_e(note)}, matched one-to-one by the gateway's agreement "
-        "(greedy IoU; mask IoU when both have masks).</p>",
-        table(
-            [
-                "pair",
-                "images",
-                "IoU",
-                "matched",
-                "matched / image",
-                "mean IoU",
-                "label agreement",
-                "only A / image",
-                "only B / image",
-                "disagreement",
-            ],
-            rows,
-        ),
-    ]
-    for p in a["pairs"]:
+
+
+def _pairs_table(
+    pairs: Sequence[Mapping[str, Any]],
+    note: str,
+    headers: Sequence[str],
+    cells: Callable[[Mapping[str, Any]], list[str]],
+    worst_headers: Sequence[str],
+    worst_cells: Callable[[Mapping[str, Any]], list[str]],
+) -> str:
+    """The pairs' table under `note`, then each pair's most disagreeing images."""
+    out = [note, table(headers, [[_e(f"{p['model_a']} vs {p['model_b']}"), *cells(p)] for p in pairs])]
+    for p in pairs:
         if p["most_disagreeing"]:
             out.append(f"<h3>Most disagreeing: {_e(p['model_a'])} vs {_e(p['model_b'])}</h3>")
-            out.append(
-                table(
-                    ["image", "disagreement", "A", "B", "matched", "labels differ", "only A", "only B"],
-                    [
-                        [
-                            _e(r["file_name"]),
-                            _num(r["disagreement"]),
-                            _num(r["instances_a"]),
-                            _num(r["instances_b"]),
-                            _num(r["matched"]),
-                            _num(r["labels_disagree"]),
-                            _num(r["only_a"]),
-                            _num(r["only_b"]),
-                        ]
-                        for r in p["most_disagreeing"]
-                    ],
-                )
-            )
+            out.append(table(worst_headers, [[_e(r["file_name"]), *worst_cells(r)] for r in p["most_disagreeing"]]))
     return "".join(out)
 
 
@@ -385,20 +453,58 @@ def _failures(result: Mapping[str, Any]) -> str:
     return "".join(out)
 
 
+#: What each task's metrics are, under the models' table.
+METRICS_NOTES = {
+    "instances": "AP is COCO's AP@[.50:.95] over every category of the dataset (a category a model does not know "
+    "counts as 0 for it); AR is AR@100 (keypoints: AR@20). Images a model failed on count as images where it "
+    "found nothing.",
+    "semantic-segmentation": "IoU per class, each class's intersection and union summed over the images, against "
+    "a class map drawn from the instance masks (each mask painted with its category in the annotation file's "
+    "order, a later one over an earlier); mIoU is their mean over the classes present in the ground truth or a "
+    "model's maps, background included (as bench/accuracy.py), 'categories' without background. A class a model "
+    "names that no category has counts against it. Images a model failed on count as all background.",
+    "zero-shot-classification": "Top-1 and top-5 accuracy over the items answered: each object's crop (its mask's "
+    "box, outside the mask filled with CLIP's mean colour, padded square; crowds and objects under the minimum "
+    "size left out), or each image of a class folder. Items a model failed on count as wrong.",
+}
+
+
+def _caption(row: Mapping[str, Any]) -> str:
+    head = f"{row['file_name']}: {row['pair']}, disagreement {row['disagreement']:.2f}"
+    if "pixel_agreement" in row:
+        return f"{head} (pixel agreement {row['pixel_agreement']:.3f}, mean IoU {row['mean_iou']:.3f})"
+    if "top1_agree" in row:
+        rho = "–" if row["rank_correlation"] is None else f"{row['rank_correlation']:.2f}"
+        top1 = "agrees" if row["top1_agree"] else "differs"
+        return f"{head} (top-1 {top1}, top-k overlap {row['topk_overlap']:.2f}, rank correlation {rho})"
+    return (
+        f"{head} (matched {row['matched']}, labels differ {row['labels_disagree']}, "
+        f"only A {row['only_a']}, only B {row['only_b']})"
+    )
+
+
 def report_html(evaluation: Evaluation, gallery: int = 8) -> str:
     result = evaluation.result
     run, d = result["run"], result["dataset"]
-    title = f"vcompare evaluate: {result['task']} on {d['images']} images"
+    task = result["task"]
+    crops = task == "zero-shot-classification" and d["annotations"] is not None
+    noun = "object crops" if crops else "images"
+    title = f"vcompare evaluate: {task} on {run['images_total']} {noun}"
     options = ", ".join(f"{k}={v}" for k, v in result["options"].items() if v is not None) or "models' defaults"
-    labelled = d["annotations"] is not None
+    labelled = d["annotations"] is not None or (task == "zero-shot-classification" and d.get("classes_from_folders"))
+    source = (
+        f"{d['images']} images, {d['annotation_count']} annotations"
+        if d["annotations"] is not None
+        else f"{d['images']} images" + (", one folder a class" if d.get("classes_from_folders") else "")
+    )
     head = (
         f"<h1>{_e(title)}</h1><p>Models: <b>{_e(', '.join(result['models']))}</b> through the gateway "
         f"<code>{_e(result['gateway'])}</code>. Dataset: <code>{_e(d['annotations'] or d['images_dir'])}</code> "
-        f"({d['images']} images, {d['annotation_count']} annotations, {len(d['categories'])} categories). "
+        f"({source}, {len(d['categories'])} categories). "
         f"Options: {_e(options)}. Created {_e(result['created'])}.</p>"
-        f"<p>{run['images_answered']} images answered, {run['images_failed']} failed"
+        f"<p>{run['images_answered']} {noun} answered, {run['images_failed']} failed"
         + (
-            f"; {_num(run.get('images_per_second'), 2)} images/s at concurrency {_e(run.get('concurrency'))}"
+            f"; {_num(run.get('images_per_second'), 2)} {noun}/s at concurrency {_e(run.get('concurrency'))}"
             if run.get("images_per_second") is not None
             else ""
         )
@@ -413,14 +519,15 @@ def report_html(evaluation: Evaluation, gallery: int = 8) -> str:
         head += "<p class=note>No annotations: agreement and latency only.</p>"
     sections = [head, "<h2>Models</h2>", _metrics_table(result)]
     if labelled:
+        sections.append(f"<p class=note>{_e(METRICS_NOTES.get(task, METRICS_NOTES['instances']))}</p>")
+        if _kinds(result, INSTANCE_KINDS):
+            sections += [
+                "<h2>Precision-recall</h2>",
+                _figure(pr_curve_plot(result), "precision-recall curves, all categories"),
+            ]
         sections += [
-            "<p class=note>AP is COCO's AP@[.50:.95] over every category of the dataset (a category a model does "
-            "not know counts as 0 for it); AR is AR@100 (keypoints: AR@20). Images a model failed on count as "
-            "images where it found nothing.</p>",
-            "<h2>Precision-recall</h2>",
-            _figure(pr_curve_plot(result), "precision-recall curves, all categories"),
-            "<h2>Per-class AP</h2>",
-            _figure(per_class_plot(result), "per-class AP"),
+            "<h2>Per class</h2>",
+            _figure(per_class_plot(result), "per-class figures"),
             _per_class_table(result),
             "<h2>Vocabulary</h2>",
             _vocabulary(result),
@@ -442,12 +549,7 @@ def report_html(evaluation: Evaluation, gallery: int = 8) -> str:
             record = evaluation.records.get(row["image_id"])
             if record is None:
                 continue
-            caption = (
-                f"{row['file_name']}: {row['pair']}, disagreement {row['disagreement']:.2f} "
-                f"(matched {row['matched']}, labels differ {row['labels_disagree']}, "
-                f"only A {row['only_a']}, only B {row['only_b']})"
-            )
-            sections.append(_figure(gallery_picture(evaluation, record, min_score), caption))
+            sections.append(_figure(gallery_picture(evaluation, record, min_score), _caption(row)))
     body = "\n".join(s for s in sections if s)
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'

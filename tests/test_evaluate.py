@@ -11,6 +11,7 @@ given ["bright", "striped"], calls the dark quadrant "striped" (false positives)
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ from PIL import Image
 from typer.testing import CliRunner
 from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
+from visioncompare.v1 import vision_model_service_pb2 as vms
 
 from gateway import evaluate as ev
 from gateway.cli import app
@@ -439,3 +441,242 @@ def _png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+# --- semantic segmentation and zero-shot classification (issue 29) -----------------------------
+
+
+@pytest.fixture(scope="module")
+def open_pair() -> Iterator[GatewayThread]:
+    """Two open-vocabulary playground models: each maps the first label to the bright pixels and the
+    second to the rest of the top-left quadrant, and ranks the labels in the order given."""
+    procs = [playground("merged", "open"), playground("composed", "open")]
+    for p in procs:
+        p.start()
+    try:
+        with GatewayThread({p.name: f"dns:///{p.address}" for p in procs}) as gw:
+            gw.wait_serving()
+            yield gw
+    finally:
+        for p in procs:
+            p.stop()
+
+
+TINY = (2, 2, 7, 7)  # 25 px: under the minimum object size, no crop
+
+
+def write_two_class_dataset(root: Path, boxes: list[tuple[int, int, int, int]]) -> Path:
+    """Each image: "bright" (its bright box) and "Striped" (the bottom-right quadrant less the box),
+    both with masks; a third category, "dotted", that no image has."""
+    images_dir = root / "images"
+    images_dir.mkdir(parents=True)
+    images, annotations = [], []
+    for n, box in enumerate(boxes, start=1):
+        image = scene(box)
+        Image.fromarray(image).save(images_dir / f"{n}.png")
+        images.append({"id": n, "file_name": f"{n}.png", "width": 80, "height": 56})
+        bright = image.mean(axis=2) > 127
+        striped = np.zeros_like(bright)
+        striped[28:, 40:] = True
+        for category, mask in ((1, bright), (2, striped & ~bright)):
+            encoded = encode_mask(mask)
+            b = encoded.bbox
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": n,
+                    "category_id": category,
+                    "bbox": [b.x1, b.y1, b.x2 - b.x1, b.y2 - b.y1],
+                    "area": encoded.area,
+                    "segmentation": {"size": [56, 80], "counts": encoded.rle.counts.decode()},
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": 1, "name": "bright"}, {"id": 2, "name": "Striped"}, {"id": 3, "name": "dotted"}]
+    path = root / "annotations.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path
+
+
+def expected_semantic(boxes: list[tuple[int, int, int, int]]) -> dict[str, float]:
+    """What a playground model's label maps score: it calls the top-left quadrant less the box "Striped"."""
+    inter, union = np.zeros(3), np.zeros(3)
+    correct = total = 0
+    for box in boxes:
+        bright = scene(box).mean(axis=2) > 127
+        truth = np.zeros(bright.shape, np.int64)
+        truth[28:, 40:] = 2
+        truth[bright] = 1
+        pred = np.zeros(bright.shape, np.int64)
+        pred[:28, :40] = 2
+        pred[bright] = 1
+        for c in range(3):
+            inter[c] += ((pred == c) & (truth == c)).sum()
+            union[c] += ((pred == c) | (truth == c)).sum()
+        correct += int((pred == truth).sum())
+        total += pred.size
+    present = union > 0
+    return {
+        "mIoU": round(float((inter[present] / union[present]).mean()), 4),
+        "mIoU_categories": round(float((inter[1:] / union[1:]).mean()), 4),
+        "pixel_accuracy": round(correct / total, 4),
+    }
+
+
+def test_semantic_segmentation_gives_miou_per_class_iou_and_label_map_agreement(
+    open_pair: GatewayThread, tmp_path: Path
+) -> None:
+    boxes = BOXES[:3]
+    annotations = write_two_class_dataset(tmp_path / "data", boxes)
+    out = tmp_path / "out"
+    run = run_cli(
+        str(tmp_path / "data" / "images"), "-a", str(annotations), "-o", str(out), "-g", open_pair.address,
+        "-t", "semantic-segmentation",
+    )  # fmt: skip
+    assert run.exit_code == 0, run.output
+    result = load(out)
+    assert result["task"] == "semantic-segmentation" and result["options"] == {
+        "score_threshold": None,
+        "max_results": None,
+    }
+    assert result["vocabulary"]["open_vocabulary_labels"] == ["bright", "Striped", "dotted"]
+    expected = expected_semantic(boxes)
+    for model in ("merged", "composed"):
+        metrics = result["per_model"][model]["metrics"]["semantic"]
+        assert metrics["stats"] == expected and metrics["images"] == 3
+        rows = {r["name"]: r for r in metrics["per_class"]}
+        assert rows["bright"]["IoU"] == 1.0 and rows["Striped"]["IoU"] == 0.0 and rows["dotted"]["IoU"] is None
+        assert rows["background"]["category_id"] == 0
+        assert rows["Striped"]["ground_truth_pixels"] == sum(
+            40 * 28 - ((scene(b)[28:, 40:].mean(axis=2) > 127).sum()) for b in boxes
+        )
+    [pair] = result["agreement"]["pairs"]
+    assert pair["kind"] == "label_map" and pair["images"] == 3
+    assert pair["pixel_agreement"] == 1.0 and pair["mean_iou"] == 1.0 and pair["most_disagreeing"] == []
+    assert f"mIoU {expected['mIoU']:.3f}" in run.output and "pixel agreement 100.0%" in run.output
+    report = (out / "report.html").read_text()
+    assert "per-class IoU: semantic segmentation" in report and "Precision-recall" not in report
+    assert report.count('src="data:image/png;base64,') == 2  # per-class IoU and latency
+    assert "a class map drawn from the instance masks" in report
+
+
+def test_zero_shot_classification_on_object_crops_gives_top1_and_top5(open_pair: GatewayThread, tmp_path: Path) -> None:
+    boxes = [*BOXES[:3], TINY]
+    annotations = write_two_class_dataset(tmp_path / "data", boxes)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "data" / "images"), "-a", str(annotations), "-o", str(out), "-g", open_pair.address]
+    first = run_cli(*args, "-t", "zero-shot-classification", "--limit", "1")
+    assert first.exit_code == 0, first.output
+    assert "zero-shot-classification on 2 object crops" in first.output
+    run = run_cli(*args, "-t", "zero-shot-classification")  # resumes the first image's two crops
+    assert run.exit_code == 0, run.output
+    assert "on 7 object crops" in run.output and "resuming: 2 stored, 5 to go" in run.output
+    result = load(out)
+    assert result["dataset"]["items"] == 7 and result["run"]["images_total"] == 7  # the tiny box is no crop
+    assert result["options"] == {"score_threshold": None, "max_results": 5}
+    for model in ("merged", "composed"):
+        metrics = result["per_model"][model]["metrics"]["classification"]
+        # "bright" is the first label, so every crop is called bright: right for 3, wrong (top-1) for 4
+        assert metrics["items"] == 7 and metrics["stats"] == {"top1": round(3 / 7, 4), "top5": 1.0}
+        rows = {r["name"]: r for r in metrics["per_class"]}
+        assert (rows["bright"]["top1"], rows["Striped"]["top1"], rows["Striped"]["top5"]) == (1.0, 0.0, 1.0)
+        assert rows["dotted"]["top1"] is None and rows["Striped"]["ground_truth"] == 4
+    [pair] = result["agreement"]["pairs"]
+    assert pair["kind"] == "classification" and pair["images"] == 7
+    assert (pair["top1_agreement"], pair["topk_overlap"], pair["rank_correlation"]) == (1.0, 1.0, 1.0)
+    assert {r["file_name"] for r in result["failures"]["images"]} == set()
+    stored = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["file_name"] for r in stored)[:2] == ["1.png#1", "1.png#2"]
+    report = (out / "report.html").read_text()
+    assert "per-class top-1 accuracy" in report and "object crops" in report
+
+
+def test_an_image_folder_of_class_folders_is_a_classification_dataset(open_pair: GatewayThread, tmp_path: Path) -> None:
+    root = tmp_path / "classes"
+    for name, boxes in (("bright", BOXES[:2]), ("dark", BOXES[2:3])):
+        (root / name).mkdir(parents=True)
+        for n, box in enumerate(boxes):
+            Image.fromarray(scene(box)).save(root / name / f"{n}.png")
+    out = tmp_path / "out"
+    run = run_cli(str(root), "-o", str(out), "-g", open_pair.address, "-t", "zero-shot-classification")
+    assert run.exit_code == 0, run.output
+    result = load(out)
+    assert result["dataset"]["classes_from_folders"] and result["dataset"]["categories"] == ["bright", "dark"]
+    assert result["vocabulary"]["open_vocabulary_labels"] == ["bright", "dark"]
+    metrics = result["per_model"]["merged"]["metrics"]["classification"]
+    assert metrics["stats"] == {"top1": round(2 / 3, 4), "top5": 1.0}  # every image is called "bright"
+    assert "No annotations" not in (out / "report.html").read_text()
+
+
+def test_semantic_segmentation_needs_masks(open_pair: GatewayThread, tmp_path: Path) -> None:
+    annotations = write_dataset(tmp_path / "data", BOXES[:1], broken=False)
+    data = json.loads(annotations.read_text())
+    for ann in data["annotations"]:
+        del ann["segmentation"]
+    annotations.write_text(json.dumps(data))
+    run = run_cli(
+        str(tmp_path / "data" / "images"), "-a", str(annotations), "-g", open_pair.address,
+        "-t", "semantic-segmentation", "-o", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert run.exit_code == 2 and "needs annotations with masks" in run.output
+
+
+def test_the_gallery_draws_label_maps_and_crops_beside_their_ground_truth(tmp_path: Path) -> None:
+    """Stored answers where two models disagree: the report draws the ground truth's class map (or the
+    crop's class) first."""
+    from gateway.agreement import pairwise
+    from gateway.report import report_html
+
+    annotations = write_two_class_dataset(tmp_path / "data", BOXES[:2])
+    data = ev.load_coco(annotations, tmp_path / "data" / "images")
+    open_cap = vms.TaskCapability(vocabulary=vms.VOCABULARY_OPEN)
+    vocab = ev.match_vocabularies(data.categories, {"a": open_cap, "b": open_cap})
+
+    def label_map(indices: np.ndarray) -> vms.SegmentResponse:
+        lm = pb.LabelMap(width=80, height=56, class_names=["background", "bright", "Striped"])
+        lm.class_indices_u16le = indices.astype("<u2").tobytes()
+        return vms.SegmentResponse(label_map=lm)
+
+    records = {}
+    for image in data.images:
+        truth = ev.semantic_truth(data, image.id, [1, 2, 3])
+        assert truth is not None
+        results = [
+            cs.ModelResult(model_name="a", segment=label_map(truth)),
+            cs.ModelResult(model_name="b", segment=label_map(np.zeros_like(truth))),
+        ]
+        response = cs.CompareResponse(results=results, agreements=pairwise(results, 0.5))
+        records[image.id] = ev.Record(image.id, image.file_name, "OK", response=response)
+    config = ev.RunConfig("semantic-segmentation", ["a", "b"], None, None, ["bright", "Striped", "dotted"])
+    evaluation = ev.evaluate(data, records, config, vocab)
+    assert evaluation.result["per_model"]["a"]["metrics"]["semantic"]["stats"]["mIoU"] == 1.0
+    [pair] = evaluation.result["agreement"]["pairs"]
+    assert len(pair["most_disagreeing"]) == 2 and pair["pixel_agreement"] < 1
+    jsonschema.Draft202012Validator(SCHEMA).validate(evaluation.result)
+    html = report_html(evaluation)
+    assert html.count('src="data:image/jpeg;base64,') == 2 and "pixel agreement" in html
+
+    items = data.items("zero-shot-classification")
+    assert [i.file_name for i in items] == ["1.png#1", "1.png#2", "2.png#3", "2.png#4"]
+    records = {}
+    for item in items:
+
+        def ranked(*pairs: tuple[str, float]) -> vms.ClassifyResponse:
+            return vms.ClassifyResponse(scores=[vms.ClassScore(label=pb.Label(name=n, score=p)) for n, p in pairs])
+
+        results = [
+            cs.ModelResult(model_name="a", classify=ranked(("bright", 0.7), ("Striped", 0.3))),
+            cs.ModelResult(model_name="b", classify=ranked(("Striped", 0.7), ("bright", 0.3))),
+        ]
+        response = cs.CompareResponse(results=results, agreements=pairwise(results, 0.5))
+        records[item.id] = ev.Record(item.id, item.file_name, "OK", response=response)
+    config = ev.RunConfig("zero-shot-classification", ["a", "b"], None, 5, ["bright", "Striped", "dotted"])
+    evaluation = ev.evaluate(data, records, config, vocab)
+    jsonschema.Draft202012Validator(SCHEMA).validate(evaluation.result)
+    assert evaluation.result["per_model"]["a"]["metrics"]["classification"]["stats"] == {"top1": 0.5, "top5": 1.0}
+    [pair] = evaluation.result["agreement"]["pairs"]
+    assert (pair["top1_agreement"], pair["rank_correlation"]) == (0.0, -1.0)
+    html = report_html(evaluation)
+    assert html.count('src="data:image/jpeg;base64,') == 4 and "top-1 differs" in html
+    crop = Image.open(io.BytesIO(items[0].read()))
+    assert crop.size == (20, 20)  # the 20 x 12 box, padded square

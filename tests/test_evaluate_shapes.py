@@ -175,3 +175,29 @@ def test_keypoint_ap_equals_bench_accuracy(stack: dict[str, Any], dataset: Path,
     assert stats(result, "maskrcnn", "keypoints")["AP"] == bench["keypoint_ap"]
     assert stats(result, "maskrcnn", "bbox")["AP"] == bench["triangle_box_ap"]
     assert result["dataset"]["has_keypoints"]
+
+
+def test_semantic_miou_equals_bench_accuracy(stack: dict[str, Any], dataset: Path, tmp_path: Path) -> None:
+    """mIoU against the category-per-pixel rendering of the exported instance masks, as shapes.accuracy.semantic_miou
+    draws its ground truth from the scenes' objects (background included, summed over the scenes)."""
+    result = evaluate(stack, dataset, tmp_path / "out", "--task", "semantic-segmentation")
+    with VisionModelClient(stack["sam-clip-composed"].address, timeout=300) as composed:
+        bench = accuracy.semantic_miou(composed, accuracy.eval_scenes(SCENES))
+    assert result["models"] == ["sam-clip-composed"]  # Mask R-CNN serves no label maps
+    assert result["per_model"]["sam-clip-composed"]["metrics"]["semantic"]["stats"]["mIoU"] == bench
+
+
+def test_zero_shot_top1_on_object_crops_equals_bench_accuracy(
+    stack: dict[str, Any], dataset: Path, tmp_path: Path
+) -> None:
+    """Top-1 on the objects' crops (the same crops, the same objects left out: ev.MIN_OBJECT_PIXELS is
+    shapes.accuracy.MIN_OBJECT_PIXELS) with the service's default templates, as shapes.accuracy.clip_top1."""
+    assert ev.MIN_OBJECT_PIXELS == accuracy.MIN_OBJECT_PIXELS
+    result = evaluate(stack, dataset, tmp_path / "out", "--task", "zero-shot-classification")
+    scenes = accuracy.eval_scenes(SCENES)
+    with VisionModelClient(stack["sam-clip-composed"].address, timeout=300) as composed:
+        bench = accuracy.clip_top1(composed, scenes)
+    metrics = result["per_model"]["sam-clip-composed"]["metrics"]["classification"]
+    crops = sum(1 for s in scenes for o in s.objects if o.mask.sum() >= accuracy.MIN_OBJECT_PIXELS)
+    assert metrics["items"] == crops and metrics["stats"]["top1"] == bench
+    assert metrics["stats"]["top5"] >= metrics["stats"]["top1"]
