@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextvars
 import hmac
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -63,10 +63,23 @@ def internal_status(request_id: str) -> status_pb2.Status:
     )
 
 
+def new_request_id() -> str:
+    """16 random hex digits, for a request that brings no x-request-id."""
+    return os.urandom(8).hex()
+
+
 class RuntimeInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each method's handler once, on its first call, and reuses the wrapper: grpc.aio
+    asks the interceptor for every RPC, and the method's handler is the same object each time."""
+
     def __init__(self, metrics: ServerMetrics | None, auth_token: str | None = None) -> None:
         self.metrics = metrics
         self.auth_token = auth_token
+        #: method -> (its handler, that handler wrapped)
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
+        #: (rpc, task, code) -> the requests counter's child: prometheus_client's labels() costs
+        #: more than the increment
+        self._counters: dict[tuple[str, str, str], Any] = {}
 
     def _authorized(self, context: grpc.aio.ServicerContext[Any, Any]) -> bool:
         if self.auth_token is None:
@@ -85,6 +98,14 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return handler
         method: str = details.method
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None and wrapped[0] is handler:
+            return wrapped[1]
+        new = self._wrap(handler, method)
+        self._wrapped[method] = (handler, new)
+        return new
+
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         needs_auth = self.auth_token is not None and not method.startswith(UNAUTHENTICATED_METHODS)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
@@ -109,12 +130,21 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapper
 
+    def _count(self, rpc: str, task: str, code: grpc.StatusCode) -> None:
+        assert self.metrics is not None
+        key = (rpc, task, code.name)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.metrics.requests.labels(rpc=rpc, task=task, code=code.name)
+        counter.inc()
+
     def _wrap_unary(self, behavior: Callable[..., Any], method: str, needs_auth: bool) -> Callable[..., Any]:
         rpc = method.rsplit("/", 1)[-1]
+        latency = self.metrics.request_latency.labels(rpc=rpc) if self.metrics is not None else None
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             metadata = dict(context.invocation_metadata() or ())
-            request_id = str(metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:16])
+            request_id = str(metadata.get(REQUEST_ID_KEY) or new_request_id())
             request_id_var.set(request_id)
             task_var.set("")
             context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
@@ -139,9 +169,9 @@ class RuntimeInterceptor(grpc.aio.ServerInterceptor):
                 status = internal_status(request_id)
                 log.exception("%s failed with an unexpected error", rpc)
             finally:
-                if self.metrics is not None:
-                    self.metrics.requests.labels(rpc=rpc, task=task_var.get(), code=code.name).inc()
-                    self.metrics.request_latency.labels(rpc=rpc).observe(time.perf_counter() - start)
+                if latency is not None:
+                    self._count(rpc, task_var.get(), code)
+                    latency.observe(time.perf_counter() - start)
             assert status is not None  # only reached from an except branch above
             grpc_status = rpc_status.to_status(status)
             await context.abort(
