@@ -278,20 +278,29 @@ def test_each_fetch_step_downloads_only_what_its_service_loads(
         assert fetched_with(shapes[f"fetch-{name}"].environment, name, monkeypatch) == [], name
 
 
-def test_the_cpu_override_builds_the_cpu_model_image() -> None:
+def test_the_cpu_override_builds_and_runs_the_cpu_model_image() -> None:
     """docker-compose.cpu.yml built the 6.7 GB CUDA image: every service on a model image now builds
-    it with plain onnxruntime and PyTorch's CPU torch (models.Dockerfile's build args)."""
+    it with plain onnxruntime and PyTorch's CPU torch (models.Dockerfile's build args) and runs it
+    under its own tag (-cpu), as the Kubernetes cpu overlay does."""
     base = load_yaml(ROOT / "docker-compose.yml")["services"]
     cpu = load_yaml(ROOT / "docker-compose.cpu.yml")["services"]
     on_model_image = {n for n, s in base.items() if s["build"]["dockerfile"] == "deploy/docker/models.Dockerfile"}
     assert on_model_image == set(MODELS) | set(ONE_SHOT_STEPS)
-    args = {n: cpu[n]["build"]["args"] for n in on_model_image}
-    assert all(
-        a == {"ONNXRUNTIME": "cpu", "TORCH_INDEX_URL": "${VC_TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}"}
-        for a in args.values()
-    ), args
+    for name in on_model_image:
+        assert cpu[name]["build"]["args"] == {
+            "ONNXRUNTIME": "cpu",
+            "TORCH_INDEX_URL": "${VC_TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}",
+        }, name
+        assert cpu[name]["image"] == base[name]["image"] + "-cpu", name
     declared = (ROOT / "deploy" / "docker" / "models.Dockerfile").read_text()
     assert "ARG ONNXRUNTIME=gpu" in declared and "ARG TORCH_INDEX_URL=" in declared
+    for overlay, suffix in (("cpu", "-cpu"), ("gpu", "")):
+        deployments = by_kind(kustomize(overlay), "Deployment")
+        for name in MODELS:
+            pod = deployments[name]["spec"]["template"]["spec"]
+            for container in [*pod["initContainers"], *pod["containers"]]:
+                assert container["image"].endswith(f":0.1.0{suffix}"), (overlay, name, container["image"])
+        assert deployments["gateway"]["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":0.1.0")
 
 
 def test_compose_safe_defaults() -> None:
