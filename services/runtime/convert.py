@@ -68,7 +68,13 @@ def box_from_proto(b: pb.BoundingBox) -> Box:
     return Box(b.x1, b.y1, b.x2, b.y2)
 
 
+#: The options of a request that sets none: shared (TaskOptions is frozen), not built per request.
+NO_OPTIONS = TaskOptions()
+
+
 def options_from_proto(o: pb.TaskOptions) -> TaskOptions:
+    if not o.ByteSize():  # nothing set (most requests): the defaults
+        return NO_OPTIONS
     a = o.automatic
     return TaskOptions(
         score_threshold=o.score_threshold if o.HasField("score_threshold") else None,

@@ -78,6 +78,7 @@ class DataPlane:
         self.max_image_pixels = max_image_pixels
         self._ready = False
         self._capabilities: Capabilities | None = None  # set by mark_ready(), fixed after load
+        self._warnings: tuple[str, ...] = ()  # the runtime's, without repeats
         # Decoding is CPU work: keep it off the event loop.
         self._decoder = ThreadPoolExecutor(max_workers=decode_threads, thread_name_prefix="decode")
 
@@ -91,6 +92,7 @@ class DataPlane:
     def mark_ready(self) -> None:
         """The model is loaded and warm: take its capabilities and accept requests."""
         self._capabilities = self.model.capabilities()
+        self._warnings = tuple(dict.fromkeys(self._capabilities.runtime.warnings))
         self._ready = True
 
     def mark_draining(self) -> None:
@@ -144,14 +146,10 @@ class DataPlane:
         request = InferenceRequest(task=task, image=image, options=options, request_id=request_id_var.get())
         self.model.validate(request)
         prediction = await self.scheduler.submit(request, None if deadline is None else deadline - time.monotonic())
-        runtime = caps.runtime
-        return Inference(
-            request=request,
-            prediction=prediction,
-            runtime=runtime,
-            warnings=tuple(dict.fromkeys([*runtime.warnings, *prediction.warnings])),
-            decode_s=decode_s,
-        )
+        warnings = self._warnings
+        if prediction.warnings:
+            warnings = tuple(dict.fromkeys([*warnings, *prediction.warnings]))
+        return Inference(request, prediction, caps.runtime, warnings, decode_s)
 
     async def run_cpu(self, fn: Callable[..., _T], *args: Any) -> _T:
         """CPU work of a request (decoding an image, encoding masks) on the decoding threads,

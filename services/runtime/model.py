@@ -44,9 +44,8 @@ class VisionModel(abc.ABC):
         INVALID_ARGUMENT for a set option the task's capability does not accept. Override
         to add the model's own checks (after calling this)."""
         capabilities = self.capabilities()
-        served = frozenset(t.task for t in capabilities.tasks)
-        if request.task not in served:
-            names = ", ".join(t.name for t in sorted(served))
+        if capabilities.capability(request.task) is None:
+            names = ", ".join(t.name for t in sorted({t.task for t in capabilities.tasks}))
             raise Unimplemented(
                 f"{self.name} does not serve {request.task.name}; it serves: {names}",
                 metadata={"served_tasks": names},

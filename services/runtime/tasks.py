@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
@@ -54,7 +55,7 @@ class Rpc(Generic[_Response]):
     #: Builds a response_type from a prediction's proto fields (those it has) and the info.
     new_response: Callable[[PredictionFields, pb.InferenceInfo], _Response]
 
-    @property
+    @cached_property
     def takes_task(self) -> bool:
         """Whether the request names its task (ClassifyRequest does not: it has one)."""
         return "task" in self.request_type.DESCRIPTOR.fields_by_name

@@ -103,18 +103,37 @@ class TaskOptions:
 
     def given(self) -> tuple[TaskOption, ...]:
         """The options this request sets, in field order."""
-        given = {
-            TaskOption.SCORE_THRESHOLD: self.score_threshold is not None,
-            TaskOption.MAX_RESULTS: self.max_results is not None,
-            TaskOption.LABELS: bool(self.labels),
-            TaskOption.PROMPT_TEMPLATES: bool(self.prompt_templates),
-            TaskOption.MASK_THRESHOLD: self.mask_threshold is not None,
-            TaskOption.RESIZE: self.min_size is not None or self.max_size is not None,
-            TaskOption.PROMPTS: bool(self.points or self.boxes or self.multimask_output),
-            TaskOption.AUTOMATIC: self.automatic != AutomaticOptions(),
-            TaskOption.NMS_IOU_THRESHOLD: self.nms_iou_threshold is not None,
-        }
-        return tuple(option for option, is_set in given.items() if is_set)
+        return self._given
+
+    @cached_property
+    def _given(self) -> tuple[TaskOption, ...]:  # once per instance: requests that set none share one
+        is_set = (
+            self.score_threshold is not None,
+            self.max_results is not None,
+            bool(self.labels),
+            bool(self.prompt_templates),
+            self.mask_threshold is not None,
+            self.min_size is not None or self.max_size is not None,
+            bool(self.points or self.boxes or self.multimask_output),
+            self.automatic != _NO_AUTOMATIC,
+            self.nms_iou_threshold is not None,
+        )
+        return tuple(option for option, flag in zip(_OPTION_ORDER, is_set, strict=True) if flag)
+
+
+_NO_AUTOMATIC = AutomaticOptions()
+#: TaskOption in the order of TaskOptions._given's flags.
+_OPTION_ORDER = (
+    TaskOption.SCORE_THRESHOLD,
+    TaskOption.MAX_RESULTS,
+    TaskOption.LABELS,
+    TaskOption.PROMPT_TEMPLATES,
+    TaskOption.MASK_THRESHOLD,
+    TaskOption.RESIZE,
+    TaskOption.PROMPTS,
+    TaskOption.AUTOMATIC,
+    TaskOption.NMS_IOU_THRESHOLD,
+)
 
 
 @dataclass
