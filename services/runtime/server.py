@@ -18,7 +18,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -125,6 +125,40 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
                 log.warning("%d health watcher(s) still open at shutdown", self._watchers)
 
 
+class GenericHandlersOnly(grpc.aio.Server):
+    """Where a GrpcServer registers its services: through their generic handlers only.
+
+    grpc.aio (1.85) keeps one pending call per *registered* method and waits on all of them with
+    `asyncio.wait` for every RPC it accepts (grpc/grpc#43461, open), so each registered method
+    costs every RPC: the 18 methods of VisionModelService, the Open Inference Protocol, health
+    and reflection cost about 120 k instructions per request, more than the runtime's
+    interceptor. The generated `add_*_to_server` functions register a service both ways; here
+    the generic handler (the same method handlers, found by name) is kept and the method
+    registration dropped (`grpc.aio.Server.add_registered_method_handlers` is a no-op).
+    """
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(generic_rpc_handlers)
+
+    def add_insecure_port(self, address: str) -> int:
+        return self._server.add_insecure_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return self._server.add_secure_port(address, server_credentials)
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self, grace: float | None) -> None:
+        await self._server.stop(grace)
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return await self._server.wait_for_termination(timeout)
+
+
 class GrpcServer:
     """A grpc.aio server with health, reflection, metrics and the runtime interceptor."""
 
@@ -142,13 +176,14 @@ class GrpcServer:
             interceptors=[RuntimeInterceptor(self.metrics, token)],
             options=channel_options(settings.max_message_bytes),
         )
-        register(self.server)
+        services = GenericHandlersOnly(self.server)
+        register(services)
         self.health = HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, services)
         self.service_names = list(service_names)
         reflection.enable_server_reflection(
             [*self.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-            self.server,
+            services,
         )
         address = f"{settings.host}:{settings.port}"
         credentials = server_credentials(settings)
