@@ -312,6 +312,8 @@ def build_images(wheels_url: str) -> None:
                 figures[f"build {tag}"] = f"{time.monotonic() - start:.0f} s"
             time.sleep(0.5)
     figures["build time"] = f"{time.monotonic() - total:.0f} s (all three images)"
+    # earlier builds' untagged stages (the tagged images keep their dependency layers, the cache)
+    run("docker", "image", "prune", "--force", stdout=subprocess.DEVNULL)
     for tag in IMAGES:
         size = int(output("docker", "image", "inspect", "-f", "{{.Size}}", tag))
         figures[f"image {tag}"] = f"{size / 1e9:.2f} GB"
