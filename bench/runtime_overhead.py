@@ -1,12 +1,19 @@
 """The runtime's own overhead: a trivial model served over loopback.
 
-    python bench/runtime_overhead.py [--requests 2000]
+    python bench/runtime_overhead.py [--requests 2000] [--rounds 4]
 
 Prints p50 and p99 latency per request in µs at 1 and 16 concurrent clients for
-  - the full runtime (interceptor, decode, validation, scheduler, worker thread,
-    conversion) serving a no-op model in a subprocess, default settings;
+  - the full runtime (interceptor, data plane, validation, scheduler, inference
+    thread, conversion) serving a no-op model in a subprocess, default settings;
   - a bare grpc.aio server in a subprocess whose Detect returns the same response;
-and their difference: the extra latency the runtime adds over gRPC itself.
+their difference (the extra latency the runtime adds over gRPC itself), each one's
+requests per second, the ratio runtime/bare of requests per second, and the CPU time
+each server process spent per request (from /proc, on Linux; user and system).
+
+Both servers run side by side for the whole run, and the load alternates between
+them in rounds (`--requests` per concurrency, split into `--rounds` slices per
+server, the order flipped each round), so that a machine shared with other work
+slows both alike: the ratio is of one run, not of two runs minutes apart.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -49,20 +57,24 @@ IMAGE = np.zeros((16, 16, 3), np.uint8)
 
 
 class TrivialModel(VisionModel):
-    """Answers one fixed box; costs next to nothing."""
+    """Answers one fixed box; costs next to nothing. Its capabilities are made once, as
+    the services make theirs at load (VisionModel.validate reads them per request)."""
 
     name = "trivial"
+
+    def __init__(self) -> None:
+        self._capabilities = Capabilities(
+            ModelCard("trivial", "bench", "open", "vision", "2026-11", 0, "MIT", "", "no-op"),
+            (task_capability(Task.OBJECT_DETECTION, Vocabulary.FIXED, ("thing",)),),
+            RuntimeInfo("cpu", "torch", "fp32", "none", False, 8, "bench"),
+        )
 
     def load(self) -> None: ...
 
     def warmup(self) -> None: ...
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            ModelCard("trivial", "bench", "open", "vision", "2026-11", 0, "MIT", "", "no-op"),
-            (task_capability(Task.OBJECT_DETECTION, Vocabulary.FIXED, ("thing",)),),
-            RuntimeInfo("cpu", "torch", "fp32", "none", False, 8, "bench"),
-        )
+        return self._capabilities
 
     def predict(self, requests: Sequence[InferenceRequest]) -> list[Prediction | ServiceError]:
         return [Prediction(instances=[Instance(Box(1, 2, 3, 4), 0.9)]) for _ in requests]
@@ -84,10 +96,16 @@ def in_process(requests: int) -> list[float]:
     return out
 
 
-async def through_grpc(address: str, requests: int, concurrency: int) -> list[float]:
-    request = vms.DetectRequest(
+def detect_request() -> vms.DetectRequest:
+    return vms.DetectRequest(
         image=pb.Image(raw=pb.RawImage(width=16, height=16, rgb=IMAGE.tobytes())), task=pb.TASK_OBJECT_DETECTION
     )
+
+
+async def through_grpc(address: str, requests: int, concurrency: int) -> tuple[list[float], float]:
+    """Latencies (µs) of `requests` Detect calls from `concurrency` clients on one channel, and
+    the seconds they took together."""
+    request = detect_request()
     latencies: list[float] = []
     async with grpc.aio.insecure_channel(address) as channel:
         stub = vms_grpc.VisionModelServiceStub(channel)
@@ -100,8 +118,9 @@ async def through_grpc(address: str, requests: int, concurrency: int) -> list[fl
                 await stub.Detect(request, timeout=10)
                 latencies.append((time.perf_counter() - start) * 1e6)
 
+        start = time.perf_counter()
         await asyncio.gather(*(client(requests // concurrency) for _ in range(concurrency)))
-    return latencies
+        return latencies, time.perf_counter() - start
 
 
 def serve(port: int, bare: bool) -> None:
@@ -127,28 +146,71 @@ def serve(port: int, bare: bool) -> None:
     asyncio.run(main())
 
 
-def measure(port: int, bare: bool, requests: int) -> dict[int, tuple[float, float, float]]:
-    """{concurrency: (p50 µs, p99 µs, requests/s)} against a fresh server subprocess."""
-    address = f"127.0.0.1:{port}"
+@dataclass
+class Load:
+    """What one server answered at one concurrency, over all rounds."""
+
+    latencies: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu_seconds: float | None = 0.0  # the server process's; None where /proc cannot say
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    @property
+    def cpu_us(self) -> str:
+        return "?" if self.cpu_seconds is None else f"{self.cpu_seconds / len(self.latencies) * 1e6:.0f}"
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU time of process `pid` so far (Linux's /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def start_server(port: int, bare: bool) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, __file__, "--serve", "--port", str(port), *(["--bare"] if bare else [])]
     server = subprocess.Popen(cmd, env=os.environ.copy())
+    grpc.channel_ready_future(grpc.insecure_channel(f"127.0.0.1:{port}")).result(timeout=30)
+    return server
+
+
+def measure(port: int, requests: int, rounds: int) -> dict[int, dict[str, Load]]:
+    """{concurrency: {"bare": Load, "runtime": Load}}, the load alternating between the two
+    servers in `rounds` slices of `requests // rounds` each."""
+    servers = {"bare": start_server(port, True), "runtime": start_server(port + 1, False)}
+    addresses = {"bare": f"127.0.0.1:{port}", "runtime": f"127.0.0.1:{port + 1}"}
     try:
-        grpc.channel_ready_future(grpc.insecure_channel(address)).result(timeout=30)
-        out = {}
+        out: dict[int, dict[str, Load]] = {}
         for concurrency in (1, 16):
-            start = time.perf_counter()
-            samples = asyncio.run(through_grpc(address, requests, concurrency))
-            rate = len(samples) / (time.perf_counter() - start)
-            out[concurrency] = (*percentiles(samples), rate)
+            loads = out[concurrency] = {"bare": Load(), "runtime": Load()}
+            for i in range(rounds):
+                for which in ("bare", "runtime") if i % 2 == 0 else ("runtime", "bare"):
+                    before = cpu_seconds(servers[which].pid)
+                    latencies, seconds = asyncio.run(through_grpc(addresses[which], requests // rounds, concurrency))
+                    after = cpu_seconds(servers[which].pid)
+                    load = loads[which]
+                    load.latencies += latencies
+                    load.seconds += seconds
+                    if before is None or after is None or load.cpu_seconds is None:
+                        load.cpu_seconds = None
+                    else:
+                        load.cpu_seconds += after - before
         return out
     finally:
-        server.terminate()
-        server.wait(30)
+        for server in servers.values():
+            server.terminate()
+            server.wait(30)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=2000, help="per server and concurrency")
+    parser.add_argument("--rounds", type=int, default=4, help="slices of the load per server, alternating")
     parser.add_argument("--port", type=int, default=50391)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
@@ -158,17 +220,19 @@ def main() -> None:
         return
     p50, p99 = percentiles(in_process(args.requests))
     print(f"no-op model predict() in-process: p50 {p50:.1f} µs, p99 {p99:.1f} µs")
-    bare = measure(args.port, True, args.requests)
-    runtime = measure(args.port + 1, False, args.requests)
+    loads = measure(args.port, args.requests, args.rounds)
     print(
         f"{'clients':>7} | {'bare gRPC p50/p99 µs':>21} | {'runtime p50/p99 µs':>19} | "
-        f"{'added p50/p99 µs':>17} | {'bare/runtime req/s':>18}"
+        f"{'added p50/p99 µs':>17} | {'bare/runtime req/s':>18} | {'runtime/bare':>12} | "
+        f"{'server CPU µs/req':>17}"
     )
-    for c in (1, 16):
-        b, r = bare[c], runtime[c]
+    for c, load in loads.items():
+        (b50, b99), (r50, r99) = percentiles(load["bare"].latencies), percentiles(load["runtime"].latencies)
+        bare, runtime = load["bare"].rate, load["runtime"].rate
         print(
-            f"{c:>7} | {b[0]:9.0f} / {b[1]:9.0f} | {r[0]:8.0f} / {r[1]:8.0f} | "
-            f"{r[0] - b[0]:7.0f} / {r[1] - b[1]:7.0f} | {b[2]:8.0f} / {r[2]:7.0f}"
+            f"{c:>7} | {b50:9.0f} / {b99:9.0f} | {r50:8.0f} / {r99:8.0f} | "
+            f"{r50 - b50:7.0f} / {r99 - b99:7.0f} | {bare:8.0f} / {runtime:7.0f} | {runtime / bare:12.2f} | "
+            f"{load['bare'].cpu_us:>7} / {load['runtime'].cpu_us:>7}"
         )
 
 
