@@ -1,6 +1,6 @@
 """The one exception hierarchy of the project.
 
-Domain code raises these; `services.runtime.interceptors.ErrorInterceptor` is the
+Domain code raises these; `services.runtime.interceptors.RuntimeInterceptor` is the
 only place that turns them into gRPC statuses with google.rpc rich details.
 Anything else that escapes a handler becomes INTERNAL with a generic message.
 """
