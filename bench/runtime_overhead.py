@@ -40,6 +40,8 @@ from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc  # noqa: 
 
 from services.runtime.errors import ServiceError  # noqa: E402
 from services.runtime.model import VisionModel  # noqa: E402
+from services.runtime.server import serve as run_server  # noqa: E402
+from services.runtime.settings import ServerSettings  # noqa: E402
 from services.runtime.tasks import task_capability  # noqa: E402
 from services.runtime.types import (  # noqa: E402
     Box,
@@ -124,11 +126,8 @@ async def through_grpc(address: str, requests: int, concurrency: int) -> tuple[l
 
 
 def serve(port: int, bare: bool) -> None:
-    from services.runtime.server import serve as run
-    from services.runtime.settings import ServerSettings
-
     if not bare:
-        run(ServerSettings(host="127.0.0.1", port=port, metrics_port=None, log_level="WARNING"), TrivialModel())
+        run_server(ServerSettings(host="127.0.0.1", port=port, metrics_port=None, log_level="WARNING"), TrivialModel())
         return
     response = vms.DetectResponse(instances=[pb.Instance(box=pb.BoundingBox(x1=1, y1=2, x2=3, y2=4), score=0.9)])
 
