@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
 
+from services.samclip.algorithms import proposal_params
 from services.samclip.composed import ClipPreprocess
 from services.samclip.model import SamClipModel
 from services.samclip.openvocab import mask_crop
@@ -135,7 +136,7 @@ def proposal_crops(seeds: Sequence[int], sam_clip: SamClipModel, preprocess: Cli
     them (its proposal settings, its crop). A proposal matching an object at IoU >= 0.5 is
     a crop of that object, one overlapping every object at IoU < 0.2 is background; the
     fragments between are left out."""
-    backend, params = sam_clip.backend, sam_clip.proposal_params()
+    backend, params = sam_clip.backend, proposal_params(sam_clip.settings)
     out = []
     for seed in seeds:
         scene = generate_scene(seed)

@@ -77,6 +77,7 @@ from tqdm import tqdm
 from services.runtime.device import plan_device
 from services.runtime.weights import sha256_of
 from services.samclip import automatic
+from services.samclip.algorithms import proposal_params
 from services.samclip.backend import AutomaticParams
 from services.samclip.composed import ComposedSamOpenClip, build_composed
 from services.samclip.merged import MergedSamClipBackend, clip_embed_dim, text_tower_only
@@ -701,7 +702,7 @@ def main() -> None:
         ShapesData(args.seed, args.seed_offset, args.scenes_per_step, args.crop_fraction)
         if args.clip_images is None
         else FolderData(
-            args.seed, args.clip_images, args.sam_images, SamClipModel(settings).proposal_params(), args.clip_batch
+            args.seed, args.clip_images, args.sam_images, proposal_params(settings), args.clip_batch
         )
     )
     check = HeldOutCheck(distiller, args.check_scenes) if args.clip_images is None and args.eval_every else None
