@@ -57,7 +57,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports  # the layers in pyproject.toml [tool.importlinter]
-	$(BIN)/mypy services gateway shapes shapes_models  # pyproject.toml [tool.mypy]
+	$(BIN)/mypy services gateway vcompare shapes shapes_models  # pyproject.toml [tool.mypy]
 
 test: lint
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q  # idle torch threads must not spin on a shared CPU

@@ -29,13 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import grpc  # noqa: E402
 from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc  # noqa: E402
 
-from gateway.stack import LocalStack  # noqa: E402
 from services.maskrcnn.model import MaskRCNNModel  # noqa: E402
 from services.maskrcnn.settings import MaskRCNNSettings  # noqa: E402
 from services.runtime.client import VisionModelClient  # noqa: E402
 from services.samclip.model import SamClipModel  # noqa: E402
 from services.samclip.settings import SamClipSettings  # noqa: E402
 from shapes import accuracy  # noqa: E402
+from vcompare.stack import LocalStack  # noqa: E402
 
 
 def in_process_maskrcnn(scenes: list, env: dict[str, str]) -> tuple[dict[str, float], dict[str, float]]:

@@ -11,7 +11,7 @@ not CPU-bound on this machine, as on a GPU):
 
   - one-by-one: the sum of the Compare latencies of the images sent one after another,
     and the images/s that makes (the baseline);
-  - `vcompare evaluate`'s run (gateway.evaluate.run_images: the calls, storing every answer)
+  - `vcompare evaluate`'s run (vcompare.evaluate.run_images: the calls, storing every answer)
     at concurrency 1 and at its default, in images/s;
   - the COCO evaluation of the stored answers (every model, boxes and masks): pycocotools'
     COCOeval and faster-coco-eval, best of 3, and whether their figures are the same.
@@ -40,10 +40,10 @@ from visioncompare.v1 import common_pb2 as pb  # noqa: E402
 from visioncompare.v1 import comparison_service_pb2 as cs  # noqa: E402
 from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc  # noqa: E402
 
-from gateway import evaluate as ev  # noqa: E402
-from gateway.stack import LocalStack  # noqa: E402
 from shapes.export_coco import export, held_out_scenes  # noqa: E402
 from tests.processes import ServiceProcess, free_port, tiny_service  # noqa: E402
+from vcompare import evaluate as ev  # noqa: E402
+from vcompare.stack import LocalStack  # noqa: E402
 
 TASK = "instance-segmentation"
 

@@ -2,7 +2,7 @@
 
     python bench/soak.py [--duration 10m] [--warmup 60] [--callers 16] [--deadline 60]
 
-Starts the local stack exactly as `vcompare stack up` does (gateway.stack.LocalStack:
+Starts the local stack exactly as `vcompare stack up` does (vcompare.stack.LocalStack:
 docker-compose.yml's commands and settings with deploy/local.env, i.e. both model
 services on the shapes reference weights and the gateway, as processes, on ports
 shifted by --port-offset so it can run beside another stack). Then every caller
@@ -39,11 +39,11 @@ from visioncompare.v1 import common_pb2 as pb  # noqa: E402
 from visioncompare.v1 import comparison_service_pb2 as cs  # noqa: E402
 from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc  # noqa: E402
 
-from gateway.cli import DEFAULT_SAMPLE  # noqa: E402
-from gateway.compose import MODEL_SERVICES, ROOT  # noqa: E402
-from gateway.stack import LocalStack, stop_on_signals  # noqa: E402
 from services.runtime.channels import channel_options  # noqa: E402
 from tests.processes import free_port  # noqa: E402
+from vcompare.cli import DEFAULT_SAMPLE  # noqa: E402
+from vcompare.compose import MODEL_SERVICES, ROOT  # noqa: E402
+from vcompare.stack import LocalStack, stop_on_signals  # noqa: E402
 
 CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 PROCESSES = (*MODEL_SERVICES, "gateway")

@@ -16,7 +16,7 @@ from tests.gateway_support import GatewayThread
 from tests.images import encode, scene
 from tests.processes import ROOT, ServiceProcess, free_port, tiny_service
 
-VCOMPARE = [sys.executable, "-c", "from gateway.cli import main; main()"]
+VCOMPARE = [sys.executable, "-c", "from vcompare.cli import main; main()"]
 
 
 @pytest.fixture(scope="module")

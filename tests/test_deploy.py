@@ -30,14 +30,14 @@ from kubernetes_validate.utils import latest_version
 from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
 
-from gateway.compose import ROOT, compose_services, load_yaml, read_env_file
 from gateway.settings import GatewaySettings
-from gateway.stack import localize
 from services.maskrcnn.settings import MaskRCNNSettings
 from services.samclip.settings import SamClipSettings
 from tests.gateway_support import GatewayThread
 from tests.images import encode, scene
 from tests.processes import free_port, tiny_service
+from vcompare.compose import ROOT, compose_services, load_yaml, read_env_file
+from vcompare.stack import localize
 
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("gpu", "cpu")
@@ -419,7 +419,7 @@ def test_stack_up_runs_the_main_job_and_stops_cleanly(stack_env: dict[str, str],
         [
             sys.executable,
             "-c",
-            "from gateway.cli import main; main()",
+            "from vcompare.cli import main; main()",
             "stack",
             "up",
             "--stop",
@@ -453,7 +453,7 @@ def test_stack_stops_every_process_on_sigint(stack_env: dict[str, str], tmp_path
         [
             sys.executable,
             "-c",
-            "from gateway.cli import main; main()",
+            "from vcompare.cli import main; main()",
             "stack",
             "up",
             "--port-offset",

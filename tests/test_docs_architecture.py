@@ -8,8 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "architecture.md"
 # Where a bare file name in the doc (`merged.py`) may live, besides the repository root.
-PACKAGE_DIRS = ("services/runtime", "services/maskrcnn", "services/samclip", "gateway", "deploy/docker")
-SOURCES = ("services", "gateway", "protos/visioncompare", "protos/inference")
+PACKAGE_DIRS = ("services/runtime", "services/maskrcnn", "services/samclip", "gateway", "vcompare", "deploy/docker")
+SOURCES = ("services", "gateway", "vcompare", "protos/visioncompare", "protos/inference")
 
 
 def _code_spans() -> list[str]:

@@ -32,11 +32,11 @@ from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
 from visioncompare.v1 import vision_model_service_pb2 as vms
 
-from gateway import evaluate as ev
-from gateway.cli import app
 from services.runtime.masks import encode_mask
 from tests.gateway_support import GatewayThread
 from tests.processes import ROOT, ServiceProcess, free_port
+from vcompare import evaluate as ev
+from vcompare.cli import app
 
 SCHEMA = json.loads(ev.SCHEMA_FILE.read_text())
 BOXES = [(10, 8, 30, 20), (30, 20, 60, 40), (5, 25, 25, 45), (40, 5, 70, 30), (15, 15, 45, 35)]
@@ -625,7 +625,7 @@ def test_the_gallery_draws_label_maps_and_crops_beside_their_ground_truth(tmp_pa
     """Stored answers where two models disagree: the report draws the ground truth's class map (or the
     crop's class) first."""
     from gateway.agreement import pairwise
-    from gateway.report import report_html
+    from vcompare.report import report_html
 
     annotations = write_two_class_dataset(tmp_path / "data", BOXES[:2])
     data = ev.load_coco(annotations, tmp_path / "data" / "images")

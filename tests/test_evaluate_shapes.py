@@ -20,14 +20,14 @@ import pytest
 from typer.testing import CliRunner
 from visioncompare.v1 import vision_model_service_pb2 as vms
 
-from gateway import evaluate as ev
-from gateway.cli import app
 from services.runtime.client import VisionModelClient
 from shapes import accuracy
 from shapes.export_coco import export, held_out_scenes
 from shapes_models import cards as shapes_cards
 from tests.gateway_support import GatewayThread
 from tests.processes import ServiceProcess, free_port
+from vcompare import evaluate as ev
+from vcompare.cli import app
 
 SCENES = 4  # 17 objects, 5 triangles
 WEIGHTS = ("maskrcnn_shapes", "keypointrcnn_shapes", "sam_shapes", "clip_shapes")

@@ -38,7 +38,7 @@ MODELS_DOCKERFILE = ROOT / "deploy" / "docker" / "models.Dockerfile"
 IGNORE_FILE = DOCKERFILE.with_name(DOCKERFILE.name + ".dockerignore")
 WORKDIR = "/src"
 # What the gateway must neither ship nor import: the model frameworks, the model services, the shapes
-# reference models and the shapes lab.
+# reference models and the shapes lab; and the vcompare tools (TOOLS_ONLY).
 MODEL_ONLY = (
     "torch",
     "torchvision",
@@ -50,6 +50,8 @@ MODEL_ONLY = (
     "services.maskrcnn",
     "services.samclip",
 )
+TOOLS_ONLY = ("vcompare",)
+NOT_IN_GATEWAY = MODEL_ONLY + TOOLS_ONLY
 WEIGHT_SUFFIXES = (".pth", ".pt", ".onnx", ".safetensors", ".ckpt", ".bin", ".npz")
 CONTEXT_LIMIT_BYTES = 4 * 1024 * 1024  # the sources above are well under 1 MB; shapes_models/ alone is 20 MB
 
@@ -178,9 +180,9 @@ def apply_copies(context: dict[str, int], dest_root: Path) -> list[str]:
     return copied
 
 
-def is_model_only(path: str) -> bool:
+def is_outside_the_gateway(path: str) -> bool:
     module = path.removesuffix(".py").replace("/", ".")
-    return any(module == m or module.startswith(m + ".") for m in MODEL_ONLY) or path.endswith(WEIGHT_SUFFIXES)
+    return any(module == m or module.startswith(m + ".") for m in NOT_IN_GATEWAY) or path.endswith(WEIGHT_SUFFIXES)
 
 
 # --- the replayed build -------------------------------------------------------------------------
@@ -311,7 +313,7 @@ def model_service() -> Iterator[ServiceProcess]:
 
 def test_the_context_holds_only_what_the_gateway_installs(context: dict[str, int]) -> None:
     assert {"pyproject.toml", "README.md", "gateway/server.py", "services/runtime/server.py"} <= context.keys()
-    leaked = sorted(f for f in context if is_model_only(f) or f.startswith(("tests/", "bench/", ".venv/")))
+    leaked = sorted(f for f in context if is_outside_the_gateway(f) or f.startswith(("tests/", "bench/", ".venv/")))
     assert not leaked, f"the gateway's build context holds {leaked[:10]}"
     assert sum(context.values()) < CONTEXT_LIMIT_BYTES, f"{sum(context.values())} bytes of context"
 
@@ -427,11 +429,10 @@ def test_the_cpu_torch_path_installs_the_rest_of_the_lock_by_hash(tmp_path: Path
 
 def test_the_dockerfile_copies_no_model_service_shapes_or_weights(staged: tuple[Path, list[str]]) -> None:
     _, copied = staged
-    assert not [f for f in copied if is_model_only(f)]
+    assert not [f for f in copied if is_outside_the_gateway(f)]
     for module in (
         "gateway/server.py",
         "gateway/http.py",
-        "gateway/cli.py",
         "services/runtime/images.py",
         "protos/gen/visioncompare/v1/comparison_service_pb2.py",
     ):
@@ -469,7 +470,7 @@ def test_the_image_installs_the_gateway_lock_and_only_the_venv_reaches_the_final
 def test_the_wheel_holds_no_model_service_shapes_or_weights(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
-    leaked = [n for n in names if is_model_only(n)]
+    leaked = [n for n in names if is_outside_the_gateway(n)]
     assert not leaked, leaked
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"gateway", "services", "visioncompare", "inference"}
@@ -507,7 +508,7 @@ from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
 from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
 
-import gateway.cli, gateway.http  # noqa: F401  (the entry points: vision-gateway, vcompare, the web page)
+import gateway.http  # noqa: F401  (the web page, as vision-gateway serves it)
 from gateway.server import GatewayServer
 from gateway.settings import GatewaySettings
 
@@ -564,7 +565,7 @@ def run_isolated(python: Path, args: list[str], cwd: Path, timeout: float = 180)
 
 
 def test_torch_is_not_installed_in_the_gateway_venv(gateway_venv: Path, tmp_path: Path) -> None:
-    probe = f"import importlib.util as u, json; print(json.dumps([m for m in {MODEL_ONLY!r} if u.find_spec(m)]))"
+    probe = f"import importlib.util as u, json; print(json.dumps([m for m in {NOT_IN_GATEWAY!r} if u.find_spec(m)]))"
     result = run_isolated(gateway_venv, ["-I", "-c", probe], tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
@@ -581,7 +582,7 @@ def test_the_gateway_compares_from_the_wheel_without_torch(
     assert report["grpc"] == [["tiny", 0, 1]]
     assert report["http"] == [["tiny", 1]]
     assert report["page"] == 200
-    loaded = [m for m in report["modules"] if is_model_only(m.replace(".", "/"))]
+    loaded = [m for m in report["modules"] if is_outside_the_gateway(m.replace(".", "/"))]
     assert not loaded, f"the gateway imported {loaded}"
     site = str(gateway_venv.parent.parent)
     outside = {m: f for m, f in report["files"].items() if f and not f.startswith(site)}
@@ -616,7 +617,8 @@ def test_the_image_keeps_only_console_scripts_that_work_there(gateway_venv: Path
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     removed = {Path(w).name for w in shlex.split(project_install()) if w.startswith("/opt/venv/bin/")}
     assert removed <= scripts.keys()
-    assert {"vcompare", "vision-gateway", "vc-healthcheck"} <= scripts.keys() - removed
+    assert {"vision-gateway", "vc-healthcheck"} <= scripts.keys() - removed
+    assert "vcompare" in removed  # the tools are not in the image (vcompare/ is not copied)
     for name in sorted(scripts):
         load = f"import importlib.metadata as md, sys; [ep] = md.entry_points(group='console_scripts', name={name!r})"
         call = "; sys.argv = [ep.name, '--help']; sys.exit(ep.load()())" if name in removed else "; ep.load()"

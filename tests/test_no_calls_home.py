@@ -19,16 +19,16 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from gateway.compose import ROOT, compose_services
-from gateway.stack import LocalStack
 from services.runtime import engines
 from services.runtime.engines import CPU, OrtRunner, ProviderPlan, onnxruntime_module, plan_providers, session_options
 from tests.test_deploy import MODELS, ONE_SHOT_STEPS, by_kind, kustomize
 from tests.test_images_docker import MODELS_DOCKERFILE, instructions
+from vcompare.compose import ROOT, compose_services
+from vcompare.stack import LocalStack
 
 VARIABLE = engines.TELEMETRY_ENV
 #: where the project's Python code lies (tests may import onnxruntime themselves: the run sets the variable)
-CODE = ("services", "gateway", "shapes", "shapes_models", "bench", "tools")
+CODE = ("services", "gateway", "vcompare", "shapes", "shapes_models", "bench", "tools")
 
 
 @pytest.fixture

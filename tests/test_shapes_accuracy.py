@@ -19,8 +19,6 @@ from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
 from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
 
-from gateway.cli import DEFAULT_SAMPLE
-from gateway.stack import LocalStack
 from services.maskrcnn.model import MaskRCNNModel
 from services.maskrcnn.settings import MaskRCNNSettings
 from services.runtime.client import VisionModelClient, image_to_proto, result_from_proto
@@ -28,6 +26,8 @@ from shapes import accuracy
 from shapes.evaluation import binary_iou
 from shapes.scenes import generate_scene
 from tests.processes import free_port
+from vcompare.cli import DEFAULT_SAMPLE
+from vcompare.stack import LocalStack
 
 SCENES = accuracy.eval_scenes(8)
 KEYPOINT_SCENES = accuracy.eval_scenes(32)  # 27 triangles (8 scenes hold only 9); detection is cheap

@@ -2,8 +2,9 @@
 #   docker build -f deploy/docker/gateway.Dockerfile -t visioncompare/gateway:0.1.0 .
 # The gateway reaches the model services over gRPC only, so it installs the package without
 # the `models` extra and from only what it runs: the generated contract (protos/gen), the
-# runtime it stands on (services/runtime) and itself (gateway). The model services, the shapes
-# reference models (shapes_models/, their weights) and the shapes lab (shapes/) are not copied,
+# runtime it stands on (services/runtime) and the server itself (gateway). The model services,
+# the shapes reference models (shapes_models/, their weights), the shapes lab (shapes/) and the
+# vcompare tools (vcompare/: the CLI, evaluate, its report, the local stack) are not copied,
 # so the wheel built here holds none of them;
 # gateway.Dockerfile.dockerignore (read by BuildKit instead of the root .dockerignore) keeps
 # them out of the build context too; the legacy builder reads the root .dockerignore, shared with
@@ -33,15 +34,17 @@ COPY services/__init__.py services/
 COPY services/runtime services/runtime
 COPY gateway gateway
 # The project installed (not editable, its dependencies from the layer above), then checked: the
-# gateway imports, and no model framework, model service, shapes model or shapes lab is importable
-# in the venv the final image gets. The package's console scripts of the model services (their
-# modules are not here) are removed: the image keeps vcompare, vision-gateway and vc-healthcheck.
+# gateway imports, and no model framework, model service, shapes model, shapes lab or vcompare tool
+# is importable in the venv the final image gets. The package's console scripts whose modules are
+# not here (the model services', and vcompare's) are removed: the image keeps vision-gateway and
+# vc-healthcheck.
 RUN pip install --no-deps . && pip check \
-    && python -I -c "import gateway.server, gateway.http, gateway.cli" \
+    && python -I -c "import gateway.server, gateway.http" \
     && python -I -c "import importlib.util as u, sys; \
 bad = [m for m in ('torch', 'torchvision', 'segment_anything', 'open_clip', 'onnxruntime', 'shapes', \
-'shapes_models', 'services.maskrcnn', 'services.samclip') if u.find_spec(m)]; sys.exit(f'in the gateway venv: {bad}' if bad else 0)" \
-    && rm /opt/venv/bin/maskrcnn-service /opt/venv/bin/samclip-service /opt/venv/bin/fetch-weights /opt/venv/bin/export-onnx
+'shapes_models', 'services.maskrcnn', 'services.samclip', 'vcompare') if u.find_spec(m)]; sys.exit(f'in the gateway venv: {bad}' if bad else 0)" \
+    && rm /opt/venv/bin/maskrcnn-service /opt/venv/bin/samclip-service /opt/venv/bin/fetch-weights /opt/venv/bin/export-onnx \
+        /opt/venv/bin/vcompare
 
 FROM ${PYTHON_IMAGE}
 RUN useradd --system --uid 10001 --home-dir /home/app --create-home app

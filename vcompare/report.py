@@ -1,5 +1,5 @@
 """The HTML report of `vcompare evaluate`: one self-contained file (styles inline, plots and
-pictures as data: URIs), drawn from an `gateway.evaluate.Evaluation`.
+pictures as data: URIs), drawn from an `vcompare.evaluate.Evaluation`.
 
 Sections: the run; per model, the task's metrics (COCO AP and AR for instances; mIoU,
 per-class IoU and pixel accuracy for label maps; top-1 and top-5 for classification),
@@ -21,7 +21,8 @@ from typing import Any
 from PIL import Image
 from visioncompare.v1 import comparison_service_pb2 as cs
 
-from gateway.evaluate import (
+from gateway.render import render
+from vcompare.evaluate import (
     TOP_K,
     Evaluation,
     Record,
@@ -29,7 +30,6 @@ from gateway.evaluate import (
     ground_truth_result,
     most_disagreeing_images,
 )
-from gateway.render import render
 
 GALLERY_MAX_PX = 1400  # a gallery picture's longer side, at most
 INSTANCE_KINDS = ("bbox", "segm", "keypoints")

@@ -24,7 +24,7 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.compose import LOCAL_ENV_FILE, MODEL_SERVICES, ROOT, compose_services, read_env_file
+from vcompare.compose import LOCAL_ENV_FILE, MODEL_SERVICES, ROOT, compose_services, read_env_file
 
 PORT_KEY = re.compile(r"^[A-Z]+_(PORT|METRICS_PORT|HTTP_PORT)$")
 

@@ -11,8 +11,8 @@ drawn from the instance masks (`semantic_truth`); top-1 and top-5 accuracy for z
 classification, on each object's crop (`object_crop`) or on the images of a class folder
 (`image_folder`); then latency percentiles and errors by code; between every pair of
 models, the gateway's agreement over the dataset and the images where they disagree most.
-`evaluate()` gives the JSON result (`gateway/schemas/evaluation.schema.json` documents it);
-`gateway.report` draws the HTML.
+`evaluate()` gives the JSON result (`vcompare/schemas/evaluation.schema.json` documents it);
+`vcompare.report` draws the HTML.
 
 Layering: this module talks to the gateway over gRPC and reads COCO files; it imports
 no model service, no shapes code and no model framework.

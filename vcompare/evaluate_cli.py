@@ -1,5 +1,5 @@
-"""`vcompare evaluate`: the command (registered in gateway/cli.py); the work is in
-gateway/evaluate.py and the HTML in gateway/report.py."""
+"""`vcompare evaluate`: the command (registered in vcompare/cli.py); the work is in
+vcompare/evaluate.py and the HTML in vcompare/report.py."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from gateway import evaluate as ev
-from gateway.report import write_report
+from vcompare import evaluate as ev
+from vcompare.report import write_report
 
 HELP = "\n\n".join(
     [
@@ -46,7 +46,7 @@ HELP = "\n\n".join(
         "retried --retries times with backoff while the call, or a model in it, is UNAVAILABLE). Answers are stored "
         "in OUT/results.jsonl as they arrive: after an interruption the same command resumes (failed images are "
         "tried again); --fresh starts over. Failed images are counted by status code and listed.",
-        "Writes OUT/evaluation.json (its schema: gateway/schemas/evaluation.schema.json) and OUT/report.html "
+        "Writes OUT/evaluation.json (its schema: vcompare/schemas/evaluation.schema.json) and OUT/report.html "
         "(self-contained: metric tables; precision-recall (instances), per-class and latency plots; the images "
         "where the models disagree most, drawn beside the ground truth).",
         f"Tasks: {', '.join(ev.TASKS)}. Exit status 0; 1 when no image was answered; 2 for bad arguments; 130 when "

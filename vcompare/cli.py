@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -20,12 +21,12 @@ from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
 from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
 
-from gateway.compose import LOCAL_ENV_FILE, MODEL_SERVICES
-from gateway.evaluate_cli import evaluate
 from gateway.render import capability_table, side_by_side, summary, task_name
-from gateway.stack import LocalStack, stop_on_signals
 from services.runtime.channels import channel_options
 from services.runtime.convert import pb_enum
+from vcompare.compose import LOCAL_ENV_FILE, MODEL_SERVICES
+from vcompare.evaluate_cli import evaluate
+from vcompare.stack import LocalStack, stop_on_signals
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare vision models side by side.")
 
@@ -149,11 +150,12 @@ def compare(
         sys.exit(1)
 
 
-app.command(help=evaluate.__doc__)(evaluate)  # `vcompare evaluate`: gateway/evaluate_cli.py
+app.command(help=evaluate.__doc__)(evaluate)  # `vcompare evaluate`: vcompare/evaluate_cli.py
 
 stack_app = typer.Typer(no_args_is_help=True, help="Run the stack locally, as processes.")
 app.add_typer(stack_app, name="stack")
-DEFAULT_SAMPLE = Path(__file__).parent / "samples" / "shapes-scene.png"  # held-out scene 1002013
+#: The bundled shapes scene (held-out scene 1002013): the page's sample, which the gateway serves.
+DEFAULT_SAMPLE = Path(str(resources.files("gateway").joinpath("samples", "shapes-scene.png")))
 
 
 @stack_app.command("up")
