@@ -42,7 +42,7 @@ UV_COMPILE = $(BIN)/uv pip compile --no-config --quiet --python-version 3.11 \
 lock:
 	test -x $(BIN)/uv || $(MAKE) $(STAMP)
 	$(UV_COMPILE) requirements/pip.in -o $(PIP_LOCK)
-	$(UV_COMPILE) pyproject.toml --extra dev --extra models --extra cpu --extra gateway -o $(SETUP_LOCK)
+	$(UV_COMPILE) pyproject.toml --extra dev --extra models --extra cpu --extra gateway --extra vcompare -o $(SETUP_LOCK)
 	$(UV_COMPILE) pyproject.toml --extra models --extra gpu -c $(SETUP_LOCK) -o requirements/models-gpu.txt
 	$(UV_COMPILE) pyproject.toml --extra models --extra cpu -c $(SETUP_LOCK) -o requirements/models-cpu.txt
 	$(UV_COMPILE) pyproject.toml --extra gateway -c $(SETUP_LOCK) -o requirements/gateway.txt

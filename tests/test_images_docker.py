@@ -38,7 +38,7 @@ MODELS_DOCKERFILE = ROOT / "deploy" / "docker" / "models.Dockerfile"
 IGNORE_FILE = DOCKERFILE.with_name(DOCKERFILE.name + ".dockerignore")
 WORKDIR = "/src"
 # What the gateway must neither ship nor import: the model frameworks, the model services, the shapes
-# reference models and the shapes lab; and the vcompare tools (TOOLS_ONLY).
+# reference models and the shapes lab; and the vcompare tools with what only their extra installs (TOOLS_ONLY).
 MODEL_ONLY = (
     "torch",
     "torchvision",
@@ -50,7 +50,7 @@ MODEL_ONLY = (
     "services.maskrcnn",
     "services.samclip",
 )
-TOOLS_ONLY = ("vcompare",)
+TOOLS_ONLY = ("vcompare", "typer", "yaml", "matplotlib", "faster_coco_eval")
 NOT_IN_GATEWAY = MODEL_ONLY + TOOLS_ONLY
 WEIGHT_SUFFIXES = (".pth", ".pt", ".onnx", ".safetensors", ".ckpt", ".bin", ".npz")
 CONTEXT_LIMIT_BYTES = 4 * 1024 * 1024  # the sources above are well under 1 MB; shapes_models/ alone is 20 MB
@@ -497,6 +497,8 @@ def test_the_gateway_extra_pulls_in_no_model_framework(wheel: Path) -> None:
         canonicalize_name(m) for m in ("torch", "torchvision", "segment-anything", "open_clip_torch", "onnxruntime")
     }
     assert not frameworks & closure.keys()
+    tools = {canonicalize_name(m) for m in ("typer", "pyyaml", "matplotlib", "faster-coco-eval")}
+    assert not tools & closure.keys(), "the gateway extra pulls in the vcompare tools' dependencies"
 
 
 CHILD = r"""

@@ -50,6 +50,8 @@ IMAGE_LOCKS = {
     "gateway.txt": {"gateway"},
 }
 MODEL_FRAMEWORKS = {"torch", "torchvision", "segment-anything", "open-clip-torch", "onnxruntime", "onnxruntime-gpu"}
+#: What the vcompare tools use (the `vcompare` extra) and the gateway server does not: not in its image.
+TOOLS_ONLY = {"matplotlib", "faster-coco-eval", "typer"}
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,7 @@ def test_every_pin_has_its_hashes(path: Path) -> None:
 @pytest.mark.parametrize("path", PROJECT_LOCKS, ids=lambda p: p.name)
 def test_the_lock_satisfies_pyproject(path: Path) -> None:
     lock = read_lock(path)
-    expected = IMAGE_LOCKS.get(path.name, {"dev", "models", "cpu", "gateway"})
+    expected = IMAGE_LOCKS.get(path.name, {"dev", "models", "cpu", "gateway", "vcompare"})
     assert lock.extras == expected, f"{path.name} is for the extras {sorted(lock.extras)}"
     problems = unsatisfied(lock)
     assert not problems, f"{path.name} does not satisfy pyproject.toml (run `make lock`): " + "; ".join(problems)
@@ -187,6 +189,8 @@ def test_an_image_ships_the_versions_ci_tested(name: str) -> None:
     frameworks = MODEL_FRAMEWORKS & image.pins.keys()
     if name == "gateway.txt":
         assert not frameworks, f"the gateway image would install {sorted(frameworks)}"
+        tools = TOOLS_ONLY & image.pins.keys()
+        assert not tools, f"the gateway image would install the vcompare tools' {sorted(tools)}"
     else:
         assert len(frameworks & {"onnxruntime", "onnxruntime-gpu"}) == 1, frameworks
 

@@ -24,7 +24,8 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # The dependencies in their own layer, before any source: exactly the gateway's lock, hashed
-# (README, "Dependencies"; `make lock`): the `gateway` extra's closure, no model framework.
+# (README, "Dependencies"; `make lock`): the `gateway` extra's closure, no model framework and
+# nothing of the `vcompare` extra (matplotlib, faster-coco-eval, typer, pyyaml).
 COPY requirements/pip.txt requirements/gateway.txt requirements/
 RUN pip install --require-hashes -r requirements/pip.txt \
     && pip install --require-hashes -r requirements/gateway.txt
@@ -34,15 +35,16 @@ COPY services/__init__.py services/
 COPY services/runtime services/runtime
 COPY gateway gateway
 # The project installed (not editable, its dependencies from the layer above), then checked: the
-# gateway imports, and no model framework, model service, shapes model, shapes lab or vcompare tool
-# is importable in the venv the final image gets. The package's console scripts whose modules are
-# not here (the model services', and vcompare's) are removed: the image keeps vision-gateway and
-# vc-healthcheck.
+# gateway imports, and no model framework, model service, shapes model, shapes lab, vcompare tool
+# or dependency of the tools is importable in the venv the final image gets. The package's console
+# scripts whose modules are not here (the model services', and vcompare's) are removed: the image
+# keeps vision-gateway and vc-healthcheck.
 RUN pip install --no-deps . && pip check \
     && python -I -c "import gateway.server, gateway.http" \
     && python -I -c "import importlib.util as u, sys; \
 bad = [m for m in ('torch', 'torchvision', 'segment_anything', 'open_clip', 'onnxruntime', 'shapes', \
-'shapes_models', 'services.maskrcnn', 'services.samclip', 'vcompare') if u.find_spec(m)]; sys.exit(f'in the gateway venv: {bad}' if bad else 0)" \
+'shapes_models', 'services.maskrcnn', 'services.samclip', 'vcompare', 'matplotlib', 'faster_coco_eval', 'typer') \
+if u.find_spec(m)]; sys.exit(f'in the gateway venv: {bad}' if bad else 0)" \
     && rm /opt/venv/bin/maskrcnn-service /opt/venv/bin/samclip-service /opt/venv/bin/fetch-weights /opt/venv/bin/export-onnx \
         /opt/venv/bin/vcompare
 
