@@ -37,7 +37,7 @@ from tests.gateway_support import GatewayThread
 from tests.images import encode, scene
 from tests.processes import free_port, tiny_service
 from vcompare.compose import ROOT, compose_services, load_yaml, read_env_file
-from vcompare.stack import localize
+from vcompare.stack import LocalStack, StackFileError, localize
 
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("gpu", "cpu")
@@ -387,6 +387,60 @@ def test_local_stack_uses_the_compose_commands_with_local_addresses() -> None:
         "sam-clip-composed": "dns:///127.0.0.1:51053",
     }
     assert localize(services["maskrcnn"].environment)["MASKRCNN_CACHE_DIR"] == str(ROOT / "models")
+
+
+def test_the_local_stack_reads_the_checkout_s_compose_file_from_any_working_directory(tmp_path: Path) -> None:
+    probe = "from vcompare.stack import LocalStack; s = LocalStack(); print(s.root, s.port('gateway'), s.log_dir)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.split() == [str(ROOT), "50050", str(ROOT / "artifacts" / "stack")]
+
+
+def test_the_local_stack_runs_the_compose_file_it_is_given_from_that_file_s_directory(tmp_path: Path) -> None:
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "local.env").write_text((ROOT / "deploy" / "local.env").read_text())
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(
+        (ROOT / "docker-compose.yml").read_text().replace('GATEWAY_PORT: "50050"', 'GATEWAY_PORT: "50070"')
+    )
+    stack = LocalStack(compose_file=compose)
+    assert stack.root == tmp_path and stack.log_dir == tmp_path / "artifacts" / "stack"
+    assert stack.port("gateway") == 50070
+    maskrcnn = stack.service_env("maskrcnn")
+    assert maskrcnn["MASKRCNN_CACHE_DIR"] == str(tmp_path / "models") and maskrcnn["MASKRCNN_WEIGHTS"] == "shapes"
+    other_env = tmp_path / "other.env"
+    other_env.write_text("MASKRCNN_WEIGHTS=torchvision:COCO_V1\n")
+    stack = LocalStack(compose_file=compose, env_file=other_env)
+    assert stack.service_env("maskrcnn")["MASKRCNN_WEIGHTS"] == "torchvision:COCO_V1"
+
+
+def test_stack_up_says_how_to_name_a_compose_file_when_there_is_none(tmp_path: Path) -> None:
+    command = [sys.executable, "-c", "from vcompare.cli import main; main()", "stack", "up"]
+    missing = subprocess.run(
+        [*command, "--compose-file", str(tmp_path / "docker-compose.yml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2, missing.stderr
+    assert f"no compose file at {tmp_path / 'docker-compose.yml'}" in missing.stderr
+    assert "--compose-file PATH" in missing.stderr and "Traceback" not in missing.stderr
+    (tmp_path / "docker-compose.yml").write_text((ROOT / "docker-compose.yml").read_text())
+    no_env = subprocess.run(
+        [*command, "--compose-file", str(tmp_path / "docker-compose.yml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert no_env.returncode == 2 and "--env-file PATH" in no_env.stderr, no_env.stderr
+    with pytest.raises(StackFileError, match="has no service maskrcnn, samclip, sam-clip-composed, gateway"):
+        (tmp_path / "deploy").mkdir()
+        (tmp_path / "deploy" / "local.env").write_text("")
+        (tmp_path / "docker-compose.yml").write_text("services: {}\n")
+        LocalStack(compose_file=tmp_path / "docker-compose.yml")
 
 
 # --- the local stack end to end -----------------------------------------------------------

@@ -24,9 +24,9 @@ from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
 from gateway.render import capability_table, side_by_side, summary, task_name
 from services.runtime.channels import channel_options
 from services.runtime.convert import pb_enum
-from vcompare.compose import LOCAL_ENV_FILE, MODEL_SERVICES
+from vcompare.compose import COMPOSE_FILE, MODEL_SERVICES
 from vcompare.evaluate_cli import evaluate
-from vcompare.stack import LocalStack, stop_on_signals
+from vcompare.stack import LocalStack, StackFileError, stop_on_signals
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare vision models side by side.")
 
@@ -165,11 +165,23 @@ def stack_up(
     out: Annotated[Path, typer.Option("--out", "-o", help="side-by-side PNG")] = Path("side_by_side.png"),
     stop: Annotated[bool, typer.Option("--stop", help="stop the stack after the main job")] = False,
     port_offset: Annotated[int, typer.Option(help="add to every port (to run beside another stack)")] = 0,
-    env_file: Annotated[Path, typer.Option(help="compose-style variables")] = LOCAL_ENV_FILE,
+    compose_file: Annotated[
+        Path,
+        typer.Option(
+            envvar="VCOMPARE_COMPOSE_FILE",
+            help="the project's docker-compose.yml (default: the checkout's); its directory is the stack's root",
+        ),
+    ] = COMPOSE_FILE,
+    env_file: Annotated[
+        Path | None, typer.Option(help="compose-style variables (default: deploy/local.env beside the compose file)")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="seconds to wait for each service")] = 600.0,
 ) -> None:
     """Start the compose file's services as local processes and run the main comparison."""
-    stack = LocalStack(env_file=env_file, port_offset=port_offset)
+    try:
+        stack = LocalStack(compose_file=compose_file, env_file=env_file, port_offset=port_offset)
+    except StackFileError as exc:
+        fail(str(exc), 2)
     stop_on_signals(stack)
     typer.echo(f"starting {', '.join(MODEL_SERVICES)} and gateway (logs in {stack.log_dir}) ...")
     try:

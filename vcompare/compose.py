@@ -1,6 +1,8 @@
 """docker-compose.yml as data: the single source of the stack's commands and settings.
 
-The local stack (`vcompare stack up`) and the deploy consistency tests read it here.
+The local stack (`vcompare stack up`) and the deploy consistency tests read it here. The
+defaults are the checkout's files (ROOT: the directory above this package, where an editable
+install, `make setup`'s, leaves it); `vcompare stack up --compose-file` names another.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 LOCAL_ENV_FILE = ROOT / "deploy" / "local.env"
+
+
+def local_env_file(compose_file: Path) -> Path:
+    """The local stack's variables for a checkout's compose file: deploy/local.env beside it."""
+    return compose_file.parent / "deploy" / "local.env"
+
+
 MODEL_SERVICES = ("maskrcnn", "samclip", "sam-clip-composed")
 
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")

@@ -6,6 +6,11 @@ applies the few differences a local run needs (loopback addresses, ./models for
 /models, an optional port offset), starts the model services, waits until they
 serve, starts the gateway, runs the main job and then either keeps the stack up
 or stops it. Ctrl-C or SIGTERM stops every process it started.
+
+The compose file is the checkout's (compose.COMPOSE_FILE) unless one is named; its
+directory is the stack's root, as compose's project directory: the processes run
+there, ./models and artifacts/stack (the logs) are under it, and deploy/local.env
+beside it gives the variables unless an env file is named.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from vcompare.compose import LOCAL_ENV_FILE, MODEL_SERVICES, ROOT, compose_services, read_env_file
+from vcompare.compose import COMPOSE_FILE, MODEL_SERVICES, ROOT, compose_services, local_env_file, read_env_file
 
 PORT_KEY = re.compile(r"^[A-Z]+_(PORT|METRICS_PORT|HTTP_PORT)$")
 
@@ -69,21 +74,42 @@ def wait_serving(port: int, process: subprocess.Popen[bytes], timeout: float) ->
     raise TimeoutError(f"not serving on port {port} after {timeout:.0f}s")
 
 
+class StackFileError(ValueError):
+    """A compose or env file the local stack cannot run from; the message says what to pass instead."""
+
+
 class LocalStack:
     def __init__(
         self,
         *,
-        env_file: Path = LOCAL_ENV_FILE,
+        compose_file: Path = COMPOSE_FILE,
+        env_file: Path | None = None,
         port_offset: int = 0,
         log_dir: Path | None = None,
         models_dir: Path | None = None,
     ) -> None:
+        compose_file = compose_file.resolve()
+        if not compose_file.is_file():
+            raise StackFileError(
+                f"no compose file at {compose_file}: the local stack runs the services of a checkout's "
+                "docker-compose.yml; name it with --compose-file PATH (or VCOMPARE_COMPOSE_FILE)"
+            )
+        env_file = env_file or local_env_file(compose_file)
+        if not env_file.is_file():
+            raise StackFileError(
+                f"no env file at {env_file}: name the stack's variables (a checkout's deploy/local.env) "
+                "with --env-file PATH"
+            )
         shell = dict(os.environ)
         self.env = {**read_env_file(env_file), **shell}  # the shell wins, as with compose
-        self.services = compose_services(self.env)
+        self.services = compose_services(self.env, compose_file)
+        missing = [name for name in (*MODEL_SERVICES, "gateway") if name not in self.services]
+        if missing:
+            raise StackFileError(f"{compose_file} has no service {', '.join(missing)}: it is not this project's")
+        self.root = compose_file.parent  # compose's project directory
         self.port_offset = port_offset
-        self.models_dir = models_dir  # compose's /models volume; None: ./models
-        self.log_dir = log_dir or ROOT / "artifacts" / "stack"
+        self.models_dir = models_dir or self.root / "models"  # compose's /models volume
+        self.log_dir = log_dir or self.root / "artifacts" / "stack"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def service_env(self, name: str) -> dict[str, str]:
@@ -105,7 +131,7 @@ class LocalStack:
                 env={**os.environ, **self.service_env(name)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=ROOT,
+                cwd=self.root,
                 start_new_session=True,  # its own group: stop() signals it and its children
             )
 
