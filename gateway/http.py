@@ -11,6 +11,12 @@
 
 Every error, on every path, is the same JSON body (`ErrorBody`) with the HTTP
 status of its canonical code; /openapi.json documents each one an operation returns.
+
+The handlers are module-level functions on three routers (`probes`, `api` under /v1, `page_routes`).
+`create_app` builds the app around them and puts the shared state on `app.state`: the
+`Comparator` and the settings, which handlers get through dependencies (`get_comparator`,
+`get_settings`; `read_compare` reads a compare body); `limits_and_auth` applies the token and the
+body limit to /v1/.
 """
 
 from __future__ import annotations
@@ -22,12 +28,13 @@ import io
 import json
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import grpc
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -252,156 +259,212 @@ def internal_error_response() -> JSONResponse:
 DOCS_ASSETS_URL = "/static-docs"
 
 
+# --- shared state: what create_app puts on app.state, read through dependencies -------------------
+
+
+def get_comparator(request: Request) -> Comparator:
+    """The gateway's fan-out (app.state.comparator)."""
+    comparator: Comparator = request.app.state.comparator
+    return comparator
+
+
+def get_settings(request: Request) -> GatewaySettings:
+    """The gateway's settings (app.state.settings): the token and the message limit."""
+    settings: GatewaySettings = request.app.state.settings
+    return settings
+
+
+ComparatorDep = Annotated[Comparator, Depends(get_comparator)]
+SettingsDep = Annotated[GatewaySettings, Depends(get_settings)]
+
+
+async def read_compare(request: Request, settings: SettingsDep) -> tuple[cs.CompareRequest, float | None]:
+    """The CompareRequest of a POST /v1/compare body (multipart or JSON), and its deadline."""
+    limit = settings.max_message_bytes
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        form = await request.form(max_part_size=limit)
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str):
+            raise InvalidArgument("multipart field 'image' must be a file", field="image")
+        data = await upload.read()
+        task = parse_task(form_text(form, "task"))
+        options_text = form_text(form, "options")
+        options = parse_options(options_text if "options" in form else "{}")
+        names = split_list(form_text(form, "model_names"))
+        labels_text = form_text(form, "open_vocabulary_labels")
+        open_labels = parse_labels(labels_text) if "open_vocabulary_labels" in form else []
+        timeout = None
+    elif content_type == "application/json":
+        try:
+            body = CompareJson.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise invalid_body(exc) from None
+        try:
+            data = base64.b64decode(body.image_base64, validate=True)
+        except ValueError:  # binascii.Error, or a character outside ASCII
+            raise InvalidArgument(BASE64_MESSAGE, field="image_base64") from None
+        task, options = parse_task(body.task), parse_options(body.options)
+        names, open_labels, timeout = body.model_names, body.open_vocabulary_labels, body.timeout_s
+    else:
+        raise UnsupportedMediaType(
+            f"content type {content_type or '(none)'} is not supported; send application/json "
+            "(image_base64) or multipart/form-data (an image file)",
+            reason="UNSUPPORTED_MEDIA_TYPE",
+        )
+    if len(data) > limit:
+        raise TooLarge(f"image is {len(data)} bytes, over the limit of {limit}", field="image")
+    message = cs.CompareRequest(
+        image=pb.Image(encoded=data),
+        task=task,
+        options=options,
+        model_names=names,
+        open_vocabulary_labels=open_labels,
+    )
+    return message, timeout
+
+
+#: A POST /v1/compare body, read (the body is read by read_compare, not by FastAPI: the schema of
+#: both bodies is COMPARE_BODY, given to each operation as its requestBody).
+CompareInput = Annotated[tuple[cs.CompareRequest, float | None], Depends(read_compare)]
+
+
+# --- errors, limits and the token, for every path ---------------------------------------------------
+
+
+async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    return error_response(exc)
+
+
+async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return http_error_response(exc)
+
+
+async def limits_and_auth(request: Request, call_next: Any) -> Response:
+    """The bearer token and the body limit on /v1/; nothing unexpected reaches the caller but an id."""
+    if request.url.path.startswith("/v1/"):
+        settings = get_settings(request)
+        limit = settings.max_message_bytes
+        if settings.auth_token is not None:
+            token = settings.auth_token.get_secret_value()
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+                return error_response(Unauthenticated("missing or wrong bearer token"))
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return error_response(TooLarge(f"request body is {length} bytes, over the limit of {limit}"))
+    try:
+        return await call_next(request)
+    except Exception:  # noqa: BLE001 - nothing unexpected reaches the caller but an id
+        return internal_error_response()
+
+
+# --- the routes ------------------------------------------------------------------------------------
+
+#: The process's probes (no token: not under /v1/).
+probes = APIRouter()
+#: The JSON API, under the token and the body limit.
+api = APIRouter(prefix="/v1")
+#: The comparison page (its assets are mounted under /static by create_app).
+page_routes = APIRouter(include_in_schema=False)
+
+
+@probes.get("/healthz", summary="The gateway process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@probes.get(
+    "/readyz",
+    summary="At least one model service is serving",
+    response_model=Ready,
+    responses={503: {"model": Ready, "description": "no model service is serving"}},
+)
+async def readyz(comparator: ComparatorDep) -> JSONResponse:
+    serving = [t.name for t in comparator.registry.targets.values() if t.serving]
+    return JSONResponse({"serving": serving}, status_code=200 if serving else 503)
+
+
+@api.get("/models", summary="The capability table, built from live Capabilities", responses=errors(401, 500))
+async def models(comparator: ComparatorDep) -> dict[str, Any]:
+    return to_json(comparator.list_models())
+
+
+@api.get("/samples", summary="Bundled sample images", responses=errors(401, 500))
+async def samples() -> list[str]:
+    return sorted(p.name for p in SAMPLES_DIR.glob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+
+
+@api.post(
+    "/compare",
+    summary="Compare every model serving the task on one image",
+    description="A model that fails only fails its own result (its status is in the 200 answer); "
+    "the error statuses below fail the whole call.",
+    responses=errors(400, 401, 404, 413, 415, 429, 500, 503, 504),
+    openapi_extra={"requestBody": COMPARE_BODY},
+)
+async def compare(given: CompareInput, comparator: ComparatorDep) -> dict[str, Any]:
+    message, timeout = given
+    return to_json(await comparator.compare(message, timeout))
+
+
+@api.post(
+    "/compare/png",
+    summary="Compare, and answer the side-by-side PNG (as `vcompare compare --out` draws it)",
+    description="The same request as POST /v1/compare; the answer is one PNG with a panel per model "
+    "(its output drawn on the image, under a header with its latency and status). A model that fails "
+    "gets a grey panel; the error statuses below fail the whole call.",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "the side-by-side picture",
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **errors(400, 401, 404, 413, 415, 429, 500, 503, 504),
+    },
+    openapi_extra={"requestBody": COMPARE_BODY},
+)
+async def compare_png(given: CompareInput, comparator: ComparatorDep) -> Response:
+    message, timeout = given
+    response = await comparator.compare(message, timeout)
+    png = await asyncio.to_thread(draw_png, message.image.encoded, response)
+    return Response(
+        png, media_type="image/png", headers={"content-disposition": 'attachment; filename="side_by_side.png"'}
+    )
+
+
+@page_routes.get("/")
+async def page() -> FileResponse:
+    return FileResponse(WEB_DIR / "index.html")
+
+
+@page_routes.get("/favicon.ico")
+async def favicon() -> FileResponse:  # the page links /static/favicon.svg; browsers also ask here
+    return FileResponse(WEB_DIR / "favicon.svg", media_type="image/svg+xml")
+
+
+def live_schema(app: FastAPI, built: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """/openapi.json: FastAPI's document (`built`, made once) narrowed to what the gateway can
+    answer now (gateway.http_schema.live_openapi)."""
+    return live_openapi(built(), app.state.comparator)
+
+
 def create_app(comparator: Comparator, settings: GatewaySettings) -> FastAPI:
+    """The HTTP app over `comparator`: the routers above, sharing it and `settings` through app.state."""
     app = FastAPIOffline(
         static_url=DOCS_ASSETS_URL,
         title="visioncompare gateway",
         summary="Run one image through every model that serves a task; compare the outputs side by side.",
         version="1",
+        exception_handlers={ServiceError: service_error, HTTPException: http_error},
     )
-    token = settings.auth_token.get_secret_value() if settings.auth_token else None
-    limit = settings.max_message_bytes
-
-    @app.exception_handler(ServiceError)
-    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return error_response(exc)
-
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return http_error_response(exc)
-
-    @app.middleware("http")
-    async def _limits_and_auth(request: Request, call_next: Any) -> Response:
-        if request.url.path.startswith("/v1/"):
-            if token is not None:
-                scheme, _, given = request.headers.get("authorization", "").partition(" ")
-                if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
-                    return error_response(Unauthenticated("missing or wrong bearer token"))
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > limit:
-                return error_response(TooLarge(f"request body is {length} bytes, over the limit of {limit}"))
-        try:
-            return await call_next(request)
-        except Exception:  # noqa: BLE001 - nothing unexpected reaches the caller but an id
-            return internal_error_response()
-
-    @app.get("/healthz", summary="The gateway process is up")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get(
-        "/readyz",
-        summary="At least one model service is serving",
-        response_model=Ready,
-        responses={503: {"model": Ready, "description": "no model service is serving"}},
-    )
-    async def readyz() -> JSONResponse:
-        serving = [t.name for t in comparator.registry.targets.values() if t.serving]
-        return JSONResponse({"serving": serving}, status_code=200 if serving else 503)
-
-    @app.get("/v1/models", summary="The capability table, built from live Capabilities", responses=errors(401, 500))
-    async def models() -> dict[str, Any]:
-        return to_json(comparator.list_models())
-
-    @app.get("/v1/samples", summary="Bundled sample images", responses=errors(401, 500))
-    async def samples() -> list[str]:
-        return sorted(p.name for p in SAMPLES_DIR.glob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
-
-    async def read_compare(request: Request) -> tuple[cs.CompareRequest, float | None]:
-        """The CompareRequest of a POST /v1/compare body (multipart or JSON), and its deadline."""
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type == "multipart/form-data":
-            form = await request.form(max_part_size=limit)
-            upload = form.get("image")
-            if upload is None or isinstance(upload, str):
-                raise InvalidArgument("multipart field 'image' must be a file", field="image")
-            data = await upload.read()
-            task = parse_task(form_text(form, "task"))
-            options_text = form_text(form, "options")
-            options = parse_options(options_text if "options" in form else "{}")
-            names = split_list(form_text(form, "model_names"))
-            labels_text = form_text(form, "open_vocabulary_labels")
-            open_labels = parse_labels(labels_text) if "open_vocabulary_labels" in form else []
-            timeout = None
-        elif content_type == "application/json":
-            try:
-                body = CompareJson.model_validate_json(await request.body())
-            except ValidationError as exc:
-                raise invalid_body(exc) from None
-            try:
-                data = base64.b64decode(body.image_base64, validate=True)
-            except ValueError:  # binascii.Error, or a character outside ASCII
-                raise InvalidArgument(BASE64_MESSAGE, field="image_base64") from None
-            task, options = parse_task(body.task), parse_options(body.options)
-            names, open_labels, timeout = body.model_names, body.open_vocabulary_labels, body.timeout_s
-        else:
-            raise UnsupportedMediaType(
-                f"content type {content_type or '(none)'} is not supported; send application/json "
-                "(image_base64) or multipart/form-data (an image file)",
-                reason="UNSUPPORTED_MEDIA_TYPE",
-            )
-        if len(data) > limit:
-            raise TooLarge(f"image is {len(data)} bytes, over the limit of {limit}", field="image")
-        message = cs.CompareRequest(
-            image=pb.Image(encoded=data),
-            task=task,
-            options=options,
-            model_names=names,
-            open_vocabulary_labels=open_labels,
-        )
-        return message, timeout
-
-    @app.post(
-        "/v1/compare",
-        summary="Compare every model serving the task on one image",
-        description="A model that fails only fails its own result (its status is in the 200 answer); "
-        "the error statuses below fail the whole call.",
-        responses=errors(400, 401, 404, 413, 415, 429, 500, 503, 504),
-        openapi_extra={"requestBody": COMPARE_BODY},
-    )
-    async def compare(request: Request) -> dict[str, Any]:
-        message, timeout = await read_compare(request)
-        return to_json(await comparator.compare(message, timeout))
-
-    @app.post(
-        "/v1/compare/png",
-        summary="Compare, and answer the side-by-side PNG (as `vcompare compare --out` draws it)",
-        description="The same request as POST /v1/compare; the answer is one PNG with a panel per model "
-        "(its output drawn on the image, under a header with its latency and status). A model that fails "
-        "gets a grey panel; the error statuses below fail the whole call.",
-        response_class=Response,
-        responses={
-            200: {
-                "description": "the side-by-side picture",
-                "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
-            },
-            **errors(400, 401, 404, 413, 415, 429, 500, 503, 504),
-        },
-        openapi_extra={"requestBody": COMPARE_BODY},
-    )
-    async def compare_png(request: Request) -> Response:
-        message, timeout = await read_compare(request)
-        response = await comparator.compare(message, timeout)
-        png = await asyncio.to_thread(draw_png, message.image.encoded, response)
-        return Response(
-            png, media_type="image/png", headers={"content-disposition": 'attachment; filename="side_by_side.png"'}
-        )
-
-    @app.get("/", include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(WEB_DIR / "index.html")
-
-    @app.get("/favicon.ico", include_in_schema=False)
-    async def favicon() -> FileResponse:  # the page links /static/favicon.svg; browsers also ask here
-        return FileResponse(WEB_DIR / "favicon.svg", media_type="image/svg+xml")
-
+    app.state.comparator = comparator
+    app.state.settings = settings
+    app.middleware("http")(limits_and_auth)
+    for router in (probes, api, page_routes):
+        app.include_router(router)
     # Not a catch-all mount at "/": that would answer every API path's wrong method (405) for itself.
-    base_openapi = app.openapi  # FastAPI's, built once
-
-    def openapi() -> dict[str, Any]:  # narrowed to what the gateway can answer now (gateway.http_schema)
-        return live_openapi(base_openapi(), comparator)
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = partial(live_schema, app, app.openapi)  # type: ignore[method-assign]
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="web")
     app.mount("/samples", StaticFiles(directory=SAMPLES_DIR, check_dir=False), name="samples")
     return app
