@@ -14,8 +14,7 @@ import torch.nn.functional as F
 
 from services.runtime.device import DevicePlan
 from services.runtime.engines import ExportedFile, ort_runner
-from services.runtime.types import ModelComponent
-from services.samclip import openvocab
+from services.samclip import card, openvocab
 from services.samclip.architectures import build_clip, build_sam
 from services.samclip.attention import use_chunked_mlp, use_sdpa_attention
 from services.samclip.backend import (
@@ -29,7 +28,6 @@ from services.samclip.backend import (
 from services.samclip.parts import ClipImagePart, SamPart, TextPart, sam_part, text_part
 from services.samclip.settings import SamClipSettings
 from services.samclip.weights import (
-    SHAPES_NOTE,
     WeightSource,
     load_clip_state,
     load_sam_state,
@@ -191,56 +189,6 @@ class ComposedSamOpenClip:
         raise NotImplementedError("the composed backend has no per-patch CLIP features")
 
 
-def _count(module: Any) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def _component(name: str, source: WeightSource, module: Any) -> ModelComponent:
-    return ModelComponent(name=name, weights=source.label, pretrained=source.pretrained, parameter_count=_count(module))
-
-
-def _shapes_classes(*sources: WeightSource) -> list[str]:
-    for source in sources:
-        if source.card and source.card.get("classes"):
-            return [str(c) for c in source.card["classes"]]
-    from shapes_models.vocabulary import CLASSES
-
-    return list(CLASSES)
-
-
-def _shapes_scope(sam: WeightSource, clip: WeightSource) -> str:
-    if SHAPES_NOTE not in (sam.note, clip.note):
-        return ""
-    return f": trained only on generated scenes of {', '.join(_shapes_classes(clip, sam))}; other images mean little"
-
-
-def _organization(sam: WeightSource, clip: WeightSource) -> str:
-    weights = [
-        f"this project ({SHAPES_NOTE})" if source.note == SHAPES_NOTE else official
-        for source, official in ((sam, "Meta (Segment Anything)"), (clip, "OpenCLIP/LAION (CLIP)"))
-    ]
-    return f"Apple (SAM-CLIP method); weights: {' and '.join(dict.fromkeys(weights))}"
-
-
-def _shapes_description(sam: WeightSource, clip: WeightSource) -> str:
-    parts = [name for source, name in ((sam, "SAM"), (clip, "CLIP")) if source.note == SHAPES_NOTE]
-    if not parts:
-        return ""
-    metrics = "; ".join(
-        f"{name} {k}={v}"
-        for source, name in ((sam, "SAM"), (clip, "CLIP"))
-        if source.note == SHAPES_NOTE and source.card
-        for k, v in (source.card.get("metrics") or {}).items()
-        if isinstance(v, float)
-    )
-    return (
-        f" {' and '.join(parts)}: {SHAPES_NOTE}: small models this project trained on its generated "
-        f"shapes world, which know only {', '.join(_shapes_classes(clip, sam))}"
-        + (f" (held-out {metrics})" if metrics else "")
-        + "."
-    )
-
-
 def resolve_weights(settings: SamClipSettings) -> tuple[WeightSource, WeightSource]:
     """Resolve both weight specs and fail, saying what to fetch, if a file is missing."""
     sam = resolve_sam_weights(settings.sam_weights, settings.sam_variant, settings.cache_dir)
@@ -271,22 +219,11 @@ def build_composed(
     if clip_source.path is not None:
         load_clip_state(clip, clip_source.path)
     preprocess = ClipPreprocess.from_cfg({**open_clip.get_model_preprocess_cfg(clip), **(clip_source.preprocess or {})})
-    sam_component = _component(f"segment-anything {settings.sam_variant}", sam_source, sam)
-    clip_component = _component(f"open_clip {settings.clip_model}", clip_source, clip)
-    warnings = [
-        f"random weights: {part.name} ({effect})"
-        for part, effect in (
-            (sam_component, "masks are not meaningful"),
-            (clip_component, "labels and scores are not meaningful"),
-        )
-        if not part.pretrained
-    ]
-    notes: dict[str, list[str]] = {}
-    for part, source in ((sam_component, sam_source), (clip_component, clip_source)):
-        if source.note:
-            notes.setdefault(source.note, []).append(part.name)
-    scope = _shapes_scope(sam_source, clip_source)
-    warnings += [f"{note} ({' and '.join(parts)}){scope}" for note, parts in notes.items()]
+    sam_component = card.component(f"segment-anything {settings.sam_variant}", sam_source, sam)
+    clip_component = card.component(f"open_clip {settings.clip_model}", clip_source, clip)
+    warnings = card.weight_warnings(
+        [card.Part(sam_component, sam_source, "sam"), card.Part(clip_component, clip_source, "clip")]
+    )
     exporter = None
     if settings.engine == "onnxruntime":
         from services.samclip.onnx_engine import Exporter, install_clip, install_sam
@@ -297,15 +234,10 @@ def build_composed(
         install_clip(clip, exporter, clip_source.path, f"clip_{settings.clip_model}", image=True)
         warnings += runner.warnings
     description = BackendDescription(
-        card_name="SAM-CLIP (composed: Segment Anything + OpenCLIP)",
-        organization=_organization(sam_source, clip_source),
-        license="Apache-2.0 (segment-anything), MIT (OpenCLIP)",
-        description=(
-            f"SAM-CLIP's tasks served by composing Segment Anything {settings.sam_variant} with "
-            f"OpenCLIP {settings.clip_model} ({settings.clip_pretrained}); Apple's merged "
-            "single-backbone SAM-CLIP weights are not released, so this is not that model."
-            + _shapes_description(sam_source, clip_source)
-        ),
+        card_name=card.COMPOSED.card_name,
+        organization=card.composed_organization(sam_source, clip_source),
+        license=card.COMPOSED.license,
+        description=card.composed_description(settings, sam_source, clip_source),
         components=(sam_component, clip_component),
         warnings=tuple(warnings),
     )

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from services.runtime.device import DevicePlan
 from services.runtime.engines import ExportedFile, ort_runner
-from services.runtime.types import ModelComponent
+from services.samclip import card
 from services.samclip.architectures import build_clip, build_sam
 from services.samclip.attention import use_chunked_mlp, use_sdpa_attention
 from services.samclip.backend import (
@@ -36,7 +36,6 @@ from services.samclip.merged_arch import MergedSamClip, build_merged, region_wei
 from services.samclip.parts import SamPart, TextPart, sam_part, text_part
 from services.samclip.settings import SamClipSettings
 from services.samclip.weights import (
-    SHAPES_NOTE,
     WeightSource,
     load_clip_state,
     load_strict,
@@ -191,10 +190,6 @@ def clip_embed_dim(clip: Any, tokenizer: Callable[[Sequence[str]], torch.Tensor]
         return int(clip.encode_text(tokenizer(["a"])).shape[-1])
 
 
-def _count(module: Any) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def resolve_merged(settings: SamClipSettings) -> tuple[WeightSource, WeightSource]:
     """Resolve the merged weights and the text tower's; fail, saying what to get, when missing."""
     merged = resolve_merged_weights(settings.merged_weights, settings.sam_variant, settings.cache_dir)
@@ -202,13 +197,6 @@ def resolve_merged(settings: SamClipSettings) -> tuple[WeightSource, WeightSourc
     merged.check("merged SAM-CLIP")
     clip.check("CLIP")
     return merged, clip
-
-
-def _teachers(card: dict[str, Any] | None) -> str:
-    teachers = (card or {}).get("teachers") or {}
-    if not teachers:
-        return "unrecorded teachers"
-    return " and ".join(f"{name} ({spec})" for name, spec in teachers.items())
 
 
 def build_merged_backend(
@@ -230,36 +218,13 @@ def build_merged_backend(
     if settings.sam_attention == "sdpa":
         use_sdpa_attention(merged)  # the backbone's and the CLIP head's blocks
         use_chunked_mlp(merged)
-    merged_component = ModelComponent(
-        name=f"merged SAM-CLIP {settings.sam_variant} (backbone, SAM head, CLIP head)",
-        weights=merged_source.label,
-        pretrained=merged_source.pretrained,
-        parameter_count=_count(merged),
+    merged_component = card.component(
+        f"merged SAM-CLIP {settings.sam_variant} (backbone, SAM head, CLIP head)", merged_source, merged
     )
-    text_component = ModelComponent(
-        name=f"open_clip {settings.clip_model} text tower (frozen teacher)",
-        weights=clip_source.label,
-        pretrained=clip_source.pretrained,
-        parameter_count=_count(clip),
+    text_component = card.component(f"open_clip {settings.clip_model} text tower (frozen teacher)", clip_source, clip)
+    warnings = card.weight_warnings(
+        [card.Part(merged_component, merged_source, "merged"), card.Part(text_component, clip_source, "clip")]
     )
-    warnings = [
-        f"random weights: {part.name} ({effect})"
-        for part, effect in (
-            (merged_component, "masks, labels and scores are not meaningful"),
-            (text_component, "labels and scores are not meaningful"),
-        )
-        if not part.pretrained
-    ]
-    shapes = [
-        part.name
-        for part, source in ((merged_component, merged_source), (text_component, clip_source))
-        if source.note == SHAPES_NOTE
-    ]
-    if shapes:
-        warnings.append(
-            f"{SHAPES_NOTE} ({' and '.join(shapes)}): trained only on generated scenes of circles, squares, "
-            "triangles, stars and crosses; other images mean little"
-        )
     exporter = None
     if settings.engine == "onnxruntime":
         from services.samclip.onnx_engine import Exporter, install_clip, install_merged
@@ -269,20 +234,11 @@ def build_merged_backend(
         install_merged(merged, exporter, merged_source.path, f"merged_{settings.sam_variant}")
         install_clip(clip, exporter, clip_source.path, f"clip_{settings.clip_model}", image=False)
         warnings += runner.warnings
-    metrics = (merged_source.card or {}).get("metrics") or {}
-    figures = "; ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float))
     description = BackendDescription(
-        card_name="SAM-CLIP (merged: this project's reproduction of the paper's method)",
-        organization="Apple (SAM-CLIP method); reproduction and weights: this project",
-        license="Apache-2.0 (segment-anything), MIT (OpenCLIP)",
-        description=(
-            "One ViT backbone with a SAM head and a CLIP head, merged by multi-task distillation as in "
-            "arXiv 2310.15308 (head probing, then distillation with SAM replay). Not Apple's weights, which "
-            f"are unreleased: merged by this project from {_teachers(merged_source.card)}"
-            + (f" on {merged_source.card['data']}" if merged_source.card and merged_source.card.get("data") else "")
-            + (f" (held-out {figures})" if figures else "")
-            + f". Text: the CLIP teacher's text tower, open_clip {settings.clip_model} ({settings.clip_pretrained})."
-        ),
+        card_name=card.MERGED.card_name,
+        organization=card.MERGED_ORGANIZATION,
+        license=card.MERGED.license,
+        description=card.merged_description(settings, merged_source),
         components=(merged_component, text_component),
         warnings=tuple(warnings),
     )
