@@ -47,6 +47,7 @@ import grpc  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from services.runtime.client import VisionModelClient  # noqa: E402
+from services.runtime.tasks import TASKS_BY_SHORT_NAME  # noqa: E402
 from services.runtime.types import Point, Task, TaskOptions  # noqa: E402
 
 SCENE = ROOT / "gateway" / "samples" / "shapes-scene.png"
@@ -245,7 +246,7 @@ def main() -> None:
     parser.add_argument("--perf-analyzer", default=shutil.which("perf_analyzer"), help="the binary (default: PATH)")
     parser.add_argument("--address", help="an already running service instead of starting one")
     args = parser.parse_args()
-    task = Task[args.task.upper().replace("-", "_")]
+    task = TASKS_BY_SHORT_NAME[args.task]
     model = f"{args.service}.{args.task}"
     options = OPTIONS.get(task, TaskOptions())
     image = SCENE.read_bytes()

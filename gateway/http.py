@@ -59,6 +59,7 @@ from gateway.render import side_by_side
 from gateway.settings import GatewaySettings
 from services.runtime.convert import pb_enum
 from services.runtime.errors import InvalidArgument, ServiceError, TooLarge, Unauthenticated, client_text
+from services.runtime.tasks import TASKS_BY_SHORT_NAME
 
 log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).parent / "web"
@@ -153,8 +154,9 @@ def parse_task(name: str) -> pb.Task:
         raise InvalidArgument(
             f"unknown task {name!r}; one of {valid} (or the enum name, e.g. TASK_OBJECT_DETECTION)", field="task"
         )
-    enum_name = name if name.startswith("TASK_") else "TASK_" + name.upper().replace("-", "_")
-    return pb_enum(pb.Task, pb.Task.Value(enum_name))
+    if name.startswith("TASK_"):
+        return pb_enum(pb.Task, pb.Task.Value(name))
+    return pb_enum(pb.Task, TASKS_BY_SHORT_NAME[name])
 
 
 def parse_options(raw: BaseModel | str) -> pb.TaskOptions:

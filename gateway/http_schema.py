@@ -26,6 +26,9 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from visioncompare.v1 import common_pb2 as pb
 
+from services.runtime.tasks import short_name
+from services.runtime.types import Task
+
 if TYPE_CHECKING:
     from gateway.comparison import Comparator
 
@@ -51,13 +54,14 @@ _JSON_SPACE = r"[ \t\n\r]*"
 _JSON_STRINGS = rf"(?:{_JSON_STRING}(?:{_JSON_SPACE},{_JSON_SPACE}{_JSON_STRING})*)?"
 JSON_STRING_ARRAY = rf"^{_JSON_SPACE}\[{_JSON_SPACE}{_JSON_STRINGS}{_JSON_SPACE}\]{_JSON_SPACE}$"
 
+
+def task_spellings(enum_names: Sequence[str]) -> list[str]:
+    """Each task by its enum name ("TASK_OBJECT_DETECTION") and its short name ("object-detection")."""
+    return [s for n in enum_names for s in (n, short_name(Task(pb.Task.Value(n))))]
+
+
 #: Task names a request may give: "TASK_OBJECT_DETECTION" or "object-detection".
-TASK_NAMES = [
-    spelling
-    for name in pb.Task.keys()
-    if name != "TASK_UNSPECIFIED"
-    for spelling in (name, name.removeprefix("TASK_").lower().replace("_", "-"))
-]
+TASK_NAMES = task_spellings([pb.Task.Name(t) for t in Task])
 TASK_FIELD = {
     "type": "string",
     "enum": TASK_NAMES,
@@ -65,10 +69,6 @@ TASK_FIELD = {
     '("instance-segmentation"); /openapi.json lists the tasks some model serves now '
     "(another is 400 FAILED_PRECONDITION)",
 }
-
-
-def task_spellings(enum_names: Sequence[str]) -> list[str]:
-    return [s for n in enum_names for s in (n, n.removeprefix("TASK_").lower().replace("_", "-"))]
 
 
 # --- TaskOptions, from the proto ------------------------------------------------------------------

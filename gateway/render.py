@@ -15,7 +15,8 @@ from visioncompare.v1 import comparison_service_pb2 as cs
 from visioncompare.v1 import vision_model_service_pb2 as vms
 
 from services.runtime.masks import decode_rle
-from services.runtime.types import RleMask
+from services.runtime.tasks import short_name
+from services.runtime.types import RleMask, Task
 
 #: Panels are drawn with their longer side in this range: small images are upscaled
 #: (a 245 px scene is unreadable at 1:1 next to 16 px text), huge ones downscaled.
@@ -62,7 +63,8 @@ def palette(n: int) -> list[tuple[int, int, int]]:
 
 
 def task_name(task: int) -> str:
-    return pb.Task.Name(task).removeprefix("TASK_").lower().replace("_", "-")
+    """A contract Task value's short name (services.runtime.tasks.short_name); "unspecified" for 0."""
+    return short_name(Task(task)) if task else "unspecified"
 
 
 def status_name(code: int) -> str:

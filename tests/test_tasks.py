@@ -16,7 +16,9 @@ from visioncompare.v1 import comparison_service_pb2 as cs
 from visioncompare.v1 import vision_model_service_pb2 as vms
 from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc
 
-from gateway.render import capability_table
+from gateway.http import parse_task
+from gateway.http_schema import TASK_NAMES
+from gateway.render import capability_table, task_name
 from services.maskrcnn import options as maskrcnn_options
 from services.maskrcnn.model import MaskRCNNModel
 from services.maskrcnn.settings import MaskRCNNSettings
@@ -24,7 +26,18 @@ from services.runtime import convert
 from services.runtime.client import VisionModelClient
 from services.runtime.errors import InvalidArgument
 from services.runtime.model import VisionModel
-from services.runtime.tasks import CLASSIFY, RPCS, TASK_TABLE, check_options, spec, task_capability, tasks_of
+from services.runtime.oip import model_name
+from services.runtime.tasks import (
+    CLASSIFY,
+    RPCS,
+    TASK_TABLE,
+    TASKS_BY_SHORT_NAME,
+    check_options,
+    short_name,
+    spec,
+    task_capability,
+    tasks_of,
+)
 from services.runtime.types import (
     AutomaticOptions,
     Box,
@@ -43,6 +56,8 @@ from services.samclip.settings import SamClipSettings
 from tests.images import encode
 from tests.serving import ServerThread
 from tests.tiny_model import BrightSpotModel
+from vcompare import cli as vcompare_cli
+from vcompare import evaluate as vcompare_evaluate
 
 IMAGE = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
 
@@ -117,6 +132,20 @@ def test_every_task_has_one_rpc_and_its_types_are_the_contracts() -> None:
     assert [rpc.name for rpc in RPCS if not rpc.takes_task] == ["Classify"]
     assert spec(Task.KEYPOINT_DETECTION).rpc.name == "Detect"
     assert spec(Task.SEMANTIC_SEGMENTATION).rpc.name == "Segment"
+
+
+def test_a_task_has_one_short_name_wherever_it_is_spelled() -> None:
+    """The task table's short_name is the one spelling: the OIP model names, the HTTP API and its
+    schema, the rendered tables, the CLI and `vcompare evaluate` take it from there."""
+    assert short_name(Task.ZERO_SHOT_CLASSIFICATION) == "zero-shot-classification"
+    assert TASKS_BY_SHORT_NAME == {short_name(t): t for t in Task} and len(TASKS_BY_SHORT_NAME) == len(Task)
+    for task in Task:
+        name = short_name(task)
+        assert model_name("svc", task) == f"svc.{name}"
+        assert parse_task(name) == parse_task(pb.Task.Name(task)) == task
+        assert name in TASK_NAMES and task_name(task) == name
+        assert vcompare_cli.TASKS[name] == task
+    assert {name: TASKS_BY_SHORT_NAME[name] for name in vcompare_evaluate.TASKS} == vcompare_evaluate.TASKS
 
 
 def test_task_option_mirrors_the_proto_enum_and_names_task_options_fields() -> None:

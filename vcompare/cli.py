@@ -21,16 +21,18 @@ from visioncompare.v1 import common_pb2 as pb
 from visioncompare.v1 import comparison_service_pb2 as cs
 from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
 
-from gateway.render import capability_table, side_by_side, summary, task_name
+from gateway.render import capability_table, side_by_side, summary
 from services.runtime.channels import channel_options
 from services.runtime.convert import pb_enum
+from services.runtime.tasks import short_name
+from services.runtime.types import Task
 from vcompare.compose import COMPOSE_FILE, MODEL_SERVICES
 from vcompare.evaluate_cli import evaluate
 from vcompare.stack import LocalStack, StackFileError, stop_on_signals
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare vision models side by side.")
 
-TASKS = {task_name(v): pb_enum(pb.Task, v) for v in pb.Task.values() if v}
+TASKS = {short_name(t): pb_enum(pb.Task, t) for t in Task}
 GatewayOpt = Annotated[str, typer.Option("--gateway", "-g", envvar="VCOMPARE_GATEWAY", help="gateway address")]
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="VCOMPARE_TOKEN", help="bearer token")]
 

@@ -44,26 +44,35 @@ from visioncompare.v1 import vision_model_service_pb2 as vms
 
 from gateway.agreement import instance_agreement
 from services.runtime.channels import channel_options
+from services.runtime.convert import pb_enum
+from services.runtime.tasks import short_name
+from services.runtime.types import Task
 
 SCHEMA_VERSION = 2  # 2: semantic segmentation and zero-shot classification; every pair says its kind
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "evaluation.schema.json"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-#: The tasks `evaluate` runs: those whose answers are labelled instances, label maps or class scores.
+#: The tasks `evaluate` runs, by short name (the task table's): those whose answers are labelled
+#: instances, label maps or class scores.
+INSTANCE_TASKS = tuple(
+    short_name(t) for t in (Task.OBJECT_DETECTION, Task.INSTANCE_SEGMENTATION, Task.KEYPOINT_DETECTION)
+)
 TASKS = {
-    "object-detection": pb.TASK_OBJECT_DETECTION,
-    "instance-segmentation": pb.TASK_INSTANCE_SEGMENTATION,
-    "keypoint-detection": pb.TASK_KEYPOINT_DETECTION,
-    "semantic-segmentation": pb.TASK_SEMANTIC_SEGMENTATION,
-    "zero-shot-classification": pb.TASK_ZERO_SHOT_CLASSIFICATION,
+    short_name(t): pb_enum(pb.Task, t)
+    for t in (
+        Task.OBJECT_DETECTION,
+        Task.INSTANCE_SEGMENTATION,
+        Task.KEYPOINT_DETECTION,
+        Task.SEMANTIC_SEGMENTATION,
+        Task.ZERO_SHOT_CLASSIFICATION,
+    )
 }
-INSTANCE_TASKS = ("object-detection", "instance-segmentation", "keypoint-detection")
 #: What each task sends when --score-threshold and --max-results are not given: instance tasks rank
 #: low-scoring answers too (AP) and COCO counts 100 a image; a label map is whole (no threshold);
 #: a classification returns its top 5 (top-5 accuracy).
 TASK_OPTIONS: dict[str, tuple[float | None, int | None]] = {
     **{task: (0.05, 100) for task in INSTANCE_TASKS},
-    "semantic-segmentation": (None, None),
-    "zero-shot-classification": (None, 5),
+    short_name(Task.SEMANTIC_SEGMENTATION): (None, None),
+    short_name(Task.ZERO_SHOT_CLASSIFICATION): (None, 5),
 }
 #: Zero-shot classification on a COCO dataset classifies each object's crop; objects whose mask (box,
 #: without a mask) covers fewer pixels than this are hidden down to slivers and not classified.

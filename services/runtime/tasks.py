@@ -157,6 +157,16 @@ def tasks_of(rpc: Rpc) -> tuple[Task, ...]:
     return tuple(t for t, s in TASK_TABLE.items() if s.rpc is rpc)
 
 
+def short_name(task: Task) -> str:
+    """The task's short name, e.g. "instance-segmentation": the one spelling of the CLI, the
+    gateway's HTTP API and page, `vcompare evaluate` and the OIP model names."""
+    return task.name.lower().replace("_", "-")
+
+
+#: Every task by its short name.
+TASKS_BY_SHORT_NAME: Mapping[str, Task] = {short_name(t): t for t in Task}
+
+
 def accepted(task: Task, *, without: Iterable[TaskOption] = ()) -> tuple[TaskOption, ...]:
     """The options of `task` in the table, less those a model does not read: for
     TaskCapability.accepted_options."""

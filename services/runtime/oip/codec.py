@@ -21,6 +21,7 @@ from services.runtime.dataplane import Inference
 from services.runtime.errors import InvalidArgument, ServiceError
 from services.runtime.images import decode_bytes
 from services.runtime.masks import decode_rle
+from services.runtime.tasks import TASKS_BY_SHORT_NAME, short_name
 from services.runtime.types import (
     AutomaticOptions,
     Box,
@@ -53,12 +54,9 @@ CONTENTS_FIELD: Mapping[str, str] = {
 }
 
 
-def task_slug(task: Task) -> str:
-    """A task's short name, e.g. "instance-segmentation"."""
-    return task.name.lower().replace("_", "-")
-
-
-TASKS_BY_SLUG: Mapping[str, Task] = {task_slug(t): t for t in Task}
+#: A task's part of an OIP model name: its short name (the task table's), e.g. "instance-segmentation".
+task_slug = short_name
+TASKS_BY_SLUG = TASKS_BY_SHORT_NAME
 
 
 def model_name(service: str, task: Task) -> str:
