@@ -75,7 +75,7 @@ def test_classify(client: VisionModelClient) -> None:
     result = client.classify(encode(noise(30, 50, 1)), ["cat", "dog", "car"], TaskOptions(max_results=2))
     assert len(result.scores) == 2 and {s.label.name for s in result.scores} <= {"cat", "dog", "car"}
     assert result.scores[0].label.score >= result.scores[1].label.score
-    assert result.model_name == "samclip" and result.pretrained is False
+    assert result.model_name == "sam-clip-composed" and result.pretrained is False
     assert any("random weights" in w for w in result.warnings)
     assert (result.image_width, result.image_height) == (50, 30)
 

@@ -71,6 +71,9 @@ FEATURES = (
 )
 
 
+SERVICE_NAMES = {"merged": "samclip", "composed": "sam-clip-composed"}
+
+
 def _software_version(engine: str = "torch") -> str:
     try:
         own = version("visioncompare")
@@ -109,12 +112,12 @@ class SamClipModel(VisionModel):
     batching (one SAM embedding or CLIP image vector per image); the task algorithms are
     `algorithms.TaskAlgorithms`."""
 
-    name = "samclip"
-
     def __init__(
         self, settings: SamClipSettings | None = None, *, backend_factory: BackendFactory | None = None
     ) -> None:
         self.settings = settings or SamClipSettings()
+        # What logs, metrics, health and OIP call it: the deployment's service name per backend.
+        self.name = SERVICE_NAMES[self.settings.backend]
         if backend_factory is None:
             backend_factory = backend_factory_for(self.settings)
         self._factory = backend_factory
