@@ -1,7 +1,7 @@
 """Builders of the SAM and CLIP architectures, randomly initialised (weights come later).
 
 The full-size builders are segment-anything's registry and open_clip's
-`create_model`. The presets build the same classes, smaller: "tiny" with a few
+`create_model`. The local variants build the same classes, smaller: "tiny" with a few
 thousand times fewer parameters, for tests and smoke runs on CPU; "shapes" the
 architectures of the reference weights trained on the synthetic shapes world
 (`shapes_models/sam.py`, `shapes_models/clip.py`; 128 px SAM input, 48 px CLIP input).
@@ -75,13 +75,13 @@ def shapes_sam() -> Any:
 
 
 #: SAM variants built here rather than by segment-anything's registry.
-SAM_PRESETS: dict[str, Callable[[], Any]] = {TINY: tiny_sam, SHAPES: shapes_sam}
+LOCAL_SAM_VARIANTS: dict[str, Callable[[], Any]] = {TINY: tiny_sam, SHAPES: shapes_sam}
 
 
 def build_sam(variant: str) -> Any:
     """A randomly initialised SAM of `variant` (vit_b, vit_l, vit_h, tiny or shapes)."""
-    if variant in SAM_PRESETS:
-        return SAM_PRESETS[variant]()
+    if variant in LOCAL_SAM_VARIANTS:
+        return LOCAL_SAM_VARIANTS[variant]()
     from segment_anything import sam_model_registry
 
     if variant not in sam_model_registry:
