@@ -109,13 +109,13 @@ def shapes_clip() -> tuple[Any, Any]:
 
 
 #: CLIP models built here rather than by open_clip's model configs.
-CLIP_PRESETS: dict[str, Callable[[], tuple[Any, Any]]] = {TINY: tiny_clip, SHAPES: shapes_clip}
+LOCAL_CLIP_MODELS: dict[str, Callable[[], tuple[Any, Any]]] = {TINY: tiny_clip, SHAPES: shapes_clip}
 
 
 def build_clip(name: str, *, quick_gelu: bool = False) -> tuple[Any, Any]:
     """A randomly initialised open_clip model and its tokenizer; never touches the network."""
-    if name in CLIP_PRESETS:
-        return CLIP_PRESETS[name]()
+    if name in LOCAL_CLIP_MODELS:
+        return LOCAL_CLIP_MODELS[name]()
     import open_clip
 
     if name not in open_clip.list_models():
