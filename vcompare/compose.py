@@ -18,14 +18,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
-LOCAL_ENV_FILE = ROOT / "deploy" / "local.env"
-
-
-def local_env_file(compose_file: Path) -> Path:
-    """The local stack's variables for a checkout's compose file: deploy/local.env beside it."""
-    return compose_file.parent / "deploy" / "local.env"
-
-
 MODEL_SERVICES = ("maskrcnn", "samclip", "sam-clip-composed")
 
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
@@ -54,6 +46,11 @@ def load_yaml(path: Path) -> Any:
 def interpolate(value: str, env: Mapping[str, str]) -> str:
     """Compose's ${VAR} and ${VAR:-default}."""
     return _VARIABLE.sub(lambda m: env.get(m["name"]) or (m["default"] or ""), value)
+
+
+def local_env_file(compose_file: Path) -> Path:
+    """The local stack's variables for a checkout's compose file: deploy/local.env beside it."""
+    return compose_file.parent / "deploy" / "local.env"
 
 
 def read_env_file(path: Path) -> dict[str, str]:
