@@ -111,14 +111,14 @@ CASES: list[tuple[str, Task, dict[str, Any], str, str]] = [
         A,
         {"automatic": AutomaticOptions(pred_iou_thresh=1.5)},
         "options.automatic.pred_iou_thresh",
-        "[0.0, 1.0]",
+        "[0, 1]",
     ),
     (
         "stability < 0",
         S,
         {"labels": ("a",), "automatic": AutomaticOptions(stability_score_thresh=-0.1)},
         "options.automatic.stability_score_thresh",
-        "[0.0, 1.0]",
+        "[0, 1]",
     ),
     (
         "region area big",
@@ -135,9 +135,9 @@ CASES: list[tuple[str, Task, dict[str, Any], str, str]] = [
         "not used by PROMPTED_SEGMENTATION",
     ),
     ("resize", A, {"min_size": 100}, "options.resize", "leave it unset"),
-    ("score threshold", C, {"labels": ("a",), "score_threshold": 1.5}, "options.score_threshold", "[0.0, 1.0]"),
-    ("nms zero", A, {"nms_iou_threshold": 0.0}, "options.nms_iou_threshold", "(0.0, 1.0]"),
-    ("mask threshold 1", P, {"points": (Point(1, 1),), "mask_threshold": 1.0}, "options.mask_threshold", "(0.0, 1.0)"),
+    ("score threshold", C, {"labels": ("a",), "score_threshold": 1.5}, "options.score_threshold", "[0, 1]"),
+    ("nms zero", A, {"nms_iou_threshold": 0.0}, "options.nms_iou_threshold", "(0, 1]"),
+    ("mask threshold 1", P, {"points": (Point(1, 1),), "mask_threshold": 1.0}, "options.mask_threshold", "(0, 1)"),
     ("max results 0", A, {"max_results": 0}, "options.max_results", "at least 1"),
     ("nms on classify", C, {"labels": ("a",), "nms_iou_threshold": 0.5}, "options.nms_iou_threshold", "not used"),
     ("max results on semantic", S, {"labels": ("a",), "max_results": 3}, "options.max_results", "not used"),
@@ -171,7 +171,7 @@ def test_good_inputs_at_the_edges_pass(model: SamClipModel) -> None:
 
 
 def test_a_task_the_model_does_not_serve_is_unimplemented(model: SamClipModel) -> None:
-    with pytest.raises(Unimplemented, match="samclip does not serve KEYPOINT_DETECTION"):
+    with pytest.raises(Unimplemented, match="sam-clip-composed does not serve KEYPOINT_DETECTION"):
         model.validate(InferenceRequest(Task.KEYPOINT_DETECTION, IMAGE))
 
 

@@ -297,6 +297,29 @@ def test_an_option_the_task_does_not_take_gets_the_same_answer_from_both_service
     assert [f for f, _ in violations] == [o.field for o in options.given()]
 
 
+@pytest.mark.parametrize(
+    ("options", "field", "words"),
+    [
+        (TaskOptions(score_threshold=1.5), "options.score_threshold", "is 1.5; it must be in [0, 1]"),
+        (TaskOptions(score_threshold=float("nan")), "options.score_threshold", "is nan; it must be in [0, 1]"),
+        (TaskOptions(nms_iou_threshold=0.0), "options.nms_iou_threshold", "is 0; it must be in (0, 1]"),
+    ],
+)
+def test_an_option_outside_the_apis_range_gets_the_same_answer_from_both_services(
+    maskrcnn: ServerThread, samclip: ServerThread, options: TaskOptions, field: str, words: str
+) -> None:
+    answers = []
+    for server in (maskrcnn, samclip):
+        with VisionModelClient(server.address, timeout=60) as client, pytest.raises(grpc.RpcError) as err:
+            client.run(IMAGE, Task.OBJECT_DETECTION, dataclasses.replace(options, labels=("circle",)))
+        answers.append(rich(err.value))
+    assert answers[0] == answers[1]
+    code, message, violations = answers[0]
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert message == f"{field} {words}, or left unset for the model's default"
+    assert [f for f, _ in violations] == [field]
+
+
 def test_an_option_the_task_takes_but_the_model_does_not_names_the_model(
     maskrcnn: ServerThread, samclip: ServerThread
 ) -> None:
@@ -304,7 +327,7 @@ def test_an_option_the_task_takes_but_the_model_does_not_names_the_model(
         client.run(IMAGE, Task.OBJECT_DETECTION, TaskOptions(labels=("circle",), min_size=64))
     code, message, violations = rich(err.value)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    assert message.startswith("samclip does not use options.resize for OBJECT_DETECTION; leave it unset")
+    assert message.startswith("sam-clip-composed does not use options.resize for OBJECT_DETECTION; leave it unset")
     assert [f for f, _ in violations] == ["options.resize"]
     with VisionModelClient(maskrcnn.address, timeout=60) as client:  # Mask R-CNN reads it
         assert client.run(IMAGE, Task.OBJECT_DETECTION, TaskOptions(min_size=64)).model_name == "maskrcnn"

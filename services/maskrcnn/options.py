@@ -10,7 +10,7 @@ import numpy as np
 from services.maskrcnn.categories import LabelSet
 from services.maskrcnn.settings import MaskRCNNSettings
 from services.runtime.errors import InvalidArgument
-from services.runtime.tasks import accepted
+from services.runtime.tasks import Range, accepted, check_range
 from services.runtime.types import InferenceRequest, Task, TaskOption
 
 SIZE_DIVISIBLE = 32  # GeneralizedRCNNTransform pads batches to multiples of this
@@ -38,16 +38,6 @@ def accepted_options(task: Task) -> tuple[TaskOption, ...]:
     return accepted(task, without=NOT_READ)
 
 
-def _bounded(
-    name: str, value: float, low: float, high: float, *, open_low: bool = False, open_high: bool = False
-) -> None:
-    above = low < value if open_low else low <= value
-    below = value < high if open_high else value <= high
-    if not (above and below):  # also for NaN
-        interval = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
-        raise InvalidArgument(f"options.{name}={value} is outside {interval}", field=f"options.{name}")
-
-
 def check_image(request: InferenceRequest) -> None:
     image = request.image
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -59,21 +49,20 @@ def check_image(request: InferenceRequest) -> None:
 def resolve_options(request: InferenceRequest, settings: MaskRCNNSettings, labels: LabelSet) -> ResolvedOptions:
     """Check a request's option values (raising InvalidArgument) and fill in the defaults.
 
-    Which options the task takes is checked before, by the runtime (`accepted_options`)."""
+    Which options the task takes, and the API's ranges, are checked before, by the runtime
+    (`accepted_options`, `tasks.check_ranges`); these are Mask R-CNN's own limits."""
     check_image(request)
     o = request.options
+    check_range("options.max_results", o.max_results, Range(1, settings.max_detections), " (max_detections)")
+    sizes = Range(MIN_RESIZE, settings.max_request_size)
+    check_range("options.resize.min_size", o.min_size, sizes)
+    check_range("options.resize.max_size", o.max_size, sizes)
     score = settings.score_threshold if o.score_threshold is None else float(o.score_threshold)
-    _bounded("score_threshold", score, 0.0, 1.0)
     max_results = settings.max_detections if o.max_results is None else int(o.max_results)
-    _bounded("max_results", max_results, 1, settings.max_detections)
     mask = settings.mask_threshold if o.mask_threshold is None else float(o.mask_threshold)
-    _bounded("mask_threshold", mask, 0.0, 1.0, open_low=True, open_high=True)
     nms = settings.nms_iou_threshold if o.nms_iou_threshold is None else float(o.nms_iou_threshold)
-    _bounded("nms_iou_threshold", nms, 0.0, 1.0, open_low=True)
     min_size = o.min_size or settings.min_size
     max_size = o.max_size or settings.max_size
-    _bounded("resize.min_size", min_size, MIN_RESIZE, settings.max_request_size)
-    _bounded("resize.max_size", max_size, MIN_RESIZE, settings.max_request_size)
     return ResolvedOptions(
         score_threshold=score,
         max_results=max_results,

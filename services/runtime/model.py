@@ -13,7 +13,7 @@ from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
 
 from services.runtime.errors import ServiceError, Unimplemented
-from services.runtime.tasks import check_options
+from services.runtime.tasks import check_options, check_ranges
 from services.runtime.types import Capabilities, InferenceRequest, Prediction, Task, Timing
 
 
@@ -41,8 +41,9 @@ class VisionModel(abc.ABC):
 
     def validate(self, request: InferenceRequest) -> None:
         """Reject a bad request before it is queued: UNIMPLEMENTED for a task not served,
-        INVALID_ARGUMENT for a set option the task's capability does not accept. Override
-        to add the model's own checks (after calling this)."""
+        INVALID_ARGUMENT for a set option the task's capability does not accept or a number
+        option outside the API's range. Override to add the model's own checks (after
+        calling this)."""
         capabilities = self.capabilities()
         if capabilities.capability(request.task) is None:
             names = ", ".join(t.name for t in sorted({t.task for t in capabilities.tasks}))
@@ -51,6 +52,7 @@ class VisionModel(abc.ABC):
                 metadata={"served_tasks": names},
             )
         check_options(request, capabilities, self.name)
+        check_ranges(request.options)
 
     def batch_key(self, request: InferenceRequest) -> Hashable:
         """Requests with equal keys may share a batch."""

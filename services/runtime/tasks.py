@@ -11,6 +11,7 @@ the model does not accept for the task, with one message for every model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,6 +30,7 @@ from services.runtime.types import (
     Task,
     TaskCapability,
     TaskOption,
+    TaskOptions,
     Vocabulary,
 )
 
@@ -233,3 +235,49 @@ def check_options(request: InferenceRequest, capabilities: Capabilities, model: 
         f"{subject}; leave {'it' if len(refused) == 1 else 'them'} unset. " + ". ".join(r for _, r in reasons) + ".",
         field_violations=reasons,
     )
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values the API allows for a number option, the same for every model (the
+    contract's comments); a model checks only its own limits, e.g. its largest max_results."""
+
+    low: float
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+
+    def holds(self, value: float) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return math.isfinite(value) and above and below
+
+    def __str__(self) -> str:
+        if self.high == math.inf:
+            return f"at least {self.low:g}"
+        return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+
+
+#: Each number option's path in a request, how to read it, and its range.
+OPTION_RANGES: tuple[tuple[str, Callable[[TaskOptions], float | None], Range], ...] = (
+    ("options.score_threshold", lambda o: o.score_threshold, Range(0.0, 1.0)),
+    ("options.max_results", lambda o: o.max_results, Range(1)),
+    ("options.mask_threshold", lambda o: o.mask_threshold, Range(0.0, 1.0, open_low=True, open_high=True)),
+    ("options.nms_iou_threshold", lambda o: o.nms_iou_threshold, Range(0.0, 1.0, open_low=True)),
+    ("options.automatic.pred_iou_thresh", lambda o: o.automatic.pred_iou_thresh, Range(0.0, 1.0)),
+    ("options.automatic.stability_score_thresh", lambda o: o.automatic.stability_score_thresh, Range(0.0, 1.0)),
+)
+
+
+def check_range(field: str, value: float | None, allowed: Range, why: str = "") -> None:
+    """Refuse a set number option outside `allowed`; `why` adds the reason for a model's own limit."""
+    if value is not None and not allowed.holds(float(value)):
+        raise InvalidArgument(
+            f"{field} is {value:g}; it must be {allowed}{why}, or left unset for the model's default", field=field
+        )
+
+
+def check_ranges(options: TaskOptions) -> None:
+    """Refuse a set number option outside the API's range, with one message for every model."""
+    for field, read, allowed in OPTION_RANGES:
+        check_range(field, read(options), allowed)

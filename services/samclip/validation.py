@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 from services.runtime.errors import InvalidArgument
-from services.runtime.tasks import accepted
+from services.runtime.tasks import Range, accepted, check_range
 from services.runtime.types import AutomaticOptions, InferenceRequest, Task, TaskOption, TaskOptions
 from services.samclip.settings import SamClipSettings
 
@@ -37,21 +37,6 @@ NOT_READ: dict[Task, frozenset[TaskOption]] = {
 def accepted_options(task: Task) -> tuple[TaskOption, ...]:
     """TaskCapability.accepted_options of `task`; the runtime refuses any other set option."""
     return accepted(task, without=NOT_READ.get(task, ()))
-
-
-def _in_range(
-    value: float | None, field: str, low: float, high: float, *, open_low: bool = False, open_high: bool = False
-) -> None:
-    if value is None:
-        return
-    ok = (
-        math.isfinite(value)
-        and (value > low if open_low else value >= low)
-        and (value < high if open_high else value <= high)
-    )
-    if not ok:
-        lo, hi = ("(" if open_low else "["), (")" if open_high else "]")
-        raise InvalidArgument(f"{field} is {value}; it must lie in {lo}{low}, {high}{hi}", field=field)
 
 
 def check_labels(options: TaskOptions, task: Task, s: SamClipSettings) -> None:
@@ -163,35 +148,18 @@ def check_prompts(request: InferenceRequest, s: SamClipSettings) -> None:
 
 def check_automatic(a: AutomaticOptions, s: SamClipSettings) -> None:
     f = "options.automatic."
-    if a.points_per_side is not None and not 1 <= a.points_per_side <= s.max_points_per_side:
-        raise InvalidArgument(
-            f"{f}points_per_side is {a.points_per_side}; it must lie in [1, {s.max_points_per_side}] "
-            "(cost grows with its square)",
-            field=f + "points_per_side",
-        )
-    _in_range(a.pred_iou_thresh, f + "pred_iou_thresh", 0.0, 1.0)
-    _in_range(a.stability_score_thresh, f + "stability_score_thresh", 0.0, 1.0)
-    if a.min_mask_region_area is not None and not 0 <= a.min_mask_region_area <= s.max_min_mask_region_area:
-        raise InvalidArgument(
-            f"{f}min_mask_region_area is {a.min_mask_region_area}; it must lie in "
-            f"[0, {s.max_min_mask_region_area}] pixels",
-            field=f + "min_mask_region_area",
-        )
+    check_range(
+        f + "points_per_side", a.points_per_side, Range(1, s.max_points_per_side), " (cost grows with its square)"
+    )
+    check_range(f + "min_mask_region_area", a.min_mask_region_area, Range(0, s.max_min_mask_region_area), " pixels")
 
 
 def check_request(request: InferenceRequest, s: SamClipSettings) -> None:
     """Raise InvalidArgument for anything the task cannot run with.
 
-    Which options the task takes is checked before, by the runtime (`accepted_options`)."""
+    Which options the task takes, and the API's ranges, are checked before, by the runtime
+    (`accepted_options`, `tasks.check_ranges`); these are SAM-CLIP's own limits."""
     task, o = request.task, request.options
-    _in_range(o.score_threshold, "options.score_threshold", 0.0, 1.0)
-    _in_range(o.nms_iou_threshold, "options.nms_iou_threshold", 0.0, 1.0, open_low=True)
-    _in_range(o.mask_threshold, "options.mask_threshold", 0.0, 1.0, open_low=True, open_high=True)
-    if o.max_results is not None and o.max_results < 1:
-        raise InvalidArgument(
-            f"options.max_results is {o.max_results}; give at least 1, or leave it unset for the default",
-            field="options.max_results",
-        )
     if task in LABELLED:
         check_labels(o, task, s)
     if task == Task.PROMPTED_SEGMENTATION:
