@@ -701,9 +701,7 @@ def main() -> None:
     data: ShapesData | FolderData = (
         ShapesData(args.seed, args.seed_offset, args.scenes_per_step, args.crop_fraction)
         if args.clip_images is None
-        else FolderData(
-            args.seed, args.clip_images, args.sam_images, proposal_params(settings), args.clip_batch
-        )
+        else FolderData(args.seed, args.clip_images, args.sam_images, proposal_params(settings), args.clip_batch)
     )
     check = HeldOutCheck(distiller, args.check_scenes) if args.clip_images is None and args.eval_every else None
     args.out.mkdir(parents=True, exist_ok=True)
