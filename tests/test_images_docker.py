@@ -392,11 +392,27 @@ def test_the_model_image_keeps_its_dependencies_in_a_layer_no_source_change_touc
     assert "--require-hashes -r pip.txt" in install and '--require-hashes -r "models-${ONNXRUNTIME}.txt"' in install
     build = stages["build"]
     assert build[0] == ("FROM", "deps AS build") and not [a for k, a in build if k == "RUN" and "-r " in a]
-    assert [a for k, a in build if k == "RUN"] == ["pip install --no-deps --prefix /opt/project ."]
+    [install_project] = [a for k, a in build if k == "RUN"]
+    assert install_project.startswith("pip install --no-deps --prefix /opt/project . ")
     runtime = stages["runtime"]
     assert runtime[0] == ("FROM", "deps AS runtime")
     assert [shlex.split(a) for k, a in runtime if k == "COPY"] == [["--from=build", "/opt/project/", "/opt/venv/"]]
     assert not [c for c in context_copies(MODELS_DOCKERFILE) if c[0] != 0 and c[1][0].startswith("requirements/")]
+
+
+def test_the_model_image_carries_neither_the_gateway_nor_the_tools_nor_the_lab() -> None:
+    """models.Dockerfile copied gateway/ into the model images, and the package's vision-gateway
+    and vcompare scripts came with it. Now the build copies only the runtime, the model services
+    and the shapes models, removes the scripts whose modules it did not copy, and the image's own
+    check fails if gateway, vcompare or the shapes lab can be imported."""
+    copied = {src.split("/")[0] for _, sources, _ in context_copies(MODELS_DOCKERFILE) for src in sources}
+    assert {"services", "shapes_models", "protos"} <= copied
+    assert not {"gateway", "vcompare", "shapes"} & copied
+    [install_project] = [a for k, a in stage_steps(MODELS_DOCKERFILE)["build"] if k == "RUN"]
+    removed = shlex.split(install_project.split("&&")[1])
+    assert removed == ["rm", "/opt/project/bin/vision-gateway", "/opt/project/bin/vcompare"]
+    [check] = [a for k, a in stage_steps(MODELS_DOCKERFILE)["runtime"] if k == "RUN" and "find_spec" in a]
+    assert "('gateway', 'vcompare', 'shapes')" in check
 
 
 def test_the_cpu_torch_path_installs_the_rest_of_the_lock_by_hash(tmp_path: Path) -> None:

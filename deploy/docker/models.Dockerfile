@@ -59,16 +59,19 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY protos/gen protos/gen
 COPY services services
-COPY gateway gateway
-# the shapes reference models (shapes_models/, with their weights); not the shapes lab
+# the shapes reference models (shapes_models/, with their weights); not the shapes lab, not the
+# gateway or the vcompare tools: their console scripts, whose modules are not here, are removed
 COPY shapes_models shapes_models
-RUN pip install --no-deps --prefix /opt/project .
+RUN pip install --no-deps --prefix /opt/project . \
+    && rm /opt/project/bin/vision-gateway /opt/project/bin/vcompare
 
 # The dependencies' stage, as it is (no copy of its gigabytes), and the project on top.
 FROM deps AS runtime
 COPY --from=build /opt/project/ /opt/venv/
 ENV PYTHONUNBUFFERED=1 TORCH_HOME=/models ORT_DISABLE_TELEMETRY=1
-RUN pip check && python -I -B -c "import services.maskrcnn.model, services.samclip.model, shapes_models.cards"
+RUN pip check && python -I -B -c "import services.maskrcnn.model, services.samclip.model, shapes_models.cards" \
+    && python -I -B -c "import importlib.util as u, sys; \
+bad = [m for m in ('gateway', 'vcompare', 'shapes') if u.find_spec(m)]; sys.exit(f'in the model image: {bad}' if bad else 0)"
 USER 10001
 VOLUME ["/models"]
 

@@ -8,7 +8,8 @@ and the official files `fetch-weights` downloads into a local cache.
   Capabilities, the SHA-256 it must have, what every answer says of it, its model card (Mask
   R-CNN's return its ResolvedWeights, the loaded state dict, built on the same parts).
 - `Weights.check` verifies the file (`verify_sha256`, the one SHA-256 check at start-up);
-  `load_state_dict` is the one `torch.load`, with `weights_only=True`.
+  `load_state_dict` is the services' one `torch.load`, with `weights_only=True` (open_clip's
+  own loader reads CLIP files, also with `weights_only=True`: samclip's `load_clip_state`).
 - Services never download at run time; they read the cache. `fetch-weights` fills it, for
   users with internet and for image builds, from what each service registers:
 
