@@ -61,7 +61,7 @@ class GatewayMetrics:
 
 
 def status_from_error(error: grpc.aio.AioRpcError) -> cs.ModelStatus:
-    """The backend's status with its google.rpc rich details, passed through."""
+    """The model service's status with its google.rpc rich details, passed through."""
     status = cs.ModelStatus(code=error.code().value[0], message=client_text(error.details() or ""))
     for key, value in error.trailing_metadata() or ():
         if key == STATUS_DETAILS_KEY:

@@ -200,7 +200,7 @@ def test_slow_model_times_out_alone_within_the_deadline(services: dict[str, Serv
     assert elapsed < 1.5
 
 
-def test_backend_rich_error_details_reach_the_caller(gateway: GatewayThread) -> None:
+def test_model_service_rich_error_details_reach_the_caller(gateway: GatewayThread) -> None:
     options = pb.TaskOptions(labels=["unicorn"])
     response = compare(gateway, pb.TASK_OBJECT_DETECTION, options=options, model_names=["alpha"])
     [result] = response.results

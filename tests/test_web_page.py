@@ -38,7 +38,7 @@ CHROMIUM_ARGS = [
 MODELS = ("maskrcnn", "sam-clip-composed", "samclip")
 OPEN_MODELS = MODELS[1:]
 # name -> (vocabulary, pre-processing/inference/post-processing sleeps in ms, score of the "dark" instance)
-BACKENDS = {
+SERVICES = {
     "maskrcnn": ("fixed", "1,8,1", 0.4),
     "sam-clip-composed": ("open", "4,60,4", 0.55),
     "samclip": ("open", "2,25,2", 0.7),
@@ -51,7 +51,7 @@ if not Path(CHROMIUM).exists():
 
 
 def playground(name: str) -> ServiceProcess:
-    vocabulary, stage_ms, dark_score = BACKENDS[name]
+    vocabulary, stage_ms, dark_score = SERVICES[name]
     port = free_port()
     args = [
         "-m",
