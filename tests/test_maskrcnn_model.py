@@ -349,7 +349,7 @@ def test_capabilities(model: MaskRCNNModel) -> None:
     assert all(t.vocabulary == Vocabulary.FIXED for t in caps.tasks)
     rt = caps.runtime
     # engine=auto on CPU: ONNX Runtime, measured faster for Mask R-CNN (bench/engines.py)
-    assert (rt.device, rt.backend, rt.precision, rt.weights, rt.pretrained) == (
+    assert (rt.device, rt.engine, rt.precision, rt.weights, rt.pretrained) == (
         "cpu", "onnxruntime", "fp32", "random", False
     )  # fmt: skip
     assert "random weights" in rt.warnings and "no CUDA device: running on CPU" in rt.warnings

@@ -127,7 +127,7 @@ def test_ap_and_corners_through_the_service_match_torch_to_3_decimals(
     with VisionModelClient(ort_server.address, timeout=120) as client:
         served = [client.segment(s.image, Task.INSTANCE_SEGMENTATION, AP_OPTIONS) for s in scenes]
         served_kp = [client.detect(s.image, Task.KEYPOINT_DETECTION, AP_OPTIONS) for s in scenes]
-    assert {r.backend for r in served + served_kp} == {"onnxruntime"}
+    assert {r.engine for r in served + served_kp} == {"onnxruntime"}
     torch_ap = instance_ap(scenes, in_process_results(torch_model, Task.INSTANCE_SEGMENTATION, scenes))
     ort_ap = instance_ap(scenes, served)
     assert torch_ap["mask_ap"] > 0.5
@@ -144,8 +144,8 @@ def test_capabilities_and_every_answer_say_onnxruntime(ort_server: ServerThread)
     with VisionModelClient(ort_server.address, timeout=60) as client:
         caps = client.capabilities()
         result = client.segment(SCENES[0].image, Task.INSTANCE_SEGMENTATION)
-    assert caps.runtime.backend == "onnxruntime" and "onnxruntime" in caps.runtime.software_version
-    assert result.backend == "onnxruntime"
+    assert caps.runtime.engine == "onnxruntime" and "onnxruntime" in caps.runtime.software_version
+    assert result.engine == "onnxruntime"
     assert not any("ONNX Runtime could not load" in w for w in result.warnings)
 
 

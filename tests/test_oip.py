@@ -235,7 +235,7 @@ def test_infer_answers_like_segment(server: ServerThread, stub: oip_grpc.GRPCInf
     assert (masks.parameters["height"].int64_param, masks.parameters["width"].int64_param) == (48, 64)
     params = response.parameters
     assert params["image_width"].int64_param == 64 and params["weights"].string_param == "random"
-    assert params["backend"].string_param == "torch"
+    assert params["engine"].string_param == "torch"
     assert "random weights" in params["warnings"].string_param and params["request_id"].string_param
 
 

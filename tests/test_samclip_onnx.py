@@ -75,8 +75,8 @@ def test_the_networks_run_in_onnxruntime_and_say_so(pair: tuple[str, SamClipMode
     with VisionModelClient(server.address, timeout=60) as client:
         caps = client.capabilities()
         result = client.classify(SCENES[0].image, list(CLASSES))
-    assert caps.runtime.backend == "onnxruntime" and "onnxruntime" in caps.runtime.software_version
-    assert result.backend == "onnxruntime"
+    assert caps.runtime.engine == "onnxruntime" and "onnxruntime" in caps.runtime.software_version
+    assert result.engine == "onnxruntime"
 
 
 def test_embeddings_match_torch(pair: tuple[str, SamClipModel, ServerThread]) -> None:
@@ -140,7 +140,7 @@ def test_prompted_masks_through_the_service_match_torch(pair: tuple[str, SamClip
             for name, options in _prompts(scene).items():
                 [expected] = torch_model.predict([InferenceRequest(Task.PROMPTED_SEGMENTATION, scene.image, options)])
                 got = client.segment(scene.image, Task.PROMPTED_SEGMENTATION, options)
-                assert isinstance(expected, Prediction) and got.backend == "onnxruntime"
+                assert isinstance(expected, Prediction) and got.engine == "onnxruntime"
                 assert len(got.instances) == len(expected.instances) > 0, name
                 for x, y in zip(expected.instances, got.instances, strict=True):
                     assert x.mask is not None and y.mask is not None

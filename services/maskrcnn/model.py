@@ -250,7 +250,7 @@ class MaskRCNNModel(VisionModel):
         )
         runtime = RuntimeInfo(
             device=str(self.plan.device),
-            backend=self.engine,
+            engine=self.engine,
             precision=self.plan.precision,
             weights=str(detector.weights.source),
             pretrained=all(n.weights.pretrained for n in nets),

@@ -61,7 +61,7 @@ class Result:
     warnings: list[str]
     timing: Timing
     batch_size: int
-    backend: str = ""  # the engine that ran it: "torch" or "onnxruntime"
+    engine: str = ""  # the engine that ran it: "torch" or "onnxruntime"
     instances: list[Instance] = field(default_factory=list)
     label_map: LabelMap | None = None
     scores: list[ClassScore] = field(default_factory=list)
@@ -91,7 +91,7 @@ def result_from_proto(response: Any) -> Result:
         warnings=list(info.warnings),
         timing=Timing(t.queue_ms, t.preprocess_ms, t.inference_ms, t.postprocess_ms),
         batch_size=info.batch_size,
-        backend=info.backend,
+        engine=info.engine,
     )
     if hasattr(response, "instances"):
         result.instances = [convert.instance_from_proto(i) for i in response.instances]

@@ -34,7 +34,7 @@ from services.runtime.types import (
     Vocabulary,
 )
 
-BACKENDS = {"torch": vms.BACKEND_TORCH, "onnxruntime": vms.BACKEND_ONNXRUNTIME}
+ENGINES = {"torch": vms.ENGINE_TORCH, "onnxruntime": vms.ENGINE_ONNXRUNTIME}
 
 _PbEnum = TypeVar("_PbEnum", bound=int)
 
@@ -223,7 +223,7 @@ def capabilities_to_proto(c: Capabilities) -> vms.CapabilitiesResponse:
         ],
         runtime=vms.RuntimeInfo(
             device=rt.device,
-            backend=BACKENDS.get(rt.backend, vms.BACKEND_UNSPECIFIED),
+            engine=ENGINES.get(rt.engine, vms.ENGINE_UNSPECIFIED),
             precision=rt.precision,
             weights=rt.weights,
             pretrained=rt.pretrained,
@@ -243,7 +243,7 @@ def capabilities_to_proto(c: Capabilities) -> vms.CapabilitiesResponse:
 
 def capabilities_from_proto(m: vms.CapabilitiesResponse) -> Capabilities:
     c, r = m.card, m.runtime
-    backends = {v: k for k, v in BACKENDS.items()}
+    engines = {v: k for k, v in ENGINES.items()}
     return Capabilities(
         card=ModelCard(
             name=c.name,
@@ -270,7 +270,7 @@ def capabilities_from_proto(m: vms.CapabilitiesResponse) -> Capabilities:
         ),
         runtime=RuntimeInfo(
             device=r.device,
-            backend=backends.get(r.backend, "unknown"),
+            engine=engines.get(r.engine, "unknown"),
             precision=r.precision,
             weights=r.weights,
             pretrained=r.pretrained,

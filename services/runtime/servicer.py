@@ -76,7 +76,7 @@ class VisionModelServicer(vms_grpc.VisionModelServiceServicer):
                 model_name=self.plane.name,
                 pretrained=runtime.pretrained,
                 weights=runtime.weights,
-                backend=runtime.backend,
+                engine=runtime.engine,
             )
             self._runtime_info = (runtime, info)
         return self._runtime_info[1]

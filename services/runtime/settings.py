@@ -59,7 +59,7 @@ class ServerSettings(BaseSettings):
         return self
 
 
-#: The inference engines a model service may run its networks on (RuntimeInfo.backend).
+#: The inference engines a model service may run its networks on (RuntimeInfo.engine).
 Engine = Literal["torch", "onnxruntime"]
 
 

@@ -275,7 +275,7 @@ class ModelComponent:
 @dataclass(frozen=True)
 class RuntimeInfo:
     device: str
-    backend: str  # "torch" or "onnxruntime"
+    engine: str  # "torch" or "onnxruntime"
     precision: str
     weights: str
     pretrained: bool

@@ -201,7 +201,7 @@ class SamClipModel(VisionModel):
         )
         runtime = RuntimeInfo(
             device=str(plan.device),
-            backend=self.engine,
+            engine=self.engine,
             precision=plan.precision,
             weights=d.weights,
             pretrained=d.pretrained,

@@ -516,7 +516,7 @@ def infer_response(
         "inference_ms": prediction.timing.inference_ms,
         "weights": runtime.weights,
         "pretrained": runtime.pretrained,
-        "backend": runtime.backend,
+        "engine": runtime.engine,
         "warnings": "\n".join(inference.warnings),
     }
     for key, value in params.items():
@@ -530,23 +530,23 @@ def infer_response(
     return response
 
 
-def model_metadata(name: str, task: Task, capability: TaskCapability, backend: str) -> oip.ModelMetadataResponse:
+def model_metadata(name: str, task: Task, capability: TaskCapability, engine: str) -> oip.ModelMetadataResponse:
     return oip.ModelMetadataResponse(
         name=name,
         versions=[MODEL_VERSION],
-        platform=f"visioncompare_{backend}",
+        platform=f"visioncompare_{engine}",
         inputs=[t.metadata() for t in inputs_of(capability)],
         outputs=[t.metadata() for t in OUTPUTS[task]],
     )
 
 
-def model_config(name: str, task: Task, capability: TaskCapability, backend: str) -> oip.ModelConfigResponse:
+def model_config(name: str, task: Task, capability: TaskCapability, engine: str) -> oip.ModelConfigResponse:
     """Triton's extension, as perf_analyzer reads it: max_batch_size 0 (requests carry no batch
     dimension; the server batches requests itself), the inputs and outputs of ModelMetadata,
     every input but IMAGE optional."""
     config = config_pb.ModelConfig(
         name=name,
-        platform=f"visioncompare_{backend}",
+        platform=f"visioncompare_{engine}",
         backend="visioncompare",
         max_batch_size=0,
         input=[

@@ -144,13 +144,13 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
     async def ModelMetadata(self, request: oip.ModelMetadataRequest, context: Context) -> oip.ModelMetadataResponse:
         task = self._task(request.name, request.version)
         capability = self._capability(task)
-        return model_metadata(request.name, task, capability, self.plane.capabilities.runtime.backend)
+        return model_metadata(request.name, task, capability, self.plane.capabilities.runtime.engine)
 
     async def ModelConfig(self, request: oip.ModelConfigRequest, context: Context) -> oip.ModelConfigResponse:
         """Triton's extension, which perf_analyzer reads (`codec.model_config`)."""
         task = self._task(request.name, request.version)
         capability = self._capability(task)
-        return model_config(request.name, task, capability, self.plane.capabilities.runtime.backend)
+        return model_config(request.name, task, capability, self.plane.capabilities.runtime.engine)
 
     async def ModelStatistics(
         self, request: oip.ModelStatisticsRequest, context: Context

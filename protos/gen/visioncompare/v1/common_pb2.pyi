@@ -245,7 +245,7 @@ class TaskOptions(_message.Message):
     def __init__(self, score_threshold: _Optional[float] = ..., max_results: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., prompt_templates: _Optional[_Iterable[str]] = ..., mask_threshold: _Optional[float] = ..., resize: _Optional[_Union[ResizeBounds, _Mapping]] = ..., prompts: _Optional[_Union[Prompts, _Mapping]] = ..., automatic: _Optional[_Union[AutomaticSegmentationOptions, _Mapping]] = ..., nms_iou_threshold: _Optional[float] = ...) -> None: ...
 
 class InferenceInfo(_message.Message):
-    __slots__ = ("model_name", "request_id", "image_size", "timing", "pretrained", "weights", "warnings", "batch_size", "backend")
+    __slots__ = ("model_name", "request_id", "image_size", "timing", "pretrained", "weights", "warnings", "batch_size", "engine")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -254,7 +254,7 @@ class InferenceInfo(_message.Message):
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
-    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     request_id: str
     image_size: ImageSize
@@ -263,5 +263,5 @@ class InferenceInfo(_message.Message):
     weights: str
     warnings: _containers.RepeatedScalarFieldContainer[str]
     batch_size: int
-    backend: str
-    def __init__(self, model_name: _Optional[str] = ..., request_id: _Optional[str] = ..., image_size: _Optional[_Union[ImageSize, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., pretrained: _Optional[bool] = ..., weights: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., batch_size: _Optional[int] = ..., backend: _Optional[str] = ...) -> None: ...
+    engine: str
+    def __init__(self, model_name: _Optional[str] = ..., request_id: _Optional[str] = ..., image_size: _Optional[_Union[ImageSize, _Mapping]] = ..., timing: _Optional[_Union[Timing, _Mapping]] = ..., pretrained: _Optional[bool] = ..., weights: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., batch_size: _Optional[int] = ..., engine: _Optional[str] = ...) -> None: ...

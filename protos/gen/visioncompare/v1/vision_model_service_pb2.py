@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from visioncompare.v1 import common_pb2 as visioncompare_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+visioncompare/v1/vision_model_service.proto\x12\x10visioncompare.v1\x1a\x1dvisioncompare/v1/common.proto\"\x15\n\x13\x43\x61pabilitiesRequest\"\xcd\x01\n\tModelCard\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0corganization\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x10\n\x08modality\x18\x04 \x01(\t\x12\x14\n\x0crelease_date\x18\x05 \x01(\t\x12\x17\n\x0fparameter_count\x18\x06 \x01(\x04\x12\x0f\n\x07license\x18\x07 \x01(\t\x12\x11\n\tpaper_url\x18\x08 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\n \x03(\t\"\xe9\x01\n\x0eTaskCapability\x12$\n\x04task\x18\x01 \x01(\x0e\x32\x16.visioncompare.v1.Task\x12\x30\n\nvocabulary\x18\x02 \x01(\x0e\x32\x1c.visioncompare.v1.Vocabulary\x12\x13\n\x0blabel_names\x18\x03 \x03(\t\x12\x32\n\x0cprompt_kinds\x18\x04 \x03(\x0e\x32\x1c.visioncompare.v1.PromptKind\x12\x36\n\x10\x61\x63\x63\x65pted_options\x18\x05 \x03(\x0e\x32\x1c.visioncompare.v1.TaskOption\"\\\n\x0eModelComponent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07weights\x18\x02 \x01(\t\x12\x12\n\npretrained\x18\x03 \x01(\x08\x12\x17\n\x0fparameter_count\x18\x04 \x01(\x04\"\x8b\x02\n\x0bRuntimeInfo\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12*\n\x07\x62\x61\x63kend\x18\x02 \x01(\x0e\x32\x19.visioncompare.v1.Backend\x12\x11\n\tprecision\x18\x03 \x01(\t\x12\x0f\n\x07weights\x18\x04 \x01(\t\x12\x12\n\npretrained\x18\x05 \x01(\x08\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\r\x12\x18\n\x10software_version\x18\x07 \x01(\t\x12\x34\n\ncomponents\x18\x08 \x03(\x0b\x32 .visioncompare.v1.ModelComponent\x12\x10\n\x08warnings\x18\t \x03(\t\x12\x0e\n\x06preset\x18\n \x01(\t\"\xa2\x01\n\x14\x43\x61pabilitiesResponse\x12)\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x1b.visioncompare.v1.ModelCard\x12/\n\x05tasks\x18\x02 \x03(\x0b\x32 .visioncompare.v1.TaskCapability\x12.\n\x07runtime\x18\x03 \x01(\x0b\x32\x1d.visioncompare.v1.RuntimeInfo\"\x8d\x01\n\rDetectRequest\x12&\n\x05image\x18\x01 \x01(\x0b\x32\x17.visioncompare.v1.Image\x12$\n\x04task\x18\x02 \x01(\x0e\x32\x16.visioncompare.v1.Task\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x1d.visioncompare.v1.TaskOptions\"n\n\x0e\x44\x65tectResponse\x12-\n\tinstances\x18\x01 \x03(\x0b\x32\x1a.visioncompare.v1.Instance\x12-\n\x04info\x18\x02 \x01(\x0b\x32\x1f.visioncompare.v1.InferenceInfo\"\x8e\x01\n\x0eSegmentRequest\x12&\n\x05image\x18\x01 \x01(\x0b\x32\x17.visioncompare.v1.Image\x12$\n\x04task\x18\x02 \x01(\x0e\x32\x16.visioncompare.v1.Task\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x1d.visioncompare.v1.TaskOptions\"\x9e\x01\n\x0fSegmentResponse\x12-\n\tinstances\x18\x01 \x03(\x0b\x32\x1a.visioncompare.v1.Instance\x12-\n\tlabel_map\x18\x02 \x01(\x0b\x32\x1a.visioncompare.v1.LabelMap\x12-\n\x04info\x18\x03 \x01(\x0b\x32\x1f.visioncompare.v1.InferenceInfo\"i\n\x0f\x43lassifyRequest\x12&\n\x05image\x18\x01 \x01(\x0b\x32\x17.visioncompare.v1.Image\x12.\n\x07options\x18\x02 \x01(\x0b\x32\x1d.visioncompare.v1.TaskOptions\"H\n\nClassScore\x12&\n\x05label\x18\x01 \x01(\x0b\x32\x17.visioncompare.v1.Label\x12\x12\n\nsimilarity\x18\x02 \x01(\x02\"o\n\x10\x43lassifyResponse\x12,\n\x06scores\x18\x01 \x03(\x0b\x32\x1c.visioncompare.v1.ClassScore\x12-\n\x04info\x18\x02 \x01(\x0b\x32\x1f.visioncompare.v1.InferenceInfo*h\n\nVocabulary\x12\x1a\n\x16VOCABULARY_UNSPECIFIED\x10\x00\x12\x13\n\x0fVOCABULARY_NONE\x10\x01\x12\x14\n\x10VOCABULARY_FIXED\x10\x02\x12\x13\n\x0fVOCABULARY_OPEN\x10\x03*N\n\x07\x42\x61\x63kend\x12\x17\n\x13\x42\x41\x43KEND_UNSPECIFIED\x10\x00\x12\x11\n\rBACKEND_TORCH\x10\x01\x12\x17\n\x13\x42\x41\x43KEND_ONNXRUNTIME\x10\x02\x32\xe3\x02\n\x12VisionModelService\x12]\n\x0c\x43\x61pabilities\x12%.visioncompare.v1.CapabilitiesRequest\x1a&.visioncompare.v1.CapabilitiesResponse\x12K\n\x06\x44\x65tect\x12\x1f.visioncompare.v1.DetectRequest\x1a .visioncompare.v1.DetectResponse\x12N\n\x07Segment\x12 .visioncompare.v1.SegmentRequest\x1a!.visioncompare.v1.SegmentResponse\x12Q\n\x08\x43lassify\x12!.visioncompare.v1.ClassifyRequest\x1a\".visioncompare.v1.ClassifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+visioncompare/v1/vision_model_service.proto\x12\x10visioncompare.v1\x1a\x1dvisioncompare/v1/common.proto\"\x15\n\x13\x43\x61pabilitiesRequest\"\xcd\x01\n\tModelCard\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0corganization\x18\x02 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x03 \x01(\t\x12\x10\n\x08modality\x18\x04 \x01(\t\x12\x14\n\x0crelease_date\x18\x05 \x01(\t\x12\x17\n\x0fparameter_count\x18\x06 \x01(\x04\x12\x0f\n\x07license\x18\x07 \x01(\t\x12\x11\n\tpaper_url\x18\x08 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\t \x01(\t\x12\x10\n\x08\x66\x65\x61tures\x18\n \x03(\t\"\xe9\x01\n\x0eTaskCapability\x12$\n\x04task\x18\x01 \x01(\x0e\x32\x16.visioncompare.v1.Task\x12\x30\n\nvocabulary\x18\x02 \x01(\x0e\x32\x1c.visioncompare.v1.Vocabulary\x12\x13\n\x0blabel_names\x18\x03 \x03(\t\x12\x32\n\x0cprompt_kinds\x18\x04 \x03(\x0e\x32\x1c.visioncompare.v1.PromptKind\x12\x36\n\x10\x61\x63\x63\x65pted_options\x18\x05 \x03(\x0e\x32\x1c.visioncompare.v1.TaskOption\"\\\n\x0eModelComponent\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07weights\x18\x02 \x01(\t\x12\x12\n\npretrained\x18\x03 \x01(\x08\x12\x17\n\x0fparameter_count\x18\x04 \x01(\x04\"\x89\x02\n\x0bRuntimeInfo\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12(\n\x06\x65ngine\x18\x02 \x01(\x0e\x32\x18.visioncompare.v1.Engine\x12\x11\n\tprecision\x18\x03 \x01(\t\x12\x0f\n\x07weights\x18\x04 \x01(\t\x12\x12\n\npretrained\x18\x05 \x01(\x08\x12\x16\n\x0emax_batch_size\x18\x06 \x01(\r\x12\x18\n\x10software_version\x18\x07 \x01(\t\x12\x34\n\ncomponents\x18\x08 \x03(\x0b\x32 .visioncompare.v1.ModelComponent\x12\x10\n\x08warnings\x18\t \x03(\t\x12\x0e\n\x06preset\x18\n \x01(\t\"\xa2\x01\n\x14\x43\x61pabilitiesResponse\x12)\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x1b.visioncompare.v1.ModelCard\x12/\n\x05tasks\x18\x02 \x03(\x0b\x32 .visioncompare.v1.TaskCapability\x12.\n\x07runtime\x18\x03 \x01(\x0b\x32\x1d.visioncompare.v1.RuntimeInfo\"\x8d\x01\n\rDetectRequest\x12&\n\x05image\x18\x01 \x01(\x0b\x32\x17.visioncompare.v1.Image\x12$\n\x04task\x18\x02 \x01(\x0e\x32\x16.visioncompare.v1.Task\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x1d.visioncompare.v1.TaskOptions\"n\n\x0e\x44\x65tectResponse\x12-\n\tinstances\x18\x01 \x03(\x0b\x32\x1a.visioncompare.v1.Instance\x12-\n\x04info\x18\x02 \x01(\x0b\x32\x1f.visioncompare.v1.InferenceInfo\"\x8e\x01\n\x0eSegmentRequest\x12&\n\x05image\x18\x01 \x01(\x0b\x32\x17.visioncompare.v1.Image\x12$\n\x04task\x18\x02 \x01(\x0e\x32\x16.visioncompare.v1.Task\x12.\n\x07options\x18\x03 \x01(\x0b\x32\x1d.visioncompare.v1.TaskOptions\"\x9e\x01\n\x0fSegmentResponse\x12-\n\tinstances\x18\x01 \x03(\x0b\x32\x1a.visioncompare.v1.Instance\x12-\n\tlabel_map\x18\x02 \x01(\x0b\x32\x1a.visioncompare.v1.LabelMap\x12-\n\x04info\x18\x03 \x01(\x0b\x32\x1f.visioncompare.v1.InferenceInfo\"i\n\x0f\x43lassifyRequest\x12&\n\x05image\x18\x01 \x01(\x0b\x32\x17.visioncompare.v1.Image\x12.\n\x07options\x18\x02 \x01(\x0b\x32\x1d.visioncompare.v1.TaskOptions\"H\n\nClassScore\x12&\n\x05label\x18\x01 \x01(\x0b\x32\x17.visioncompare.v1.Label\x12\x12\n\nsimilarity\x18\x02 \x01(\x02\"o\n\x10\x43lassifyResponse\x12,\n\x06scores\x18\x01 \x03(\x0b\x32\x1c.visioncompare.v1.ClassScore\x12-\n\x04info\x18\x02 \x01(\x0b\x32\x1f.visioncompare.v1.InferenceInfo*h\n\nVocabulary\x12\x1a\n\x16VOCABULARY_UNSPECIFIED\x10\x00\x12\x13\n\x0fVOCABULARY_NONE\x10\x01\x12\x14\n\x10VOCABULARY_FIXED\x10\x02\x12\x13\n\x0fVOCABULARY_OPEN\x10\x03*J\n\x06\x45ngine\x12\x16\n\x12\x45NGINE_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x45NGINE_TORCH\x10\x01\x12\x16\n\x12\x45NGINE_ONNXRUNTIME\x10\x02\x32\xe3\x02\n\x12VisionModelService\x12]\n\x0c\x43\x61pabilities\x12%.visioncompare.v1.CapabilitiesRequest\x1a&.visioncompare.v1.CapabilitiesResponse\x12K\n\x06\x44\x65tect\x12\x1f.visioncompare.v1.DetectRequest\x1a .visioncompare.v1.DetectResponse\x12N\n\x07Segment\x12 .visioncompare.v1.SegmentRequest\x1a!.visioncompare.v1.SegmentResponse\x12Q\n\x08\x43lassify\x12!.visioncompare.v1.ClassifyRequest\x1a\".visioncompare.v1.ClassifyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'visioncompare.v1.vision_model_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VOCABULARY']._serialized_start=1948
-  _globals['_VOCABULARY']._serialized_end=2052
-  _globals['_BACKEND']._serialized_start=2054
-  _globals['_BACKEND']._serialized_end=2132
+  _globals['_VOCABULARY']._serialized_start=1946
+  _globals['_VOCABULARY']._serialized_end=2050
+  _globals['_ENGINE']._serialized_start=2052
+  _globals['_ENGINE']._serialized_end=2126
   _globals['_CAPABILITIESREQUEST']._serialized_start=96
   _globals['_CAPABILITIESREQUEST']._serialized_end=117
   _globals['_MODELCARD']._serialized_start=120
@@ -45,23 +45,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELCOMPONENT']._serialized_start=563
   _globals['_MODELCOMPONENT']._serialized_end=655
   _globals['_RUNTIMEINFO']._serialized_start=658
-  _globals['_RUNTIMEINFO']._serialized_end=925
-  _globals['_CAPABILITIESRESPONSE']._serialized_start=928
-  _globals['_CAPABILITIESRESPONSE']._serialized_end=1090
-  _globals['_DETECTREQUEST']._serialized_start=1093
-  _globals['_DETECTREQUEST']._serialized_end=1234
-  _globals['_DETECTRESPONSE']._serialized_start=1236
-  _globals['_DETECTRESPONSE']._serialized_end=1346
-  _globals['_SEGMENTREQUEST']._serialized_start=1349
-  _globals['_SEGMENTREQUEST']._serialized_end=1491
-  _globals['_SEGMENTRESPONSE']._serialized_start=1494
-  _globals['_SEGMENTRESPONSE']._serialized_end=1652
-  _globals['_CLASSIFYREQUEST']._serialized_start=1654
-  _globals['_CLASSIFYREQUEST']._serialized_end=1759
-  _globals['_CLASSSCORE']._serialized_start=1761
-  _globals['_CLASSSCORE']._serialized_end=1833
-  _globals['_CLASSIFYRESPONSE']._serialized_start=1835
-  _globals['_CLASSIFYRESPONSE']._serialized_end=1946
-  _globals['_VISIONMODELSERVICE']._serialized_start=2135
-  _globals['_VISIONMODELSERVICE']._serialized_end=2490
+  _globals['_RUNTIMEINFO']._serialized_end=923
+  _globals['_CAPABILITIESRESPONSE']._serialized_start=926
+  _globals['_CAPABILITIESRESPONSE']._serialized_end=1088
+  _globals['_DETECTREQUEST']._serialized_start=1091
+  _globals['_DETECTREQUEST']._serialized_end=1232
+  _globals['_DETECTRESPONSE']._serialized_start=1234
+  _globals['_DETECTRESPONSE']._serialized_end=1344
+  _globals['_SEGMENTREQUEST']._serialized_start=1347
+  _globals['_SEGMENTREQUEST']._serialized_end=1489
+  _globals['_SEGMENTRESPONSE']._serialized_start=1492
+  _globals['_SEGMENTRESPONSE']._serialized_end=1650
+  _globals['_CLASSIFYREQUEST']._serialized_start=1652
+  _globals['_CLASSIFYREQUEST']._serialized_end=1757
+  _globals['_CLASSSCORE']._serialized_start=1759
+  _globals['_CLASSSCORE']._serialized_end=1831
+  _globals['_CLASSIFYRESPONSE']._serialized_start=1833
+  _globals['_CLASSIFYRESPONSE']._serialized_end=1944
+  _globals['_VISIONMODELSERVICE']._serialized_start=2129
+  _globals['_VISIONMODELSERVICE']._serialized_end=2484
 # @@protoc_insertion_point(module_scope)

@@ -15,18 +15,18 @@ class Vocabulary(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     VOCABULARY_FIXED: _ClassVar[Vocabulary]
     VOCABULARY_OPEN: _ClassVar[Vocabulary]
 
-class Backend(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+class Engine(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
-    BACKEND_UNSPECIFIED: _ClassVar[Backend]
-    BACKEND_TORCH: _ClassVar[Backend]
-    BACKEND_ONNXRUNTIME: _ClassVar[Backend]
+    ENGINE_UNSPECIFIED: _ClassVar[Engine]
+    ENGINE_TORCH: _ClassVar[Engine]
+    ENGINE_ONNXRUNTIME: _ClassVar[Engine]
 VOCABULARY_UNSPECIFIED: Vocabulary
 VOCABULARY_NONE: Vocabulary
 VOCABULARY_FIXED: Vocabulary
 VOCABULARY_OPEN: Vocabulary
-BACKEND_UNSPECIFIED: Backend
-BACKEND_TORCH: Backend
-BACKEND_ONNXRUNTIME: Backend
+ENGINE_UNSPECIFIED: Engine
+ENGINE_TORCH: Engine
+ENGINE_ONNXRUNTIME: Engine
 
 class CapabilitiesRequest(_message.Message):
     __slots__ = ()
@@ -83,9 +83,9 @@ class ModelComponent(_message.Message):
     def __init__(self, name: _Optional[str] = ..., weights: _Optional[str] = ..., pretrained: _Optional[bool] = ..., parameter_count: _Optional[int] = ...) -> None: ...
 
 class RuntimeInfo(_message.Message):
-    __slots__ = ("device", "backend", "precision", "weights", "pretrained", "max_batch_size", "software_version", "components", "warnings", "preset")
+    __slots__ = ("device", "engine", "precision", "weights", "pretrained", "max_batch_size", "software_version", "components", "warnings", "preset")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
-    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     PRETRAINED_FIELD_NUMBER: _ClassVar[int]
@@ -95,7 +95,7 @@ class RuntimeInfo(_message.Message):
     WARNINGS_FIELD_NUMBER: _ClassVar[int]
     PRESET_FIELD_NUMBER: _ClassVar[int]
     device: str
-    backend: Backend
+    engine: Engine
     precision: str
     weights: str
     pretrained: bool
@@ -104,7 +104,7 @@ class RuntimeInfo(_message.Message):
     components: _containers.RepeatedCompositeFieldContainer[ModelComponent]
     warnings: _containers.RepeatedScalarFieldContainer[str]
     preset: str
-    def __init__(self, device: _Optional[str] = ..., backend: _Optional[_Union[Backend, str]] = ..., precision: _Optional[str] = ..., weights: _Optional[str] = ..., pretrained: _Optional[bool] = ..., max_batch_size: _Optional[int] = ..., software_version: _Optional[str] = ..., components: _Optional[_Iterable[_Union[ModelComponent, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., preset: _Optional[str] = ...) -> None: ...
+    def __init__(self, device: _Optional[str] = ..., engine: _Optional[_Union[Engine, str]] = ..., precision: _Optional[str] = ..., weights: _Optional[str] = ..., pretrained: _Optional[bool] = ..., max_batch_size: _Optional[int] = ..., software_version: _Optional[str] = ..., components: _Optional[_Iterable[_Union[ModelComponent, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., preset: _Optional[str] = ...) -> None: ...
 
 class CapabilitiesResponse(_message.Message):
     __slots__ = ("card", "tasks", "runtime")
