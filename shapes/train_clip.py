@@ -32,12 +32,13 @@ from services.samclip.algorithms import proposal_params
 from services.samclip.composed import ClipPreprocess
 from services.samclip.model import SamClipModel
 from services.samclip.openvocab import mask_crop
-from services.samclip.settings import DEFAULT_TEMPLATES, SHAPES, SamClipSettings
+from services.samclip.settings import DEFAULT_TEMPLATES, SamClipSettings
 from shapes.evaluation import binary_iou
 from shapes.scenes import CLASSES, EVAL_SEEDS, TRAIN_SEEDS, ShapeObject, generate_scene
 from shapes.stages import load_stage, write_card
 from shapes_models.cards import WEIGHTS_DIR
 from shapes_models.clip import build_shapes_clip
+from shapes_models.facts import SHAPES
 
 TRAIN_CAPTIONS = (
     "a {size} {colour} {shape}",

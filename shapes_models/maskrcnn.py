@@ -20,9 +20,11 @@ from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, Keypoi
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelMaxPool
 
+from shapes_models.facts import MASKRCNN_MAX_SIZE, MASKRCNN_MIN_SIZE
+
 FPN_CHANNELS = 64
 STAGE_CHANNELS = (32, 48, 96, 128)  # strides 4, 8, 16, 32
-MIN_SIZE, MAX_SIZE = 192, 288
+MIN_SIZE, MAX_SIZE = MASKRCNN_MIN_SIZE, MASKRCNN_MAX_SIZE
 # Fewer proposals and RoI samples than COCO's defaults: scenes hold at most six objects.
 SAMPLING = {
     "rpn_pre_nms_top_n_train": 600,

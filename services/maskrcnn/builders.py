@@ -26,6 +26,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from services.maskrcnn.categories import COCO_KEYPOINT_NAMES, SHAPES_KEYPOINT_NAMES
+from shapes_models.facts import SHAPES
 
 TRAINABLE_LAYERS = 3  # torchvision's default when it builds with trained weights
 
@@ -104,7 +105,7 @@ ARCHS: dict[str, ArchSpec] = {
         MaskRCNN_ResNet50_FPN_V2_Weights,
         title="ResNet-50-FPN v2 (Li et al. 2021 recipe)",
     ),
-    "shapes": ArchSpec(
+    SHAPES: ArchSpec(
         "shapes_maskrcnn",
         build_shapes,
         None,

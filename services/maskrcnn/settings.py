@@ -13,10 +13,11 @@ from services.maskrcnn.categories import COCO_CATEGORIES
 from services.maskrcnn.weights import parse_weights_source, scheme_of
 from services.runtime.settings import ModelServerSettings
 from services.runtime.weights import WeightsSpec
+from shapes_models.facts import MASKRCNN_MAX_SIZE, MASKRCNN_MIN_SIZE, SHAPES
 
 # The presets. shapes (the default when no weights are named): the shipped shapes reference
 # weights with their own architecture and five classes, the input size they were trained at
-# (shapes_models.maskrcnn.MIN_SIZE, MAX_SIZE), a score threshold and class-agnostic NMS (one
+# (shapes_models.facts), a score threshold and class-agnostic NMS (one
 # object, one label, as SAM-CLIP's open-vocabulary results have), and the shipped keypoint
 # model (triangle corners: it is small and local). On 100 held-out scenes with the shipped
 # weights (a match: same class, mask IoU >= 0.5), precision / recall at 0.5, 0.6, 0.7, 0.8 are
@@ -24,14 +25,14 @@ from services.runtime.weights import WeightsSpec
 # NMS at 0.7 gives 0.895/0.780 (F1 0.833). 0.7 keeps recall for the comparison at almost the
 # best F1. coco: torchvision's COCO checkpoints of the variant (`fetch-weights maskrcnn`).
 PRESETS: dict[str, dict[str, Any]] = {
-    "shapes": {
-        "weights": "shapes",
-        "min_size": 192,
-        "max_size": 288,
+    SHAPES: {
+        "weights": SHAPES,
+        "min_size": MASKRCNN_MIN_SIZE,
+        "max_size": MASKRCNN_MAX_SIZE,
         "score_threshold": 0.7,
         "class_agnostic_nms": True,
         "keypoints_enabled": True,
-        "keypoint_weights": "shapes",
+        "keypoint_weights": SHAPES,
     },
     "coco": {"weights": "torchvision:COCO_V1", "keypoint_weights": "torchvision:COCO_V1"},
 }
@@ -114,7 +115,7 @@ class MaskRCNNSettings(ModelServerSettings):
     @classmethod
     def implied_preset(cls, given: dict[str, Any]) -> str | None:
         """The preset whose weights are given (shapes when none are); none for other weights."""
-        weights = str(given.get("weights", PRESETS["shapes"]["weights"])).strip()
+        weights = str(given.get("weights", PRESETS[SHAPES]["weights"])).strip()
         return next((name for name, preset in PRESETS.items() if preset["weights"] == weights), None)
 
     @model_validator(mode="after")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from services.maskrcnn.categories import PERSON_CATEGORIES, SHAPES_CATEGORIES, SHAPES_KEYPOINT_CATEGORIES
 from services.runtime.errors import ConfigurationError
 from services.runtime.weights import WeightFile, WeightsSpec, load_state_dict
+from shapes_models.facts import SHAPES
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -150,10 +151,10 @@ SCHEMES: dict[str, Scheme] = {
     "torchvision": Scheme(_torchvision, takes_value=True, names_classes=True),
     "file": Scheme(_file, takes_value=True),
     "random": Scheme(_random, takes_value=False),
-    "shapes": Scheme(
+    SHAPES: Scheme(
         _shapes,
         takes_value=False,
-        arch="shapes",
+        arch=SHAPES,
         categories=SHAPES_CATEGORIES,
         note="shapes reference weights, synthetic data",
         names_classes=True,

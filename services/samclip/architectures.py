@@ -14,9 +14,9 @@ from functools import partial
 from typing import Any
 
 from services.runtime.errors import ConfigurationError
+from shapes_models.facts import SHAPES
 
 TINY = "tiny"
-SHAPES = "shapes"
 TINY_SAM_IMAGE_SIZE = 64
 TINY_CLIP_CONTEXT = 32
 

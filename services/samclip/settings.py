@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Final, Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from services.runtime.settings import Engine, MiB, ModelServerSettings
+from shapes_models.facts import SHAPES
 
 SamVariant = Literal["vit_b", "vit_l", "vit_h", "tiny", "shapes"]
 
-SHAPES: Final = "shapes"
 #: What an unset half of a (architecture, weights) pair becomes, given the other half:
 #: shapes goes with shapes; anything else with the official defaults.
 OFFICIAL_SAM = ("vit_b", "official")

@@ -22,8 +22,8 @@ from typing import Any
 from services.runtime.errors import ConfigurationError
 from services.runtime.weights import WeightFile, Weights, WeightsSpec, load_state_dict
 from shapes_models import cards as shapes_cards
+from shapes_models.facts import SHAPES
 
-SHAPES = "shapes"
 #: Said by every answer, in Capabilities and in each part's weights label.
 SHAPES_NOTE = shapes_cards.DESCRIPTION  # "shapes reference weights, synthetic data"
 #: part -> (file stem in shapes_models/weights/, the script that trains it, its setting, its architecture's setting).
