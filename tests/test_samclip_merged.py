@@ -20,10 +20,12 @@ from services.runtime.client import VisionModelClient
 from services.runtime.errors import ConfigurationError
 from services.runtime.types import AutomaticOptions, Box, InferenceRequest, Point, Task, TaskOptions
 from services.samclip import dense
+from services.samclip.algorithms import automatic_params
 from services.samclip.architectures import tiny_sam
 from services.samclip.merged import MergedSamClipBackend, load_merged_state
 from services.samclip.merged_arch import CLIP_HEAD_BLOCKS, build_merged, region_weights
 from services.samclip.model import SamClipModel
+from services.samclip.openvocab import mask_crop
 from services.samclip.settings import SamClipSettings
 from tests.images import encode
 from tests.serving import ServerThread
@@ -158,6 +160,35 @@ def test_one_backbone_pass_per_image_serves_every_task(model: SamClipModel) -> N
     finally:
         del backend.merged.backbone, backend.embed_crops
     assert calls == {"backbone": 1, "crops": 0}  # the cache holds both heads' inputs; no crop re-encoded
+
+
+def test_regions_named_by_their_crops_when_asked() -> None:
+    """merged_regions=crops: each proposal is named from its own crop through the backbone and
+    CLIP head (as the classify path embeds an image), semantic segmentation paints the named
+    masks instead of the text-to-pixel map, and the card says how masks are named."""
+    m = SamClipModel(merged_settings(merged_regions="crops"))
+    m.load()
+    backend = m.backend
+    assert isinstance(backend, MergedSamClipBackend) and not backend.text_to_pixel
+    image = noise(40, 56, 5)
+    [embedding] = backend.embed_images([image], ["k"])
+    params = automatic_params(m.settings, AUTO, 4, None)
+    proposals = [p for p in backend.generate_masks(image, embedding, params) if p.mask.area]
+    assert proposals
+    by_crop = backend.embed_crops([mask_crop(image, p.binary()) for p in proposals])
+    assert np.allclose(backend.embed_regions(image, embedding, proposals), by_crop, atol=1e-6)
+    backend.regions = "tokens"  # the default: pooled tokens, which differ from the crops' vectors
+    assert not np.allclose(backend.embed_regions(image, embedding, proposals), by_crop, atol=1e-3)
+    backend.regions = "crops"
+    similarities = []
+    backend.pixel_similarities = lambda *a: similarities.append(1)  # type: ignore[assignment,method-assign,return-value]
+    labels = TaskOptions(labels=("cat", "dog"), automatic=AUTO, score_threshold=0.0)
+    [answer] = m.predict([InferenceRequest(Task.SEMANTIC_SEGMENTATION, image, labels)])
+    assert not isinstance(answer, Exception) and answer.label_map is not None and similarities == []
+    assert "named from each mask's crop" in m.capabilities().card.description
+    tokens = SamClipModel(merged_settings())
+    tokens.load()
+    assert "pooled inside the mask" in tokens.capabilities().card.description
 
 
 @pytest.mark.parametrize("refine", [True, False])

@@ -41,10 +41,15 @@ MERGED = CardWords(
         "One ViT backbone with a SAM head and a CLIP head, merged by multi-task distillation as in "
         "arXiv 2310.15308 (head probing, then distillation with SAM replay). Not Apple's weights, which "
         "are unreleased: merged by this project from {teachers}{data}{figures}. Text: the CLIP teacher's "
-        "text tower, open_clip {clip_model} ({clip_pretrained})."
+        "text tower, open_clip {clip_model} ({clip_pretrained}). Masks are named {regions}."
     ),
 )
 
+#: How the merged model names a mask, by SamClipSettings.merged_regions.
+MERGED_REGIONS = {
+    "tokens": "from the CLIP head's tokens pooled inside the mask (one backbone pass per image)",
+    "crops": "from each mask's crop, through the backbone and CLIP head again (a pass per crop batch)",
+}
 MERGED_ORGANIZATION = "Apple (SAM-CLIP method); reproduction and weights: this project"
 OFFICIAL_ORGANIZATION = {"SAM": "Meta (Segment Anything)", "CLIP": "OpenCLIP/LAION (CLIP)"}
 
@@ -145,4 +150,5 @@ def merged_description(settings: SamClipSettings, merged: WeightSource) -> str:
         figures=f" (held-out {figures})" if figures else "",
         clip_model=settings.clip_model,
         clip_pretrained=settings.clip_pretrained,
+        regions=MERGED_REGIONS[settings.merged_regions],
     )

@@ -33,6 +33,7 @@ from services.samclip.backend import (
     ProposedMask,
 )
 from services.samclip.merged_arch import MergedSamClip, build_merged, region_weights
+from services.samclip.openvocab import mask_crop
 from services.samclip.parts import SamPart, TextPart, sam_part, text_part
 from services.samclip.settings import SamClipSettings
 from services.samclip.weights import (
@@ -62,8 +63,10 @@ class MergedSamClipBackend:
         text: TextPart,
         description: BackendDescription,
         crop_batch_size: int,
+        regions: str = "tokens",
     ) -> None:
         self.sam_part = sam
+        self.regions = regions  # "tokens" or "crops": SamClipSettings.merged_regions
         self.text_part = text
         self.device = sam.device
         self.merged = merged.to(self.device).eval()
@@ -91,7 +94,8 @@ class MergedSamClipBackend:
 
     @property
     def text_to_pixel(self) -> bool:
-        return True
+        """Semantic segmentation from the CLIP head's patches, unless masks are named by their crops."""
+        return self.regions == "tokens"
 
     @property
     def patch_size(self) -> int:
@@ -152,9 +156,12 @@ class MergedSamClipBackend:
     def embed_regions(
         self, image: np.ndarray, embedding: ImageEmbedding, proposals: Sequence[ProposedMask]
     ) -> np.ndarray:
-        """The CLIP head's tokens max-pooled inside each mask: no crop is re-encoded."""
+        """The CLIP head's tokens max-pooled inside each mask (no crop is re-encoded); with
+        regions="crops", each mask's crop through the backbone and CLIP head (`embed_crops`)."""
         if not proposals:
             return np.zeros((0, 0), dtype=np.float32)
+        if self.regions == "crops":
+            return self.embed_crops([mask_crop(image, p.binary()) for p in proposals])
         side = embedding.clip_tokens.shape[1]
         out = []
         for start in range(0, len(proposals), self.crop_batch_size):
@@ -249,6 +256,7 @@ def build_merged_backend(
         text=text_part(clip, tokenizer, settings, plan),
         description=description,
         crop_batch_size=settings.crop_batch_size,
+        regions=settings.merged_regions,
     )
     if exporter is not None:
         backend.onnx_files = exporter.files

@@ -120,6 +120,13 @@ class SamClipSettings(ModelServerSettings):
     semantic_refinement: bool = Field(
         True, description="merged backend: refine text-to-pixel semantic segmentation with the SAM head"
     )
+    merged_regions: Literal["tokens", "crops"] = Field(
+        "tokens",
+        description="merged backend: how a mask is named. tokens (the paper's): the CLIP head's tokens of the "
+        "one backbone pass pooled inside the mask, and semantic segmentation text-to-pixel; crops: each mask's "
+        "crop through the merged backbone and CLIP head again (one more pass per crop batch), and semantic "
+        "segmentation painted from the named masks, as the composition does",
+    )
     sam_variant: SamVariant = Field(
         SHAPES, description="segment-anything image encoder: vit_b | vit_l | vit_h | shapes | tiny"
     )
@@ -269,6 +276,8 @@ class SamClipSettings(ModelServerSettings):
                     "merged_weights=shapes were merged from the shapes SAM and the shapes CLIP; set "
                     "sam_variant=shapes and clip_model=shapes (its text tower), or use backend=composed"
                 )
+        if self.merged_regions == "crops" and self.open_vocab_proposals == "text":
+            raise ValueError("open_vocab_proposals=text needs merged_regions=tokens (the text-to-pixel map)")
         if self.open_vocab_proposals == "text" and self.backend != "merged":
             raise ValueError("open_vocab_proposals=text needs the merged backend's text-to-pixel map; use grid")
         if self.points_per_side > self.max_points_per_side:
