@@ -11,7 +11,8 @@ Starts the local stack (the compose file's commands, shapes weights) and prints:
     the box; zero-shot top-1 on object crops with the service's default templates;
     open-vocabulary instance segmentation mask AP (shape names as labels); zero-shot
     semantic segmentation mIoU (the merged model's with the SAM head's refinement, as
-    served, and in-process with its CLIP head alone);
+    served, and in-process with its CLIP head alone); and in-process, the merged model's
+    mask AP and semantic mIoU with masks named from their crops (SAMCLIP_MERGED_REGIONS=crops);
   - the gateway's agreement figures for every pair of models.
 """
 
@@ -38,7 +39,7 @@ from shapes import accuracy  # noqa: E402
 from vcompare.stack import LocalStack  # noqa: E402
 
 
-def in_process_maskrcnn(scenes: list, env: dict[str, str]) -> tuple[dict[str, float], dict[str, float]]:
+def in_process_maskrcnn(scenes: list, env: dict[str, str]) -> tuple[dict[str, float], dict[str, float | None]]:
     """The same model object the service runs, with the service's settings, called directly:
     instance segmentation AP and the triangle-corner figures."""
     os.environ.update(env)
@@ -53,6 +54,23 @@ def in_process_samclip_clip_head(scenes: list, env: dict[str, str]) -> float:
     model = SamClipModel(SamClipSettings(semantic_refinement=False))
     model.load()
     return accuracy.semantic_miou(accuracy.InProcessClient(model), scenes)
+
+
+def in_process_samclip_masks_by_crops(scenes: list, env: dict[str, str]) -> dict[str, float]:
+    """The merged SAM-CLIP with SAMCLIP_MERGED_REGIONS=crops: open-vocabulary mask AP and
+    semantic mIoU when each mask is named from its own crop."""
+    os.environ.update(env)
+    client = accuracy.InProcessClient(_loaded(SamClipSettings(merged_regions="crops")))
+    return {
+        "open_vocabulary_mask_ap": accuracy.samclip_open_vocabulary_ap(client, scenes)["mask_ap"],
+        "semantic_miou": accuracy.semantic_miou(client, scenes),
+    }
+
+
+def _loaded(settings: SamClipSettings) -> SamClipModel:
+    model = SamClipModel(settings)
+    model.load()
+    return model
 
 
 def samclip_figures(client: VisionModelClient, scenes: list) -> dict[str, object]:
@@ -95,6 +113,7 @@ def main() -> None:
             figures["samclip_merged"] = {
                 **samclip_figures(merged, scenes),
                 "semantic_miou_clip_head_alone": in_process_samclip_clip_head(scenes, stack.service_env("samclip")),
+                "masks_by_crops_in_process": in_process_samclip_masks_by_crops(scenes, stack.service_env("samclip")),
             }
             figures["sam_clip_composed"] = samclip_figures(composed, scenes)
             figures["agreement"] = accuracy.gateway_agreement(cs_grpc.ComparisonServiceStub(channel), scenes)
