@@ -270,6 +270,20 @@ def rich(err: grpc.RpcError) -> tuple[grpc.StatusCode, str, list[tuple[str, str]
     return err.code(), status.message, violations  # type: ignore[attr-defined]
 
 
+def same_refusal(
+    servers: tuple[ServerThread, ...], task: Task, options: TaskOptions
+) -> tuple[grpc.StatusCode, str, list[tuple[str, str]]]:
+    """Each server refuses the request (with a label, which every task here takes); the
+    refusals are identical, and this is it."""
+    answers = []
+    for server in servers:
+        with VisionModelClient(server.address, timeout=60) as client, pytest.raises(grpc.RpcError) as err:
+            client.run(IMAGE, task, dataclasses.replace(options, labels=("circle",)))
+        answers.append(rich(err.value))
+    assert all(a == answers[0] for a in answers)
+    return answers[0]
+
+
 @pytest.mark.parametrize(
     ("task", "options", "words"),
     [
@@ -286,13 +300,7 @@ def rich(err: grpc.RpcError) -> tuple[grpc.StatusCode, str, list[tuple[str, str]
 def test_an_option_the_task_does_not_take_gets_the_same_answer_from_both_services(
     maskrcnn: ServerThread, samclip: ServerThread, task: Task, options: TaskOptions, words: str
 ) -> None:
-    answers = []
-    for server in (maskrcnn, samclip):
-        with VisionModelClient(server.address, timeout=60) as client, pytest.raises(grpc.RpcError) as err:
-            client.run(IMAGE, task, dataclasses.replace(options, labels=("circle",)))
-        answers.append(rich(err.value))
-    assert answers[0] == answers[1]
-    code, message, violations = answers[0]
+    code, message, violations = same_refusal((maskrcnn, samclip), task, options)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and words in message
     assert [f for f, _ in violations] == [o.field for o in options.given()]
 
@@ -308,13 +316,7 @@ def test_an_option_the_task_does_not_take_gets_the_same_answer_from_both_service
 def test_an_option_outside_the_apis_range_gets_the_same_answer_from_both_services(
     maskrcnn: ServerThread, samclip: ServerThread, options: TaskOptions, field: str, words: str
 ) -> None:
-    answers = []
-    for server in (maskrcnn, samclip):
-        with VisionModelClient(server.address, timeout=60) as client, pytest.raises(grpc.RpcError) as err:
-            client.run(IMAGE, Task.OBJECT_DETECTION, dataclasses.replace(options, labels=("circle",)))
-        answers.append(rich(err.value))
-    assert answers[0] == answers[1]
-    code, message, violations = answers[0]
+    code, message, violations = same_refusal((maskrcnn, samclip), Task.OBJECT_DETECTION, options)
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert message == f"{field} {words}, or left unset for the model's default"
     assert [f for f, _ in violations] == [field]
