@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -11,6 +13,7 @@ from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
 
 from gateway.server import GatewayServer
 from gateway.settings import GatewaySettings
+from tests.processes import ServiceProcess
 
 
 class GatewayThread:
@@ -72,3 +75,18 @@ class GatewayThread:
             self.run(self.server.stop(0))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+
+
+@contextmanager
+def gateway_over(services: Sequence[ServiceProcess]) -> Iterator[GatewayThread]:
+    """Start the service processes and a gateway over them (each by its name), wait until it
+    serves them all; stop the services after."""
+    for service in services:
+        service.start()
+    try:
+        with GatewayThread({s.name: f"dns:///{s.address}" for s in services}) as gw:
+            gw.wait_serving()
+            yield gw
+    finally:
+        for service in services:
+            service.stop()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.gateway_support import GatewayThread
+from tests.gateway_support import GatewayThread, gateway_over
 from tests.images import encode, scene
 from tests.processes import ROOT, ServiceProcess, free_port, tiny_service
 
@@ -22,15 +22,8 @@ VCOMPARE = [sys.executable, "-c", "from vcompare.cli import main; main()"]
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[GatewayThread]:
     procs = [tiny_service("left"), tiny_service("right")]
-    for p in procs:
-        p.start()
-    try:
-        with GatewayThread({p.name: f"dns:///{p.address}" for p in procs}) as gw:
-            gw.wait_serving()
-            yield gw
-    finally:
-        for p in procs:
-            p.stop()
+    with gateway_over(procs) as gw:
+        yield gw
 
 
 def vcompare(*args: str, gateway: str) -> subprocess.CompletedProcess[str]:
@@ -113,15 +106,8 @@ def open_models() -> Iterator[GatewayThread]:
         port = free_port()
         args = ["-m", "tests.playground_service", "--port", str(port), "--name", name, "--vocabulary", "open"]
         procs.append(ServiceProcess(name, args, port))
-    for p in procs:
-        p.start()
-    try:
-        with GatewayThread({p.name: f"dns:///{p.address}" for p in procs}) as gw:
-            gw.wait_serving()
-            yield gw
-    finally:
-        for p in procs:
-            p.stop()
+    with gateway_over(procs) as gw:
+        yield gw
 
 
 def test_compare_says_how_far_label_maps_and_classifications_agree(open_models: GatewayThread, tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from visioncompare.v1 import comparison_service_pb2 as cs
 from visioncompare.v1 import vision_model_service_pb2 as vms
 
 from services.runtime.masks import encode_mask
-from tests.gateway_support import GatewayThread
+from tests.gateway_support import GatewayThread, gateway_over
 from tests.processes import ROOT, ServiceProcess, free_port
 from vcompare import evaluate as ev
 from vcompare.cli import app
@@ -62,15 +62,8 @@ def playground(name: str, vocabulary: str, stage_ms: str = "0,0,0") -> ServicePr
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[GatewayThread]:
     procs = [playground("fixed", "fixed"), playground("open", "open")]
-    for p in procs:
-        p.start()
-    try:
-        with GatewayThread({p.name: f"dns:///{p.address}" for p in procs}) as gw:
-            gw.wait_serving()
-            yield gw
-    finally:
-        for p in procs:
-            p.stop()
+    with gateway_over(procs) as gw:
+        yield gw
 
 
 def scene(box: tuple[int, int, int, int], width: int = 80, height: int = 56) -> np.ndarray:
@@ -300,60 +293,53 @@ def test_a_folder_holding_another_run_is_not_mixed_up(gateway: GatewayThread, tm
 def test_an_interrupted_run_resumes_where_it_stopped(tmp_path: Path) -> None:
     # Slow models (0.25 s an image), one call at a time: interrupt after two answers are stored.
     procs = [playground("fixed", "fixed", "0,250,0"), playground("open", "open", "0,250,0")]
-    for p in procs:
-        p.start()
-    try:
-        with GatewayThread({p.name: f"dns:///{p.address}" for p in procs}) as gw:
-            gw.wait_serving()
-            boxes = BOXES * 2
-            annotations = write_dataset(tmp_path / "data", boxes, broken=False)
-            out = tmp_path / "out"
-            args = [
-                str(tmp_path / "data" / "images"),
-                "-a",
-                str(annotations),
-                "-o",
-                str(out),
-                "-g",
-                gw.address,
-                "--concurrency",
-                "1",
-                "--no-progress",
-            ]
-            vcompare = str(Path(sys.executable).parent / "vcompare")
-            child = subprocess.Popen(
-                [vcompare, "evaluate", *args],
-                cwd=ROOT,
-                env={**os.environ},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-            stored = out / "results.jsonl"
-            end = time.monotonic() + 60
-            while time.monotonic() < end and (not stored.exists() or len(stored.read_text().splitlines()) < 2):
-                assert child.poll() is None, child.communicate()[0].decode()
-                time.sleep(0.05)
-            child.send_signal(signal.SIGINT)
-            output = child.communicate(timeout=30)[0].decode()
-            assert child.returncode == 130, output
-            assert "interrupted" in output and "run the same command to resume" in output
-            done = len(stored.read_text().splitlines())
-            assert 2 <= done < len(boxes)
-            assert not (out / "evaluation.json").exists()
-            resumed = run_cli(*args[:-1])
-            assert resumed.exit_code == 0, resumed.output
-            assert f"resuming: {done} stored, {len(boxes) - done} to go" in resumed.output
-            result = load(out)
-            assert result["run"]["resumed_images"] == done
-            assert result["run"]["images_this_run"] == len(boxes) - done
-            assert result["run"]["images_answered"] == len(boxes)
-            lines = stored.read_text().splitlines()
-            assert len(lines) == len(boxes)  # no image was sent twice
-            assert sorted(json.loads(line)["image_id"] for line in lines) == list(range(1, len(boxes) + 1))
-            assert result["per_model"]["fixed"]["metrics"]["segm"]["stats"]["AP"] == 1.0
-    finally:
-        for p in procs:
-            p.stop()
+    with gateway_over(procs) as gw:
+        boxes = BOXES * 2
+        annotations = write_dataset(tmp_path / "data", boxes, broken=False)
+        out = tmp_path / "out"
+        args = [
+            str(tmp_path / "data" / "images"),
+            "-a",
+            str(annotations),
+            "-o",
+            str(out),
+            "-g",
+            gw.address,
+            "--concurrency",
+            "1",
+            "--no-progress",
+        ]
+        vcompare = str(Path(sys.executable).parent / "vcompare")
+        child = subprocess.Popen(
+            [vcompare, "evaluate", *args],
+            cwd=ROOT,
+            env={**os.environ},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        stored = out / "results.jsonl"
+        end = time.monotonic() + 60
+        while time.monotonic() < end and (not stored.exists() or len(stored.read_text().splitlines()) < 2):
+            assert child.poll() is None, child.communicate()[0].decode()
+            time.sleep(0.05)
+        child.send_signal(signal.SIGINT)
+        output = child.communicate(timeout=30)[0].decode()
+        assert child.returncode == 130, output
+        assert "interrupted" in output and "run the same command to resume" in output
+        done = len(stored.read_text().splitlines())
+        assert 2 <= done < len(boxes)
+        assert not (out / "evaluation.json").exists()
+        resumed = run_cli(*args[:-1])
+        assert resumed.exit_code == 0, resumed.output
+        assert f"resuming: {done} stored, {len(boxes) - done} to go" in resumed.output
+        result = load(out)
+        assert result["run"]["resumed_images"] == done
+        assert result["run"]["images_this_run"] == len(boxes) - done
+        assert result["run"]["images_answered"] == len(boxes)
+        lines = stored.read_text().splitlines()
+        assert len(lines) == len(boxes)  # no image was sent twice
+        assert sorted(json.loads(line)["image_id"] for line in lines) == list(range(1, len(boxes) + 1))
+        assert result["per_model"]["fixed"]["metrics"]["segm"]["stats"]["AP"] == 1.0
 
 
 def test_a_cut_last_line_is_ignored_and_that_image_runs_again(tmp_path: Path) -> None:
@@ -451,15 +437,8 @@ def open_pair() -> Iterator[GatewayThread]:
     """Two open-vocabulary playground models: each maps the first label to the bright pixels and the
     second to the rest of the top-left quadrant, and ranks the labels in the order given."""
     procs = [playground("merged", "open"), playground("composed", "open")]
-    for p in procs:
-        p.start()
-    try:
-        with GatewayThread({p.name: f"dns:///{p.address}" for p in procs}) as gw:
-            gw.wait_serving()
-            yield gw
-    finally:
-        for p in procs:
-            p.stop()
+    with gateway_over(procs) as gw:
+        yield gw
 
 
 TINY = (2, 2, 7, 7)  # 25 px: under the minimum object size, no crop
