@@ -19,7 +19,7 @@ system-tools:
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 # A changed lock makes a new venv: pip installs but never removes, so only a fresh venv holds
-# exactly the lock (tests/test_lock.py checks it). pip itself comes from its own lock first.
+# exactly the lock (tests/deploy/test_lock.py checks it). pip itself comes from its own lock first.
 # $(LOCKED) holds the locks' digests: a lock rewritten unchanged (make lock, a checkout) keeps the venv.
 $(LOCKED): $(PIP_LOCK) $(SETUP_LOCK)
 	@if sha256sum $^ | cmp -s - $@ 2>/dev/null; then touch $@; else set -ex; \
@@ -57,7 +57,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports  # the layers in pyproject.toml [tool.importlinter]
-	$(BIN)/mypy services gateway vcompare shapes shapes_models  # pyproject.toml [tool.mypy]
+	$(BIN)/mypy  # pyproject.toml [tool.mypy]: files
 
 test: lint
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q  # idle torch threads must not spin on a shared CPU
@@ -66,7 +66,7 @@ protos: setup
 	$(BIN)/python tools/gen_protos.py
 
 bench-runtime: setup
-	$(BIN)/python bench/runtime_overhead.py
+	$(BIN)/python -m bench.runtime_overhead
 
 demo: setup
 	$(BIN)/vcompare stack up

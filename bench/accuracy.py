@@ -1,6 +1,6 @@
 """Accuracy of the shapes reference models on the held-out split, end to end.
 
-    python bench/accuracy.py [--scenes 100]
+    python -m bench.accuracy [--scenes 100]
 
 Starts the local stack (the compose file's commands, shapes weights) and prints:
   - Mask R-CNN box and mask AP (pycocotools COCOeval), and its triangle corners (keypoint
@@ -23,20 +23,17 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import grpc
 
-import grpc  # noqa: E402
-from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc  # noqa: E402
-
-from services.maskrcnn.model import MaskRCNNModel  # noqa: E402
-from services.maskrcnn.settings import MaskRCNNSettings  # noqa: E402
-from services.runtime.client import VisionModelClient  # noqa: E402
-from services.samclip.model import SamClipModel  # noqa: E402
-from services.samclip.settings import SamClipSettings  # noqa: E402
-from shapes import accuracy  # noqa: E402
-from vcompare.stack import LocalStack  # noqa: E402
+from shapes import accuracy
+from visioncompare.maskrcnn.model import MaskRCNNModel
+from visioncompare.maskrcnn.settings import MaskRCNNSettings
+from visioncompare.runtime.client import VisionModelClient
+from visioncompare.samclip.model import SamClipModel
+from visioncompare.samclip.settings import SamClipSettings
+from visioncompare.tools.stack import LocalStack
+from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
 
 
 def in_process_maskrcnn(scenes: list, env: dict[str, str]) -> tuple[dict[str, float], dict[str, float | None]]:

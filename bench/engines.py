@@ -1,10 +1,10 @@
 """torch vs ONNX Runtime, per model and task, on CPU, in one run; and the SAM ViT-B image
 encoder's GFLOP/s as a share of a 2048 x 2048 fp32 matmul measured in the same run.
 
-    .venv/bin/python bench/engines.py                 # everything (about 10-20 min on 2 cores)
-    .venv/bin/python bench/engines.py --only shapes   # the shapes models only (a minute)
-    .venv/bin/python bench/engines.py --only sam      # the SAM ViT-B encoder share only
-    .venv/bin/python bench/engines.py --only decoder  # SAM's prompt encoder + mask decoder (shapes, ViT-B)
+    .venv/bin/python -m bench.engines                 # everything (about 10-20 min on 2 cores)
+    .venv/bin/python -m bench.engines --only shapes   # the shapes models only (a minute)
+    .venv/bin/python -m bench.engines --only sam      # the SAM ViT-B encoder share only
+    .venv/bin/python -m bench.engines --only decoder  # SAM's prompt encoder + mask decoder (shapes, ViT-B)
 
 Full-size architectures with random weights (the figures are compute, not accuracy):
 Mask R-CNN R50-FPN v1 at 800/1333 on an 800 x 1066 image (10 detections an image, so the
@@ -28,23 +28,19 @@ import argparse
 import copy
 import functools
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from visioncompare.runtime.engines import CPU, onnxruntime_module, ort_inputs, session_options, torch_export
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "protos" / "gen"))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-from services.runtime.engines import CPU, onnxruntime_module, ort_inputs, session_options, torch_export  # noqa: E402
-
 MATMUL_N = 2048
 
 
@@ -93,10 +89,10 @@ def header() -> None:
 
 
 def maskrcnn_rows(args: argparse.Namespace, cache_dir: Path, full: bool) -> None:
-    from services.maskrcnn.model import MaskRCNNModel
-    from services.maskrcnn.settings import MaskRCNNSettings
-    from services.runtime.types import InferenceRequest, Task
     from shapes.scenes import EVAL_SEEDS, generate_scene
+    from visioncompare.maskrcnn.model import MaskRCNNModel
+    from visioncompare.maskrcnn.settings import MaskRCNNSettings
+    from visioncompare.runtime.types import InferenceRequest, Task
 
     if full:
         image = np.random.default_rng(0).integers(0, 256, (800, 1066, 3), dtype=np.uint8)
@@ -137,10 +133,10 @@ def maskrcnn_rows(args: argparse.Namespace, cache_dir: Path, full: bool) -> None
 def samclip_rows(args: argparse.Namespace, cache_dir: Path) -> None:
     """The SAM-CLIP service's default configuration (its shipped shapes weights), per task;
     its caches emptied before each run, so that every run encodes the image."""
-    from services.runtime.types import InferenceRequest, Point, Task, TaskOptions
-    from services.samclip.model import SamClipModel
-    from services.samclip.settings import SamClipSettings
     from shapes.scenes import CLASSES, EVAL_SEEDS, generate_scene
+    from visioncompare.runtime.types import InferenceRequest, Point, Task, TaskOptions
+    from visioncompare.samclip.model import SamClipModel
+    from visioncompare.samclip.settings import SamClipSettings
 
     image = generate_scene(EVAL_SEEDS[0]).image
     labels = tuple(CLASSES)
@@ -173,8 +169,8 @@ def samclip_rows(args: argparse.Namespace, cache_dir: Path) -> None:
 
 
 def sam_rows(args: argparse.Namespace, variant: str, tmp: Path) -> None:
-    from services.samclip.architectures import build_sam
-    from services.samclip.attention import use_chunked_mlp, use_sdpa_attention
+    from visioncompare.samclip.architectures import build_sam
+    from visioncompare.samclip.attention import use_chunked_mlp, use_sdpa_attention
 
     torch.manual_seed(0)
     sam = build_sam(variant).eval()
@@ -184,7 +180,7 @@ def sam_rows(args: argparse.Namespace, variant: str, tmp: Path) -> None:
                 block.attn.rel_pos_h.normal_(0, 0.02)
                 block.attn.rel_pos_w.normal_(0, 0.02)
     else:
-        from shapes_models.cards import verified_path
+        from visioncompare.shapes_models.cards import verified_path
 
         sam.load_state_dict(torch.load(verified_path("sam_shapes"), map_location="cpu", weights_only=True))
     eager = sam.image_encoder
@@ -242,16 +238,16 @@ def sam_rows(args: argparse.Namespace, variant: str, tmp: Path) -> None:
 
 def decoder_rows(args: argparse.Namespace, variant: str, tmp: Path) -> None:
     """SAM's prompt encoder + mask decoder as the backends call them: torch's two modules against
-    the ONNX Runtime stand-ins (one graph, services.samclip.onnx_engine), on one image embedding,
+    the ONNX Runtime stand-ins (one graph, visioncompare.samclip.onnx_engine), on one image embedding,
     for a point (three masks), four boxes, and a 64-point batch of the automatic generator."""
-    from services.runtime.engines import OrtRunner, plan_providers
-    from services.samclip.architectures import build_sam
-    from services.samclip.onnx_engine import Exporter, install_sam_decoder
+    from visioncompare.runtime.engines import OrtRunner, plan_providers
+    from visioncompare.samclip.architectures import build_sam
+    from visioncompare.samclip.onnx_engine import Exporter, install_sam_decoder
 
     torch.manual_seed(0)
     sam = build_sam(variant).eval()
     if variant == "shapes":
-        from shapes_models.cards import verified_path
+        from visioncompare.shapes_models.cards import verified_path
 
         sam.load_state_dict(torch.load(verified_path("sam_shapes"), map_location="cpu", weights_only=True))
     reference = copy.deepcopy(sam)
@@ -310,13 +306,13 @@ class _TextTower(torch.nn.Module):
 
 
 def clip_rows(args: argparse.Namespace, name: str, tmp: Path) -> None:
-    from services.samclip.architectures import build_clip
+    from visioncompare.samclip.architectures import build_clip
 
     torch.manual_seed(0)
     clip, tokenizer = build_clip(name)
     clip.eval()
     if name == "shapes":
-        from shapes_models.cards import verified_path
+        from visioncompare.shapes_models.cards import verified_path
 
         clip.load_state_dict(torch.load(verified_path("clip_shapes"), map_location="cpu", weights_only=True))
     size = clip.visual.image_size

@@ -1,6 +1,6 @@
 """Throughput of `vcompare evaluate` and the time of its COCO evaluator.
 
-    python bench/evaluate.py [--scenes 40] [--stack]
+    python -m bench.evaluate [--scenes 40] [--stack]
 
 Exports held-out shapes scenes as a COCO dataset (`shapes.export_coco`), starts the shapes
 models behind a gateway (Mask R-CNN and the SAM-CLIP composition as processes, with the
@@ -11,7 +11,7 @@ not CPU-bound on this machine, as on a GPU):
 
   - one-by-one: the sum of the Compare latencies of the images sent one after another,
     and the images/s that makes (the baseline);
-  - `vcompare evaluate`'s run (vcompare.evaluate.run_images: the calls, storing every answer)
+  - `vcompare evaluate`'s run (visioncompare.tools.evaluate.run_images: the calls, storing every answer)
     at concurrency 1 and at its default, in images/s;
   - the COCO evaluation of the stored answers (every model, boxes and masks): pycocotools'
     COCOeval and faster-coco-eval, best of 3, and whether their figures are the same.
@@ -26,24 +26,21 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import grpc
+import numpy as np
 
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-from visioncompare.v1 import common_pb2 as pb  # noqa: E402
-from visioncompare.v1 import comparison_service_pb2 as cs  # noqa: E402
-from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc  # noqa: E402
-
-from shapes.export_coco import export, held_out_scenes  # noqa: E402
-from tests.processes import ServiceProcess, free_port, tiny_service  # noqa: E402
-from vcompare import evaluate as ev  # noqa: E402
-from vcompare.stack import LocalStack  # noqa: E402
+from shapes.export_coco import export, held_out_scenes
+from visioncompare.testing.processes import ServiceProcess, free_port, tiny_service
+from visioncompare.tools import evaluate as ev
+from visioncompare.tools.stack import LocalStack
+from visioncompare.v1 import common_pb2 as pb
+from visioncompare.v1 import comparison_service_pb2 as cs
+from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
 
 TASK = "instance-segmentation"
 
@@ -53,8 +50,8 @@ def start_services() -> tuple[str, list[ServiceProcess]]:
     quiet = {"OMP_WAIT_POLICY": "PASSIVE"}
     procs = []
     for name, module, prefix, extra in (
-        ("maskrcnn", "services.maskrcnn", "MASKRCNN", {"MASKRCNN_WEIGHTS": "shapes"}),
-        ("sam-clip-composed", "services.samclip", "SAMCLIP", {"SAMCLIP_BACKEND": "composed"}),
+        ("maskrcnn", "visioncompare.maskrcnn", "MASKRCNN", {"MASKRCNN_WEIGHTS": "shapes"}),
+        ("sam-clip-composed", "visioncompare.samclip", "SAMCLIP", {"SAMCLIP_BACKEND": "composed"}),
     ):
         port = free_port()
         env = {
@@ -85,7 +82,7 @@ def start_services() -> tuple[str, list[ServiceProcess]]:
 
 
 def start_tiny(delay_s: float) -> tuple[str, list[ServiceProcess]]:
-    """Two tiny test models (tests/tiny_model.py) whose inference is one sleep of `delay_s` per batch
+    """Two tiny test models (visioncompare/testing/tiny_model.py) whose inference is one sleep of `delay_s` per batch
     (up to 4 images): models that take time but no CPU here and batch, as on a GPU."""
     procs = [tiny_service(name, delay=delay_s).start(120) for name in ("tiny-a", "tiny-b")]
     port = free_port()

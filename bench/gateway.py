@@ -1,6 +1,6 @@
 """Gateway fan-out cost: Compare vs the slowest single model on the same image.
 
-    python bench/gateway.py [--requests 60] [--delays 0.05,0.1]
+    python -m bench.gateway [--requests 60] [--delays 0.05,0.1]
 
 Starts two model services as processes (the tiny test model, with a fixed
 per-batch delay standing in for GPU time, so the two don't compete for these
@@ -16,22 +16,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import grpc
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from visioncompare.v1 import common_pb2 as pb  # noqa: E402
-from visioncompare.v1 import comparison_service_pb2 as cs  # noqa: E402
-from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc  # noqa: E402
-from visioncompare.v1 import vision_model_service_pb2 as vms  # noqa: E402
-from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc  # noqa: E402
-
-from tests.images import encode, scene  # noqa: E402
-from tests.processes import ServiceProcess, free_port, tiny_service  # noqa: E402
+from visioncompare.testing.images import encode, scene
+from visioncompare.testing.processes import ServiceProcess, free_port, tiny_service
+from visioncompare.v1 import common_pb2 as pb
+from visioncompare.v1 import comparison_service_pb2 as cs
+from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
+from visioncompare.v1 import vision_model_service_pb2 as vms
+from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc
 
 
 async def timed(call, n: int) -> list[float]:  # type: ignore[no-untyped-def]

@@ -1,12 +1,12 @@
 """Mask R-CNN in-process against the same model behind the gRPC service.
 
-    python bench/maskrcnn.py [--iterations 3] [--batch-rounds 1] [--weights random] [--device auto]
+    python -m bench.maskrcnn [--iterations 3] [--batch-rounds 1] [--weights random] [--device auto]
 
 On one image and the same weights (default: random, torchvision's full-size
 ResNet-50-FPN v1 at the service's default 800/1333 resize), prints
   - in-process latency: torchvision's forward, and MaskRCNNModel.predict (the same
     work the service does: forward, mask pasting, RLE encoding);
-  - latency through the gRPC service (`python -m services.maskrcnn` in a subprocess,
+  - latency through the gRPC service (`python -m visioncompare.maskrcnn` in a subprocess,
     JPEG over loopback) and its ratio to each in-process figure;
   - images/s at batch 1 (one request at a time) and batch 4 (predict() on 4 images
     against 4 concurrent requests, which the scheduler batches);
@@ -34,8 +34,6 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 # Both processes wait for OpenMP work the same way, set before torch loads libgomp: with
 # the default active spinning, a process whose threads outnumber the free cores (other
 # work on the machine) burns up to twice the CPU, and how much depends on its thread
@@ -43,11 +41,12 @@ sys.path.insert(0, str(ROOT))
 # to measure the default.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from services.maskrcnn.model import MaskRCNNModel  # noqa: E402
-from services.maskrcnn.settings import MaskRCNNSettings  # noqa: E402
-from services.runtime.client import VisionModelClient  # noqa: E402
-from services.runtime.types import InferenceRequest, Prediction, Task  # noqa: E402
+from visioncompare.maskrcnn.model import MaskRCNNModel  # noqa: E402
+from visioncompare.maskrcnn.settings import MaskRCNNSettings  # noqa: E402
+from visioncompare.runtime.client import VisionModelClient  # noqa: E402
+from visioncompare.runtime.types import InferenceRequest, Prediction, Task  # noqa: E402
 
+ROOT = Path(__file__).resolve().parent.parent
 TASK = Task.INSTANCE_SEGMENTATION
 
 
@@ -110,9 +109,8 @@ def start_service(env_overrides: dict[str, str], timeout_s: float) -> tuple[subp
         "MASKRCNN_METRICS_PORT": str(free_port()),
         "MASKRCNN_LOG_JSON": "false",
         "MASKRCNN_LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
     }
-    proc = subprocess.Popen([sys.executable, "-m", "services.maskrcnn"], env=env, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "visioncompare.maskrcnn"], env=env, cwd=ROOT)
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(address) as channel:
@@ -204,7 +202,7 @@ def main() -> None:
     image = make_image(args.width, args.height)
     encoded = jpeg(image)
     # The service decodes the JPEG; in-process gets the decoded pixels, as a Python caller would.
-    from services.runtime.images import decode_bytes
+    from visioncompare.runtime.images import decode_bytes
 
     decoded = decode_bytes(encoded, max_pixels=10**9)
 

@@ -1,8 +1,8 @@
 """The Open Inference Protocol under load: perf_analyzer next to the project's own client.
 
-    python bench/oip_perf.py                                   # maskrcnn, instance segmentation
-    python bench/oip_perf.py --service samclip --task prompted-segmentation
-    python bench/oip_perf.py --concurrency 1 4 16 --seconds 5  # a shorter run
+    python -m bench.oip_perf                                   # maskrcnn, instance segmentation
+    python -m bench.oip_perf --service samclip --task prompted-segmentation
+    python -m bench.oip_perf --concurrency 1 4 16 --seconds 5  # a shorter run
 
 Starts the model service (`maskrcnn-service` or `samclip-service`, shapes weights, its
 default settings) as a subprocess on a free port, and for each concurrency (1 to 16 by
@@ -35,23 +35,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grpc
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 # Both clients live in this process: it imports no model server (the client imports
-# services.runtime.channels, not the server module), so only tritonclient's copy of package
-# `inference` is loaded.
-import grpc  # noqa: E402
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+# visioncompare.runtime.channels, not the server module), so only tritonclient's copy of the
+# `inference` protos is loaded.
+from visioncompare.runtime.client import VisionModelClient
+from visioncompare.runtime.tasks import TASKS_BY_SHORT_NAME
+from visioncompare.runtime.types import Point, Task, TaskOptions
 
-from services.runtime.client import VisionModelClient  # noqa: E402
-from services.runtime.tasks import TASKS_BY_SHORT_NAME  # noqa: E402
-from services.runtime.types import Point, Task, TaskOptions  # noqa: E402
-
-SCENE = ROOT / "gateway" / "samples" / "shapes-scene.png"
-SERVICES = {"maskrcnn": ("services.maskrcnn", "MASKRCNN_"), "samclip": ("services.samclip", "SAMCLIP_")}
+ROOT = Path(__file__).resolve().parent.parent
+SCENE = ROOT / "visioncompare" / "gateway" / "samples" / "shapes-scene.png"
+SERVICES = {"maskrcnn": ("visioncompare.maskrcnn", "MASKRCNN_"), "samclip": ("visioncompare.samclip", "SAMCLIP_")}
 #: Options for tasks that need some: the same for every load generator.
 OPTIONS = {
     Task.PROMPTED_SEGMENTATION: TaskOptions(points=(Point(120, 80),)),

@@ -1,6 +1,6 @@
 """The runtime's own overhead: a trivial model served over loopback.
 
-    python bench/runtime_overhead.py [--requests 2000] [--rounds 4]
+    python -m bench.runtime_overhead [--requests 2000] [--rounds 4]
 
 Prints p50 and p99 latency per request in µs at 1 and 16 concurrent clients for
   - the full runtime (interceptor, data plane, validation, scheduler, inference
@@ -32,18 +32,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from visioncompare.v1 import common_pb2 as pb  # noqa: E402
-from visioncompare.v1 import vision_model_service_pb2 as vms  # noqa: E402
-from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc  # noqa: E402
-
-from services.runtime.errors import ServiceError  # noqa: E402
-from services.runtime.model import VisionModel  # noqa: E402
-from services.runtime.server import serve as run_server  # noqa: E402
-from services.runtime.settings import ServerSettings  # noqa: E402
-from services.runtime.tasks import task_capability  # noqa: E402
-from services.runtime.types import (  # noqa: E402
+from visioncompare.runtime.errors import ServiceError
+from visioncompare.runtime.model import VisionModel
+from visioncompare.runtime.server import serve as run_server
+from visioncompare.runtime.settings import ServerSettings
+from visioncompare.runtime.tasks import task_capability
+from visioncompare.runtime.types import (
     Box,
     Capabilities,
     InferenceRequest,
@@ -54,6 +48,9 @@ from services.runtime.types import (  # noqa: E402
     Task,
     Vocabulary,
 )
+from visioncompare.v1 import common_pb2 as pb
+from visioncompare.v1 import vision_model_service_pb2 as vms
+from visioncompare.v1 import vision_model_service_pb2_grpc as vms_grpc
 
 IMAGE = np.zeros((16, 16, 3), np.uint8)
 
@@ -172,7 +169,15 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def start_server(port: int, bare: bool) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, __file__, "--serve", "--port", str(port), *(["--bare"] if bare else [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.runtime_overhead",
+        "--serve",
+        "--port",
+        str(port),
+        *(["--bare"] if bare else []),
+    ]
     server = subprocess.Popen(cmd, env=os.environ.copy())
     grpc.channel_ready_future(grpc.insecure_channel(f"127.0.0.1:{port}")).result(timeout=30)
     return server

@@ -1,7 +1,7 @@
 """SAM-CLIP latency and memory, in process through SamClipModel.predict (the service path minus gRPC).
 
-    python bench/samclip.py                      # vit_b + ViT-B-32, random weights, defaults
-    python bench/samclip.py --points-per-side 32 # the service's default grid also on CPU (minutes)
+    python -m bench.samclip                      # vit_b + ViT-B-32, random weights, defaults
+    python -m bench.samclip --points-per-side 32 # the service's default grid also on CPU (minutes)
 
 Prints:
   - prompted segmentation latency on a new image (image encoder + decoder) against a cached
@@ -19,16 +19,12 @@ import argparse
 import math
 import resource
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from services.runtime.types import (  # noqa: E402
+from visioncompare.runtime.types import (
     AutomaticOptions,
     Box,
     InferenceRequest,
@@ -37,8 +33,8 @@ from services.runtime.types import (  # noqa: E402
     Task,
     TaskOptions,
 )
-from services.samclip.model import SamClipModel  # noqa: E402
-from services.samclip.settings import SamClipSettings  # noqa: E402
+from visioncompare.samclip.model import SamClipModel
+from visioncompare.samclip.settings import SamClipSettings
 
 WORDS = (
     "person bicycle car motorcycle airplane bus train truck boat light hydrant sign meter bench bird cat dog horse "

@@ -1,6 +1,6 @@
 """Merged SAM-CLIP vs the composition (Segment Anything + OpenCLIP), in one run.
 
-    python bench/samclip_merged.py [--repeats 5] [--image gateway/samples/shapes-scene.png]
+    python -m bench.samclip_merged [--repeats 5] [--image visioncompare/gateway/samples/shapes-scene.png]
 
 The merged backend (with SAM's point grid as open-vocabulary proposals, as served; with
 text-prompted proposals; with masks named from their crops, SAMCLIP_MERGED_REGIONS=crops) and
@@ -25,8 +25,6 @@ import time
 from pathlib import Path
 from typing import Literal
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = ("circle", "square", "triangle", "star", "cross")
 
@@ -50,9 +48,9 @@ def measure(config: str, image_path: Path, repeats: int) -> dict[str, object]:
     import torch
     from PIL import Image
 
-    from services.runtime.types import Box, InferenceRequest, Point, Task, TaskOptions
-    from services.samclip.model import SamClipModel
-    from services.samclip.settings import SamClipSettings
+    from visioncompare.runtime.types import Box, InferenceRequest, Point, Task, TaskOptions
+    from visioncompare.samclip.model import SamClipModel
+    from visioncompare.samclip.settings import SamClipSettings
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     image = np.asarray(Image.open(image_path).convert("RGB"))
@@ -100,7 +98,9 @@ def measure(config: str, image_path: Path, repeats: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--image", type=Path, default=ROOT / "gateway" / "samples" / "shapes-scene.png")
+    parser.add_argument(
+        "--image", type=Path, default=ROOT / "visioncompare" / "gateway" / "samples" / "shapes-scene.png"
+    )
     parser.add_argument("--child", choices=list(CONFIGS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -109,7 +109,17 @@ def main() -> None:
     figures = {}
     for config in CONFIGS:
         run = subprocess.run(
-            [sys.executable, __file__, "--child", config, "--repeats", str(args.repeats), "--image", str(args.image)],
+            [
+                sys.executable,
+                "-m",
+                "bench.samclip_merged",
+                "--child",
+                config,
+                "--repeats",
+                str(args.repeats),
+                "--image",
+                str(args.image),
+            ],
             capture_output=True,
             text=True,
             check=False,

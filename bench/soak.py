@@ -1,12 +1,12 @@
 """Soak: the shapes stack under 16 concurrent Compare callers for a long time.
 
-    python bench/soak.py [--duration 10m] [--warmup 60] [--callers 16] [--deadline 60]
+    python -m bench.soak [--duration 10m] [--warmup 60] [--callers 16] [--deadline 60]
 
-Starts the local stack exactly as `vcompare stack up` does (vcompare.stack.LocalStack:
+Starts the local stack exactly as `vcompare stack up` does (visioncompare.tools.stack.LocalStack:
 docker-compose.yml's commands and settings with deploy/local.env, i.e. both model
 services on the shapes reference weights and the gateway, as processes, on ports
 shifted by --port-offset so it can run beside another stack). Then every caller
-sends Compare (instance segmentation of gateway/samples/shapes-scene.png, the
+sends Compare (instance segmentation of visioncompare/gateway/samples/shapes-scene.png, the
 sample `stack up` compares) in a loop, each call with its own deadline. After
 --warmup seconds under the same load the start sample is taken; the soak then
 runs for --duration and prints:
@@ -33,17 +33,14 @@ from pathlib import Path
 
 import grpc
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from visioncompare.v1 import common_pb2 as pb  # noqa: E402
-from visioncompare.v1 import comparison_service_pb2 as cs  # noqa: E402
-from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc  # noqa: E402
-
-from services.runtime.channels import channel_options  # noqa: E402
-from tests.processes import free_port  # noqa: E402
-from vcompare.cli import DEFAULT_SAMPLE  # noqa: E402
-from vcompare.compose import MODEL_SERVICES, ROOT  # noqa: E402
-from vcompare.stack import LocalStack, stop_on_signals  # noqa: E402
+from visioncompare.runtime.channels import channel_options
+from visioncompare.testing.processes import free_port
+from visioncompare.tools.cli import DEFAULT_SAMPLE
+from visioncompare.tools.compose import MODEL_SERVICES, ROOT
+from visioncompare.tools.stack import LocalStack, stop_on_signals
+from visioncompare.v1 import common_pb2 as pb
+from visioncompare.v1 import comparison_service_pb2 as cs
+from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
 
 CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 PROCESSES = (*MODEL_SERVICES, "gateway")

@@ -11,16 +11,16 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
-from visioncompare.v1 import common_pb2 as pb
-from visioncompare.v1 import comparison_service_pb2 as cs
 
-from services.maskrcnn.settings import PRESETS
-from services.runtime.client import Result, VisionModelClient
-from services.runtime.masks import decode_rle
-from services.runtime.types import Box, InferenceRequest, Point, Task, TaskOptions
-from services.samclip.openvocab import mask_crop
 from shapes.evaluation import TRIANGLE_ID, binary_iou, evaluate, ground_truth, keypoint_metrics
 from shapes.scenes import CLASSES, EVAL_SEEDS, TRIANGLE_KEYPOINTS, Scene, box_of, generate_scene, interior_point
+from visioncompare.maskrcnn.settings import PRESETS
+from visioncompare.runtime.client import Result, VisionModelClient
+from visioncompare.runtime.masks import decode_rle
+from visioncompare.runtime.types import Box, InferenceRequest, Point, Task, TaskOptions
+from visioncompare.samclip.openvocab import mask_crop
+from visioncompare.v1 import common_pb2 as pb
+from visioncompare.v1 import comparison_service_pb2 as cs
 
 MIN_OBJECT_PIXELS = 60  # objects hidden down to slivers are not prompted or classified
 AP_OPTIONS = TaskOptions(score_threshold=0.05, max_results=50)  # AP ranks low-scoring guesses too
@@ -202,7 +202,7 @@ def semantic_miou(client: SegmentClient, scenes: Sequence[Scene]) -> float:
 def gateway_agreement(stub: Any, scenes: Sequence[Scene]) -> dict[str, dict[str, float]]:
     """The gateway's agreement figures for every pair of models, averaged over scenes;
     keyed "model_a vs model_b"."""
-    from services.runtime.client import image_to_proto
+    from visioncompare.runtime.client import image_to_proto
 
     rows: dict[str, list[tuple[float, ...]]] = {}
     for scene in scenes:

@@ -11,8 +11,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from services.runtime.masks import encode_mask
 from shapes.scenes import CLASSES, TRIANGLE_KEYPOINTS, Scene, coco_dataset
+from visioncompare.runtime.masks import encode_mask
 
 TRIANGLE_ID = CLASSES.index("triangle") + 1
 # OKS constant of each triangle corner: with the object scale s = sqrt(area), a corner off by

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from services.runtime.masks import encode_mask
-from shapes_models.vocabulary import CLASSES, TRIANGLE_KEYPOINTS
+from visioncompare.runtime.masks import encode_mask
+from visioncompare.shapes_models.vocabulary import CLASSES, TRIANGLE_KEYPOINTS
 
 COLOURS = {
     "red": (220, 40, 40),

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from services.runtime.weights import load_state_dict, sha256_of
+from visioncompare.runtime.weights import load_state_dict, sha256_of
 
 
 def write_card(weights: Path, *, continued_from: dict[str, Any] | None = None, **card: Any) -> Path:

@@ -1,6 +1,6 @@
 """Train the shapes CLIP contrastively on object crops, scenes and background patches.
 
-    python -m shapes.train_clip --steps 1200 --out shapes_models/weights
+    python -m shapes.train_clip --steps 1200 --out visioncompare/shapes_models/weights
 
 Crops are made as the SAM-CLIP service makes them (the mask's box, outside the
 mask filled, squared) and preprocessed by the service's own transform. Captions
@@ -28,17 +28,17 @@ import torch
 import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
 
-from services.samclip.algorithms import proposal_params
-from services.samclip.composed import ClipPreprocess
-from services.samclip.model import SamClipModel
-from services.samclip.openvocab import mask_crop
-from services.samclip.settings import DEFAULT_TEMPLATES, SamClipSettings
 from shapes.evaluation import binary_iou
 from shapes.scenes import CLASSES, EVAL_SEEDS, TRAIN_SEEDS, ShapeObject, generate_scene
 from shapes.stages import load_stage, write_card
-from shapes_models.cards import WEIGHTS_DIR
-from shapes_models.clip import build_shapes_clip
-from shapes_models.facts import SHAPES
+from visioncompare.samclip.algorithms import proposal_params
+from visioncompare.samclip.composed import ClipPreprocess
+from visioncompare.samclip.model import SamClipModel
+from visioncompare.samclip.openvocab import mask_crop
+from visioncompare.samclip.settings import DEFAULT_TEMPLATES, SamClipSettings
+from visioncompare.shapes_models.cards import WEIGHTS_DIR
+from visioncompare.shapes_models.clip import build_shapes_clip
+from visioncompare.shapes_models.facts import SHAPES
 
 TRAIN_CAPTIONS = (
     "a {size} {colour} {shape}",

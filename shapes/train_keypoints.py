@@ -1,6 +1,6 @@
 """Train the shapes Keypoint R-CNN (triangle corners) on generated scenes (CPU, reproducible).
 
-    python -m shapes.train_keypoints --iterations 4500 --out shapes_models/weights
+    python -m shapes.train_keypoints --iterations 4500 --out visioncompare/shapes_models/weights
 
 Starts from the shipped shapes Mask R-CNN (or `--detector`): its backbone and RPN are
 copied and frozen, its box head is copied and fine-tuned, its box predictor's background
@@ -24,9 +24,6 @@ from typing import Any
 import torch
 from torchvision.models.detection import KeypointRCNN
 
-from services.maskrcnn.categories import SHAPES_KEYPOINT_CATEGORIES
-from services.maskrcnn.settings import PRESETS
-from services.runtime.weights import sha256_of
 from shapes.evaluation import TRIANGLE_ID, detections, keypoint_metrics
 from shapes.scenes import EVAL_SEEDS, TRAIN_SEEDS, TRIANGLE_KEYPOINTS, Scene, corner_visibility, generate_scene
 from shapes.stages import load_stage, write_card
@@ -39,8 +36,11 @@ from shapes.train_maskrcnn import (
     to_tensor,
     warmup_cosine,
 )
-from shapes_models.cards import WEIGHTS_DIR
-from shapes_models.maskrcnn import build_shapes_keypointrcnn
+from visioncompare.maskrcnn.categories import SHAPES_KEYPOINT_CATEGORIES
+from visioncompare.maskrcnn.settings import PRESETS
+from visioncompare.runtime.weights import sha256_of
+from visioncompare.shapes_models.cards import WEIGHTS_DIR
+from visioncompare.shapes_models.maskrcnn import build_shapes_keypointrcnn
 
 CLASSES = SHAPES_KEYPOINT_CATEGORIES  # background, triangle: the label set the service gives these weights
 FROZEN = ("backbone.", "rpn.")  # shared with the Mask R-CNN and left as it learned them

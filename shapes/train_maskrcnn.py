@@ -1,6 +1,6 @@
 """Train the shapes Mask R-CNN from scratch on generated scenes (CPU, reproducible).
 
-    python -m shapes.train_maskrcnn --iterations 3000 --out shapes_models/weights
+    python -m shapes.train_maskrcnn --iterations 3000 --out visioncompare/shapes_models/weights
 
 Writes maskrcnn_shapes.pth (a state dict), and maskrcnn_shapes.json with the
 hyper-parameters, the training time and the held-out box/mask AP.
@@ -23,8 +23,8 @@ import torch
 from shapes.evaluation import coco_ap
 from shapes.scenes import CLASSES, EVAL_SEEDS, TRAIN_SEEDS, Scene, generate_scene
 from shapes.stages import load_stage, write_card
-from shapes_models.cards import WEIGHTS_DIR
-from shapes_models.maskrcnn import build_shapes_maskrcnn
+from visioncompare.shapes_models.cards import WEIGHTS_DIR
+from visioncompare.shapes_models.maskrcnn import build_shapes_maskrcnn
 
 NUM_CLASSES = len(CLASSES) + 1
 

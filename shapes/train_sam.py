@@ -1,6 +1,6 @@
 """Train the shapes SAM for promptable segmentation (point and box prompts).
 
-    python -m shapes.train_sam --steps 1500 --out shapes_models/weights
+    python -m shapes.train_sam --steps 1500 --out visioncompare/shapes_models/weights
 
 Images go through segment-anything's own ResizeLongestSide and Sam.preprocess,
 prompts through ResizeLongestSide.apply_coords/apply_boxes, as in the service.
@@ -29,8 +29,8 @@ from segment_anything.utils.transforms import ResizeLongestSide
 from shapes.evaluation import binary_iou
 from shapes.scenes import EVAL_SEEDS, TRAIN_SEEDS, ShapeObject, box_of, generate_scene, interior_point
 from shapes.stages import load_stage, write_card
-from shapes_models.cards import WEIGHTS_DIR
-from shapes_models.sam import IMG_SIZE, build_shapes_sam
+from visioncompare.shapes_models.cards import WEIGHTS_DIR
+from visioncompare.shapes_models.sam import IMG_SIZE, build_shapes_sam
 
 
 class Prompted:

@@ -12,7 +12,7 @@ SAM-CLIP service's own loaders from `--cache-dir`, filled by `fetch-weights samc
         --sam-images /data/sa1b/images --clip-images /data/datacomp/images \\
         --probe-steps 20000 --steps 100000 --clip-batch 64 --sam-batch 8 --out runs/samclip_vit_b
 
-The recipe (`services/samclip/merged_arch.py` has the network):
+The recipe (`visioncompare/samclip/merged_arch.py` has the network):
 - The student is a copy of the SAM teacher plus a CLIP head (three copies of the backbone's
   last block, LayerNorm, MLP). The copy is made trainable explicitly (`make_trainable`): every
   part but the prompt encoder, which stays the teacher's, frozen, as in the paper. PARTS names
@@ -74,24 +74,24 @@ import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 from tqdm import tqdm
 
-from services.runtime.device import plan_device
-from services.runtime.weights import sha256_of
-from services.samclip import automatic
-from services.samclip.algorithms import proposal_params
-from services.samclip.backend import AutomaticParams
-from services.samclip.composed import ComposedSamOpenClip, build_composed
-from services.samclip.merged import MergedSamClipBackend, clip_embed_dim, text_tower_only
-from services.samclip.merged_arch import MergedSamClip, build_merged, region_weights
-from services.samclip.model import SamClipModel
-from services.samclip.openvocab import mask_crop
-from services.samclip.parts import sam_part, text_part
-from services.samclip.settings import SamClipSettings
-from services.samclip.weights import SHAPES_NOTE
 from shapes.scenes import COLOURS, EVAL_SEEDS, SIZES, TRAIN_SEEDS, Scene, box_of, generate_scene
 from shapes.stages import load_stage, write_card
 from shapes.train_clip import background_patch, degrade
-from shapes_models.cards import WEIGHTS_DIR
-from shapes_models.vocabulary import CLASSES
+from visioncompare.runtime.device import plan_device
+from visioncompare.runtime.weights import sha256_of
+from visioncompare.samclip import automatic
+from visioncompare.samclip.algorithms import proposal_params
+from visioncompare.samclip.backend import AutomaticParams
+from visioncompare.samclip.composed import ComposedSamOpenClip, build_composed
+from visioncompare.samclip.merged import MergedSamClipBackend, clip_embed_dim, text_tower_only
+from visioncompare.samclip.merged_arch import MergedSamClip, build_merged, region_weights
+from visioncompare.samclip.model import SamClipModel
+from visioncompare.samclip.openvocab import mask_crop
+from visioncompare.samclip.parts import sam_part, text_part
+from visioncompare.samclip.settings import SamClipSettings
+from visioncompare.samclip.weights import SHAPES_NOTE
+from visioncompare.shapes_models.cards import WEIGHTS_DIR
+from visioncompare.shapes_models.vocabulary import CLASSES
 
 LAMBDA_SAM = 10.0  # the paper's: 1 made SAM forget, 100 stalled CLIP
 FOCAL_TO_DICE = 20.0
@@ -841,7 +841,7 @@ def card_fields(args: argparse.Namespace, teacher: ComposedSamOpenClip) -> dict[
 
 
 def _teacher_file(args: argparse.Namespace, part: str) -> Path | None:
-    from services.samclip.weights import resolve_clip_weights, resolve_sam_weights
+    from visioncompare.samclip.weights import resolve_clip_weights, resolve_sam_weights
 
     if part == "sam":
         return resolve_sam_weights(args.sam_weights, args.sam_variant, args.cache_dir).path

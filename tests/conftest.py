@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from services.runtime import engines
+from visioncompare.runtime import engines
 
 # ONNX Runtime's telemetry off for the whole run, before any test module imports onnxruntime
-# (the runtime turns it off itself; tests/test_no_calls_home.py checks both), and for every
+# (the runtime turns it off itself; tests/deploy/test_no_calls_home.py checks both), and for every
 # service process a test starts.
 os.environ[engines.TELEMETRY_ENV] = "1"
 

@@ -1,7 +1,11 @@
-"""Generate the Python code for protos/ into protos/gen (or another directory).
+"""Generate the Python code for protos/ into the visioncompare package.
 
 python tools/gen_protos.py            # regenerate in place
-python tools/gen_protos.py --check    # exit 1 if protos/gen is stale
+python tools/gen_protos.py --check    # exit 1 if the generated code is stale
+
+Each .proto's path under protos/ is its module's path: protos/visioncompare/v1/common.proto is
+visioncompare.v1.common_pb2. The generated folders hold nothing else; the rest of the package is
+the project's own code.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
-GEN_ROOT = PROTO_ROOT / "gen"
-#: The proto packages under protos/, each generated into a Python package of the same name:
-#: the project's contract, and the Open Inference Protocol (KServe v2) it also serves.
-PACKAGES = ("visioncompare", "inference")
+#: The folders under protos/, each generated into the Python package of the same path: the
+#: project's contract, and the Open Inference Protocol (KServe v2) it also serves (its proto
+#: package stays `inference`, the name its clients call).
+PACKAGES = ("visioncompare/v1", "visioncompare/oip")
 
 
 def generate(out_dir: Path) -> None:
@@ -44,7 +48,6 @@ def generate(out_dir: Path) -> None:
     for package in PACKAGES:
         for package_dir in [out_dir / package, *(p for p in (out_dir / package).rglob("*") if p.is_dir())]:
             (package_dir / "__init__.py").touch()
-        (out_dir / package / "py.typed").touch()
 
 
 def differences(a: Path, b: Path) -> list[str]:
@@ -57,22 +60,27 @@ def differences(a: Path, b: Path) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail if protos/gen is stale")
+    parser.add_argument("--check", action="store_true", help="fail if the generated code is stale")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         fresh = Path(tmp) / "gen"
         generate(fresh)
         if args.check:
-            diffs = differences(fresh, GEN_ROOT) if GEN_ROOT.exists() else ["protos/gen is missing"]
+            diffs = [
+                f"{package}: {line}"
+                for package in PACKAGES
+                for line in (differences(fresh / package, ROOT / package) if (ROOT / package).exists() else ["missing"])
+            ]
             for line in diffs:
                 print(line, file=sys.stderr)
             if diffs:
                 print("Generated code is stale: run `python tools/gen_protos.py`.", file=sys.stderr)
                 return 1
             return 0
-        shutil.rmtree(GEN_ROOT, ignore_errors=True)
-        shutil.copytree(fresh, GEN_ROOT)
-    print(f"generated {GEN_ROOT.relative_to(ROOT)}")
+        for package in PACKAGES:
+            shutil.rmtree(ROOT / package, ignore_errors=True)
+            shutil.copytree(fresh / package, ROOT / package)
+            print(f"generated {package}")
     return 0
 
 

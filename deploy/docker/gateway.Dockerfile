@@ -1,15 +1,15 @@
 # The gateway image: slim, no torch and no weights.
 #   docker build -f deploy/docker/gateway.Dockerfile -t visioncompare/gateway:0.1.0 .
 # The gateway reaches the model services over gRPC only, so it installs the package without
-# the `models` extra and from only what it runs: the generated contract (protos/gen), the
-# runtime it stands on (services/runtime) and the server itself (gateway). The model services,
-# the shapes reference models (shapes_models/, their weights), the shapes lab (shapes/) and the
-# vcompare tools (vcompare/: the CLI, evaluate, its report, the local stack) are not copied,
+# the `models` extra and from only what it runs: the generated contracts (visioncompare/v1, visioncompare/oip),
+# the runtime it stands on (visioncompare/runtime) and the server itself (visioncompare/gateway). The model services,
+# the shapes reference models (visioncompare/shapes_models/, their weights), the shapes lab (shapes/) and the
+# vcompare tools (visioncompare/tools/: the CLI, evaluate, its report, the local stack) are not copied,
 # so the wheel built here holds none of them;
 # gateway.Dockerfile.dockerignore (read by BuildKit instead of the root .dockerignore) keeps
 # them out of the build context too; the legacy builder reads the root .dockerignore, shared with
 # the model images, which lets the shapes weights through (they never reach this image).
-# tests/test_images_docker.py checks all of this offline.
+# tests/deploy/test_images_docker.py checks all of this offline.
 
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
@@ -30,20 +30,22 @@ COPY requirements/pip.txt requirements/gateway.txt requirements/
 RUN pip install --require-hashes -r requirements/pip.txt \
     && pip install --require-hashes -r requirements/gateway.txt
 COPY pyproject.toml README.md ./
-COPY protos/gen protos/gen
-COPY services/__init__.py services/
-COPY services/runtime services/runtime
-COPY gateway gateway
+COPY visioncompare/__init__.py visioncompare/py.typed visioncompare/
+COPY visioncompare/v1 visioncompare/v1
+COPY visioncompare/oip visioncompare/oip
+COPY visioncompare/runtime visioncompare/runtime
+COPY visioncompare/gateway visioncompare/gateway
 # The project installed (not editable, its dependencies from the layer above), then checked: the
 # gateway imports, and no model framework, model service, shapes model, shapes lab, vcompare tool
 # or dependency of the tools is importable in the venv the final image gets. The package's console
 # scripts whose modules are not here (the model services', and vcompare's) are removed: the image
 # keeps vision-gateway and vc-healthcheck.
 RUN pip install --no-deps . && pip check \
-    && python -I -c "import gateway.server, gateway.http" \
+    && python -I -c "import visioncompare.gateway.server, visioncompare.gateway.http" \
     && python -I -c "import importlib.util as u, sys; \
 bad = [m for m in ('torch', 'torchvision', 'segment_anything', 'open_clip', 'onnxruntime', 'shapes', \
-'shapes_models', 'services.maskrcnn', 'services.samclip', 'vcompare', 'matplotlib', 'faster_coco_eval', 'typer') \
+'visioncompare.shapes_models', 'visioncompare.maskrcnn', 'visioncompare.samclip', 'visioncompare.tools', \
+'visioncompare.testing', 'matplotlib', 'faster_coco_eval', 'typer') \
 if u.find_spec(m)]; sys.exit(f'in the gateway venv: {bad}' if bad else 0)" \
     && rm /opt/venv/bin/maskrcnn-service /opt/venv/bin/samclip-service /opt/venv/bin/fetch-weights /opt/venv/bin/export-onnx \
         /opt/venv/bin/vcompare

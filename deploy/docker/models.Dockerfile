@@ -57,11 +57,15 @@ ARG PIP_FIND_LINKS
 ARG PIP_NO_INDEX
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY protos/gen protos/gen
-COPY services services
-# the shapes reference models (shapes_models/, with their weights); not the shapes lab, not the
-# gateway or the vcompare tools: their console scripts, whose modules are not here, are removed
-COPY shapes_models shapes_models
+COPY visioncompare/__init__.py visioncompare/py.typed visioncompare/
+COPY visioncompare/v1 visioncompare/v1
+COPY visioncompare/oip visioncompare/oip
+COPY visioncompare/runtime visioncompare/runtime
+COPY visioncompare/maskrcnn visioncompare/maskrcnn
+COPY visioncompare/samclip visioncompare/samclip
+# the shapes reference models (visioncompare/shapes_models/, with their weights); not the shapes lab, not the
+# gateway, the vcompare tools or the test helpers: their console scripts, whose modules are not here, are removed
+COPY visioncompare/shapes_models visioncompare/shapes_models
 RUN pip install --no-deps --prefix /opt/project . \
     && rm /opt/project/bin/vision-gateway /opt/project/bin/vcompare
 
@@ -69,9 +73,10 @@ RUN pip install --no-deps --prefix /opt/project . \
 FROM deps AS runtime
 COPY --from=build /opt/project/ /opt/venv/
 ENV PYTHONUNBUFFERED=1 TORCH_HOME=/models ORT_DISABLE_TELEMETRY=1
-RUN pip check && python -I -B -c "import services.maskrcnn.model, services.samclip.model, shapes_models.cards" \
+RUN pip check && python -I -B -c "import visioncompare.maskrcnn.model, visioncompare.samclip.model, visioncompare.shapes_models.cards" \
     && python -I -B -c "import importlib.util as u, sys; \
-bad = [m for m in ('gateway', 'vcompare', 'shapes') if u.find_spec(m)]; sys.exit(f'in the model image: {bad}' if bad else 0)"
+bad = [m for m in ('visioncompare.gateway', 'visioncompare.tools', 'visioncompare.testing', 'shapes') \
+if u.find_spec(m)]; sys.exit(f'in the model image: {bad}' if bad else 0)"
 USER 10001
 VOLUME ["/models"]
 

@@ -48,13 +48,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "protos" / "gen")]
+import grpc
 
-import grpc  # noqa: E402
-from visioncompare.v1 import common_pb2 as pb  # noqa: E402
-from visioncompare.v1 import comparison_service_pb2 as cs  # noqa: E402
-from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc  # noqa: E402
+from visioncompare.v1 import common_pb2 as pb
+from visioncompare.v1 import comparison_service_pb2 as cs
+from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CACHE = Path(os.environ.get("VC_E2E_CACHE", "/var/cache/visioncompare-e2e"))
 BASE_IMAGE = os.environ.get("VC_E2E_BASE_IMAGE", "visioncompare-e2e/python:3.11-bookworm")
@@ -67,7 +67,7 @@ COMPOSE_FILES = ("docker-compose.yml", "docker-compose.cpu.yml", "deploy/compose
 ENV_FILE = "deploy/local.env"
 GRPC_ADDRESS, HTTP_BASE = "127.0.0.1:50050", "http://127.0.0.1:8080"
 PUBLISHED_PORTS = (50050, 8080, 9092)
-SCENE = ROOT / "gateway" / "samples" / "shapes-scene.png"
+SCENE = ROOT / "visioncompare" / "gateway" / "samples" / "shapes-scene.png"
 #: the base image's packages: Python 3.11 with venv (python:3.11-slim's `python`), and libgomp
 BASE_PACKAGES = "python3,python3-venv,python-is-python3,libgomp1,ca-certificates"
 #: the images: tag -> (Dockerfile, target). The model images are docker-compose.cpu.yml's -cpu ones,

@@ -1,3 +1,0 @@
-from gateway.server import main
-
-main()

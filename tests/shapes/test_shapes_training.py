@@ -1,0 +1,259 @@
+"""The shapes training scripts, run for a couple of steps: they train, write weights that
+load into the shipped architecture, and a model card whose SHA-256 and metrics are right;
+a continued run nests the card of the stage it started from."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from visioncompare.runtime.weights import sha256_of
+
+SHORT_RUNS = {
+    "sam": (
+        "shapes.train_sam",
+        ["--steps", "2", "--scenes-per-step", "2", "--eval-scenes", "1"],
+        ("miou_point", "miou_box"),
+    ),
+    "clip": (
+        "shapes.train_clip",
+        [
+            "--steps",
+            "2",
+            "--scenes-per-step",
+            "2",
+            "--eval-scenes",
+            "2",
+            "--proposal-scenes",
+            "2",
+            "--proposals-per-step",
+            "4",
+        ],
+        ("zero_shot_top1_crops", "zero_shot_top1_degraded_crops", "zero_shot_top1_proposal_crops"),
+    ),
+    # Merges the shipped shapes SAM and CLIP: probing, then multi-task distillation.
+    "samclip": (
+        "shapes.train_samclip",
+        [
+            "--probe-steps",
+            "2",
+            "--steps",
+            "2",
+            "--scenes-per-step",
+            "1",
+            "--sam-batch",
+            "1",
+            "--warmup",
+            "1",
+            "--eval-scenes",
+            "1",
+            "--eval-every",
+            "2",
+            "--check-scenes",
+            "2",
+        ],
+        (
+            "semantic_miou_clip_head",
+            "semantic_miou_refined",
+            "miou_point",
+            "miou_box",
+            "crop_top1",
+            "open_vocabulary_mask_ap",
+        ),
+    ),
+    "maskrcnn": (
+        "shapes.train_maskrcnn",
+        ["--iterations", "2", "--batch-size", "1", "--warmup", "1", "--eval-scenes", "1"],
+        ("box_ap", "mask_ap"),
+    ),
+    # From the shipped Mask R-CNN; the first eval scene holds two triangles.
+    "keypoints": (
+        "shapes.train_keypoints",
+        ["--iterations", "2", "--batch-size", "1", "--warmup", "1", "--eval-scenes", "1"],
+        ("keypoint_ap", "triangle_box_ap", "triangle_recall"),
+    ),
+}
+
+
+def build(name: str) -> torch.nn.Module:
+    if name == "sam":
+        from visioncompare.shapes_models.sam import build_shapes_sam
+
+        return build_shapes_sam()
+    if name == "clip":
+        from visioncompare.shapes_models.clip import build_shapes_clip
+
+        return build_shapes_clip()[0]
+    if name == "samclip":
+        from visioncompare.samclip.merged_arch import build_merged
+        from visioncompare.shapes_models.clip import CONFIG
+        from visioncompare.shapes_models.sam import build_shapes_sam
+
+        return build_merged(build_shapes_sam(), clip_embed_dim=CONFIG["embed_dim"])
+    if name == "keypoints":
+        from shapes.train_keypoints import build as build_keypoints
+
+        return build_keypoints()
+    from shapes.train_maskrcnn import NUM_CLASSES
+    from visioncompare.shapes_models.maskrcnn import build_shapes_maskrcnn
+
+    return build_shapes_maskrcnn(num_classes=NUM_CLASSES)
+
+
+def train(module: str, args: list[str], out: Path, *extra: str) -> dict:
+    run = subprocess.run(
+        [sys.executable, "-m", module, *args, "--threads", "1", "--out", str(out), *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    [card_file] = out.glob("*.json")
+    return json.loads(card_file.read_text())
+
+
+@pytest.mark.parametrize("name", sorted(SHORT_RUNS))
+def test_short_training_run_writes_loadable_weights_and_a_true_card(name: str, tmp_path: Path) -> None:
+    module, args, metric_names = SHORT_RUNS[name]
+    card = train(module, args, tmp_path / "stage1")
+    weights = tmp_path / "stage1" / card["file"]
+    assert card["sha256"] == sha256_of(weights)
+    for metric in metric_names:
+        assert 0.0 <= card["metrics"][metric] <= 1.0
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    build(name).load_state_dict(state)  # strict: every tensor of the architecture, nothing else
+
+    continued = train(module, args, tmp_path / "stage2", "--init", str(weights), "--seed", "1")
+    assert continued["continued_from"] == card
+    assert continued["sha256"] != card["sha256"]
+
+
+def test_the_merge_takes_image_folders(tmp_path: Path) -> None:
+    """train_samclip's full-scale data path: whole images for the CLIP loss, the SAM teacher's
+    automatic masks as the SAM batch's prompts (here on a folder of three shapes scenes)."""
+    from PIL import Image
+
+    from shapes.scenes import generate_scene
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for seed in range(3):
+        Image.fromarray(generate_scene(seed).image).save(folder / f"{seed}.png")
+    card = train(
+        "shapes.train_samclip",
+        [
+            "--clip-images",
+            str(folder),
+            "--sam-images",
+            str(folder),
+            "--probe-steps",
+            "1",
+            "--steps",
+            "1",
+            "--clip-batch",
+            "2",
+            "--sam-batch",
+            "1",
+            "--warmup",
+            "1",
+            "--eval-scenes",
+            "1",
+        ],
+        tmp_path / "run",
+    )
+    assert card["data"] == "images under images and images" and card["note"] == ""
+    assert card["sha256"] == sha256_of(tmp_path / "run" / card["file"])
+    build("samclip").load_state_dict(torch.load(tmp_path / "run" / card["file"], map_location="cpu", weights_only=True))
+
+
+def test_the_merge_trains_every_part_but_the_prompt_encoder(tmp_path: Path) -> None:
+    """The student starts as a copy of the frozen SAM teacher: after a few distillation steps
+    the backbone, neck, mask decoder and CLIP head have all moved away from it, the prompt
+    encoder has not, and the card records each part's trainable count and drift."""
+    from shapes.stages import load_stage
+    from shapes.train_samclip import PARTS, part_of
+    from visioncompare.samclip.merged_arch import build_merged
+    from visioncompare.shapes_models.clip import CONFIG
+    from visioncompare.shapes_models.sam import build_shapes_sam
+
+    card = train(
+        "shapes.train_samclip",
+        ["--probe-steps", "1", "--steps", "3", "--scenes-per-step", "1", "--sam-batch", "1", "--warmup", "1"]
+        + ["--eval-every", "0", "--eval-scenes", "1"],
+        tmp_path / "run",
+    )
+    trained, _ = load_stage(tmp_path / "run" / card["file"])
+    teacher_sam = build_shapes_sam()
+    teacher_sam.load_state_dict(load_stage(Path("visioncompare/shapes_models/weights/sam_shapes.pth"))[0])
+    teacher = build_merged(teacher_sam, clip_embed_dim=CONFIG["embed_dim"]).state_dict()
+    changed: dict[str, list[bool]] = {part: [] for part in PARTS}
+    for name, value in trained.items():  # the student ships in fp16: compare with the teacher's fp16 values
+        if name.startswith("sam."):  # (the CLIP head's blocks start as copies too, but its MLP is new)
+            changed[part_of(name)].append(not torch.equal(value, teacher[name].half()))
+    for part in ("backbone", "neck", "mask_decoder"):
+        assert any(changed[part]), f"{part} did not move from the SAM teacher"
+    assert not any(changed["prompt_encoder"]), "the frozen prompt encoder moved"
+    parts = card["parts"]
+    for part, row in parts.items():
+        if part == "prompt_encoder":
+            assert row["trainable"] == 0 and row["drift_from_teacher"] == 0.0
+        else:
+            assert row["trainable"] == row["parameters"] > 0 and row["drift_from_teacher"] > 0, part
+    assert sum(row["parameters"] for row in parts.values()) == sum(p.numel() for p in build("samclip").parameters())
+
+
+def test_a_run_whose_parts_did_not_move_is_refused() -> None:
+    """The check the script runs before it writes weights: a student whose backbone stayed
+    frozen (the copy-of-a-frozen-teacher bug) is named, and so is a prompt encoder that moved."""
+    from shapes.train_samclip import STAGE_TRAINS, make_trainable, parts_record, snapshot, untrained_parts
+    from visioncompare.samclip.merged_arch import build_merged
+    from visioncompare.shapes_models.clip import CONFIG
+    from visioncompare.shapes_models.sam import build_shapes_sam
+
+    teacher = build_shapes_sam().requires_grad_(False)
+    student = build_merged(teacher, clip_embed_dim=CONFIG["embed_dim"])
+    start = snapshot(student)
+    with torch.no_grad():
+        for p in student.clip_head.parameters():
+            p.add_(0.01)
+    problems = untrained_parts(parts_record(student, start, start), STAGE_TRAINS["distill"])
+    assert any(p.startswith("backbone was meant to train but 0 of") for p in problems), problems
+    make_trainable(student)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.01)
+    problems = untrained_parts(parts_record(student, start, start), STAGE_TRAINS["distill"])
+    assert problems == ["prompt_encoder is meant to stay frozen but changed by 0.01"], problems
+
+
+def test_an_interrupted_merge_resumes_where_it_stopped(tmp_path: Path) -> None:
+    """A merge stopped after 2 of its 4 steps (its last.pt written) and resumed with --resume
+    ends with the same weights, bit for bit, as the same merge run in one go."""
+    args = ["--probe-steps", "1", "--steps", "3", "--scenes-per-step", "1", "--sam-batch", "1", "--warmup", "1"]
+    args += ["--eval-every", "0", "--eval-scenes", "1", "--save-every", "0"]
+    whole = train("shapes.train_samclip", args, tmp_path / "whole")
+    stopped = subprocess.run(
+        [sys.executable, "-m", "shapes.train_samclip", *args, "--threads", "1", "--out", str(tmp_path / "parts")]
+        + ["--stop-after", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    last = tmp_path / "parts" / "checkpoints" / "last.pt"
+    assert f"stopped after 2 of 4 steps; continue with --resume {last}" in stopped.stdout
+    assert not list((tmp_path / "parts").glob("*.pth"))  # no weights until the run is done
+    resumed = subprocess.run(
+        [sys.executable, "-m", "shapes.train_samclip", *args, "--threads", "1", "--resume", str(last)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    card = json.loads((tmp_path / "parts" / "samclip_shapes.json").read_text())
+    assert card["sha256"] == whole["sha256"]

@@ -1,0 +1,3 @@
+from visioncompare.gateway.server import main
+
+main()
