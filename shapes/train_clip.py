@@ -18,7 +18,7 @@ import argparse
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
 
 from shapes.evaluation import binary_iou
-from shapes.scenes import CLASSES, EVAL_SEEDS, TRAIN_SEEDS, ShapeObject, generate_scene
+from shapes.scenes import CLASSES, EVAL_SEEDS, TRAIN_SEEDS, Scene, ShapeObject, generate_scene
 from shapes.stages import load_stage, write_card
 from visioncompare.samclip.algorithms import proposal_params
+from visioncompare.samclip.backend import AutomaticParams, SamClipBackend
 from visioncompare.samclip.composed import ClipPreprocess
 from visioncompare.samclip.model import SamClipModel
 from visioncompare.samclip.openvocab import mask_crop
@@ -132,13 +133,12 @@ def proposing_model(sam_weights: str) -> SamClipModel:
     return sam_clip
 
 
-def proposal_crops(seeds: Sequence[int], sam_clip: SamClipModel, preprocess: ClipPreprocess) -> list[ProposalCrop]:
-    """Crops of the open-vocabulary proposals of `sam_clip`'s SAM, made as the service makes
-    them (its proposal settings, its crop). A proposal matching an object at IoU >= 0.5 is
-    a crop of that object, one overlapping every object at IoU < 0.2 is background; the
-    fragments between are left out."""
-    backend, params = sam_clip.backend, proposal_params(sam_clip.settings)
-    out = []
+def matched_proposals(
+    seeds: Iterable[int], backend: SamClipBackend, params: AutomaticParams
+) -> Iterator[tuple[Scene, np.ndarray, ShapeObject | None]]:
+    """The open-vocabulary proposals of `backend`'s SAM on the scenes of `seeds`, each with the
+    object it matches: a proposal matching an object at IoU >= 0.5 is that object's, one
+    overlapping every object at IoU < 0.2 is background (None); the fragments between are left out."""
     for seed in seeds:
         scene = generate_scene(seed)
         [embedding] = backend.embed_images([scene.image], [f"shapes-{seed}"])
@@ -152,12 +152,20 @@ def proposal_crops(seeds: Sequence[int], sam_clip: SamClipModel, preprocess: Cli
                 default=(0.0, None),
             )
             if iou < 0.2:
-                target = None
-            elif iou < 0.5:
-                continue
-            out.append(ProposalCrop(preprocess(mask_crop(scene.image, mask)), target))
+                yield scene, mask, None
+            elif iou >= 0.5:
+                yield scene, mask, target
         backend.clear_caches()
-    return out
+
+
+def proposal_crops(seeds: Sequence[int], sam_clip: SamClipModel, preprocess: ClipPreprocess) -> list[ProposalCrop]:
+    """Crops of the open-vocabulary proposals of `sam_clip`'s SAM, made as the service makes
+    them (its proposal settings, its crop), with the object each matches (matched_proposals)."""
+    params = proposal_params(sam_clip.settings)
+    return [
+        ProposalCrop(preprocess(mask_crop(scene.image, mask)), target)
+        for scene, mask, target in matched_proposals(seeds, sam_clip.backend, params)
+    ]
 
 
 def proposal_accuracy(model: open_clip.CLIP, tokenizer: SimpleTokenizer, crops: Sequence[ProposalCrop]) -> float:

@@ -56,6 +56,10 @@ SHORT_RUNS = {
             "2",
             "--check-scenes",
             "2",
+            "--proposal-scenes",
+            "2",
+            "--proposal-crops",
+            "3",
         ],
         (
             "semantic_miou_clip_head",
@@ -125,6 +129,8 @@ def test_short_training_run_writes_loadable_weights_and_a_true_card(name: str, t
     assert card["sha256"] == sha256_of(weights)
     for metric in metric_names:
         assert 0.0 <= card["metrics"][metric] <= 1.0
+    if name == "samclip":  # --proposal-scenes: the check names the teacher's proposal crops too
+        assert card["check_history"] and all(0 <= row["proposal_top1"] <= 1 for row in card["check_history"])
     state = torch.load(weights, map_location="cpu", weights_only=True)
     build(name).load_state_dict(state)  # strict: every tensor of the architecture, nothing else
 
@@ -205,6 +211,32 @@ def test_the_merge_trains_every_part_but_the_prompt_encoder(tmp_path: Path) -> N
         else:
             assert row["trainable"] == row["parameters"] > 0 and row["drift_from_teacher"] > 0, part
     assert sum(row["parameters"] for row in parts.values()) == sum(p.numel() for p in build("samclip").parameters())
+
+
+def test_the_merge_trains_on_crops_of_real_proposals() -> None:
+    """With --proposal-scenes, each CLIP batch holds --proposal-crops crops of the SAM teacher's
+    own proposals, each matched to the clean crop of its object (the service names masks from
+    such crops). The short run above has the held-out check report the student's top-1 on them."""
+    from shapes.scenes import TRAIN_SEEDS
+    from shapes.train_samclip import ShapesData, build_parser, proposal_pairs, teacher_settings
+    from visioncompare.runtime.device import plan_device
+    from visioncompare.samclip.algorithms import proposal_params
+    from visioncompare.samclip.composed import build_composed
+
+    settings = teacher_settings(build_parser().parse_args([]))
+    teacher = build_composed(settings, plan_device("cpu", "fp32"))
+    pool = proposal_pairs(TRAIN_SEEDS[990_000:990_002], teacher, proposal_params(settings))
+    assert len(pool) >= 3
+    for crop, target in pool:  # an RGB crop, matched to an RGB image
+        assert crop.ndim == target.ndim == 3 and crop.shape[2] == target.shape[2] == 3
+    plain = ShapesData(0, 940_000, 1, 0.0)
+    mixed = ShapesData(0, 940_000, 1, 0.0, pool, proposal_crops=3)
+    plain.start_step(5)
+    mixed.start_step(5)
+    before, after = plain.clip_batch(), mixed.clip_batch()
+    assert len(after) == len(before) + 3
+    added = {id(s.image) for s in after[len(before) :]}
+    assert added <= {id(crop) for crop, _ in pool}
 
 
 def test_a_run_whose_parts_did_not_move_is_refused() -> None:
