@@ -33,6 +33,7 @@ from visioncompare.v1 import comparison_service_pb2_grpc as cs_grpc
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Compare vision models side by side.")
 
 TASKS = {short_name(t): pb_enum(pb.Task, t) for t in Task}
+INSTANCE_SEGMENTATION = short_name(Task.INSTANCE_SEGMENTATION)  # the commands' default task
 GatewayOpt = Annotated[str, typer.Option("--gateway", "-g", envvar="VCOMPARE_GATEWAY", help="gateway address")]
 TokenOpt = Annotated[str | None, typer.Option("--token", envvar="VCOMPARE_TOKEN", help="bearer token")]
 
@@ -106,7 +107,7 @@ def models(
 @app.command()
 def compare(
     image: Annotated[Path, typer.Argument(help="image file (JPEG, PNG, WebP, BMP, GIF, TIFF)")],
-    task: Annotated[str, typer.Option("--task", "-t", help=f"one of: {', '.join(TASKS)}")] = "instance-segmentation",
+    task: Annotated[str, typer.Option("--task", "-t", help=f"one of: {', '.join(TASKS)}")] = INSTANCE_SEGMENTATION,
     labels: Annotated[str | None, typer.Option(help="comma-separated labels")] = None,
     point: Annotated[list[str], typer.Option("--point", help="x,y or x,y,neg; repeatable")] = [],  # noqa: B006
     box: Annotated[list[str], typer.Option("--box", help="x1,y1,x2,y2; repeatable")] = [],  # noqa: B006
@@ -163,7 +164,7 @@ DEFAULT_SAMPLE = Path(str(resources.files("visioncompare.gateway").joinpath("sam
 @stack_app.command("up")
 def stack_up(
     image: Annotated[Path, typer.Option(help="image for the main job")] = DEFAULT_SAMPLE,
-    task: Annotated[str, typer.Option("--task", "-t")] = "instance-segmentation",
+    task: Annotated[str, typer.Option("--task", "-t")] = INSTANCE_SEGMENTATION,
     out: Annotated[Path, typer.Option("--out", "-o", help="side-by-side PNG")] = Path("side_by_side.png"),
     stop: Annotated[bool, typer.Option("--stop", help="stop the stack after the main job")] = False,
     port_offset: Annotated[int, typer.Option(help="add to every port (to run beside another stack)")] = 0,

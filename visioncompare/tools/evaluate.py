@@ -53,9 +53,12 @@ SCHEMA_FILE = Path(__file__).parent / "schemas" / "evaluation.schema.json"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 #: The tasks `evaluate` runs, by short name (the task table's): those whose answers are labelled
 #: instances, label maps or class scores.
-INSTANCE_TASKS = tuple(
-    short_name(t) for t in (Task.OBJECT_DETECTION, Task.INSTANCE_SEGMENTATION, Task.KEYPOINT_DETECTION)
-)
+OBJECT_DETECTION = short_name(Task.OBJECT_DETECTION)
+INSTANCE_SEGMENTATION = short_name(Task.INSTANCE_SEGMENTATION)
+KEYPOINT_DETECTION = short_name(Task.KEYPOINT_DETECTION)
+SEMANTIC_SEGMENTATION = short_name(Task.SEMANTIC_SEGMENTATION)
+ZERO_SHOT_CLASSIFICATION = short_name(Task.ZERO_SHOT_CLASSIFICATION)
+INSTANCE_TASKS = (OBJECT_DETECTION, INSTANCE_SEGMENTATION, KEYPOINT_DETECTION)
 TASKS = {
     short_name(t): pb_enum(pb.Task, t)
     for t in (
@@ -71,8 +74,8 @@ TASKS = {
 #: a classification returns its top 5 (top-5 accuracy).
 TASK_OPTIONS: dict[str, tuple[float | None, int | None]] = {
     **{task: (0.05, 100) for task in INSTANCE_TASKS},
-    short_name(Task.SEMANTIC_SEGMENTATION): (None, None),
-    short_name(Task.ZERO_SHOT_CLASSIFICATION): (None, 5),
+    SEMANTIC_SEGMENTATION: (None, None),
+    ZERO_SHOT_CLASSIFICATION: (None, 5),
 }
 #: Zero-shot classification on a COCO dataset classifies each object's crop; objects whose mask (box,
 #: without a mask) covers fewer pixels than this are hidden down to slivers and not classified.
@@ -209,12 +212,12 @@ class Dataset:
     def labelled_for(self, task: str) -> bool:
         """Whether the dataset says what is right for `task`: COCO annotations, or for classification
         the folders of the ImageFolder layout."""
-        return self.labelled or (task == "zero-shot-classification" and bool(self.folder_classes))
+        return self.labelled or (task == ZERO_SHOT_CLASSIFICATION and bool(self.folder_classes))
 
     def items(self, task: str) -> list[DatasetImage]:
         """What Compare gets for `task`: each image, or for classification on COCO annotations each
         object's crop (its id the annotation's; crowds and objects under min_object_pixels left out)."""
-        if task != "zero-shot-classification" or self.coco is None:
+        if task != ZERO_SHOT_CLASSIFICATION or self.coco is None:
             return list(self.images)
         sizes = {int(i["id"]): (int(i["height"]), int(i["width"])) for i in self.coco["images"]}
         by_image: dict[int, list[dict[str, Any]]] = {}
@@ -272,9 +275,9 @@ class Dataset:
 def task_categories(dataset: Dataset, task: str) -> list[dict[str, Any]]:
     """The categories a task is evaluated on: those with keypoints for keypoint detection; for
     classification on an ImageFolder-layout folder its subfolders (ids from 1, in name order); else all."""
-    if task == "keypoint-detection":
+    if task == KEYPOINT_DETECTION:
         return dataset.keypoint_categories
-    if task == "zero-shot-classification" and dataset.coco is None:
+    if task == ZERO_SHOT_CLASSIFICATION and dataset.coco is None:
         return [{"id": n, "name": name} for n, name in enumerate(dataset.folder_classes, start=1)]
     return dataset.categories
 
@@ -668,12 +671,12 @@ def detections(
                 "score": i.score,
                 "bbox": [b.x1, b.y1, b.x2 - b.x1, b.y2 - b.y1],
             }
-            if task == "instance-segmentation" and i.HasField("mask"):
+            if task == INSTANCE_SEGMENTATION and i.HasField("mask"):
                 det["segmentation"] = {
                     "size": [i.mask.rle.height, i.mask.rle.width],
                     "counts": i.mask.rle.counts.decode(),
                 }
-            if task == "keypoint-detection":
+            if task == KEYPOINT_DETECTION:
                 if category not in keypoint_names:
                     continue
                 points = {normalise(k.name): k for k in i.keypoints}
@@ -778,9 +781,9 @@ def coco_metrics(
 
 
 def iou_types(task: str, dataset: Dataset) -> list[IouType]:
-    if task == "keypoint-detection":
+    if task == KEYPOINT_DETECTION:
         return ["bbox", "keypoints"]
-    if task == "instance-segmentation" and dataset.has_masks:
+    if task == INSTANCE_SEGMENTATION and dataset.has_masks:
         return ["bbox", "segm"]
     return ["bbox"]
 
@@ -1192,7 +1195,7 @@ def evaluate(
     if dataset.labelled_for(config.task) and not instances:
         start = time.perf_counter()
         categories_ = task_categories(dataset, config.task)
-        if config.task == "semantic-segmentation":
+        if config.task == SEMANTIC_SEGMENTATION:
             dense = {
                 m: {"semantic": f} for m, f in semantic_metrics(dataset, answered, vocabularies, categories_).items()
             }
@@ -1240,7 +1243,7 @@ def evaluate(
             image_ids = [r.image_id for r in answered]
             metrics: dict[str, Any] = {"unmatched_detections": unmatched}
             for iou_type in iou_types(config.task, dataset):
-                if config.task == "keypoint-detection":
+                if config.task == KEYPOINT_DETECTION:
                     category_ids = [int(c["id"]) for c in dataset.keypoint_categories]
                     sigmas = oks_sigmas(dataset, oks_sigma)
                 else:
@@ -1266,9 +1269,9 @@ def evaluate(
     pairs = []
     for n, a in enumerate(models):
         for b in models[n + 1 :]:
-            if config.task == "semantic-segmentation":
+            if config.task == SEMANTIC_SEGMENTATION:
                 pairs.append(label_map_pair(a, b, answered, worst))
-            elif config.task == "zero-shot-classification":
+            elif config.task == ZERO_SHOT_CLASSIFICATION:
                 pairs.append(classification_pair(a, b, answered, worst))
             else:
                 rows = pair_rows(answered, a, b, agreement_min_score, config.score_threshold)
@@ -1346,7 +1349,7 @@ def ground_truth_result(
 ) -> cs.ModelResult | None:
     """The image's annotations (for classification: `item`'s class) as a model result, for drawing
     beside the models' panels."""
-    if task == "zero-shot-classification":
+    if task == ZERO_SHOT_CLASSIFICATION:
         if item is None or item.category_id is None:
             return None
         name = next((str(c["name"]) for c in task_categories(dataset, task) if int(c["id"]) == item.category_id), "?")
@@ -1354,7 +1357,7 @@ def ground_truth_result(
         return cs.ModelResult(model_name="ground truth", classify=vms.ClassifyResponse(scores=[truth]))
     if dataset.coco is None:
         return None
-    if task == "semantic-segmentation":
+    if task == SEMANTIC_SEGMENTATION:
         categories = sorted(dataset.categories, key=lambda c: int(c["id"]))
         truth_map = semantic_truth(dataset, image_id, [int(c["id"]) for c in categories])
         if truth_map is None:
@@ -1383,7 +1386,7 @@ def ground_truth_result(
             label=pb.Label(id=int(ann["category_id"]), name=names.get(int(ann["category_id"]), "?"), score=1.0),
         )
         segmentation = ann.get("segmentation")
-        if task == "instance-segmentation" and segmentation:
+        if task == INSTANCE_SEGMENTATION and segmentation:
             if isinstance(segmentation, list):
                 rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, h, w))
             elif isinstance(segmentation.get("counts"), list):
@@ -1395,7 +1398,7 @@ def ground_truth_result(
                 pb.RleMask(height=h, width=w, counts=counts.encode() if isinstance(counts, str) else counts)
             )
             instance.mask.bbox.CopyFrom(instance.box)
-        if task == "keypoint-detection" and ann.get("keypoints"):
+        if task == KEYPOINT_DETECTION and ann.get("keypoints"):
             kp = ann["keypoints"]
             for n, name in enumerate(points.get(int(ann["category_id"]), [])):
                 if kp[3 * n + 2] > 0:
@@ -1416,6 +1419,6 @@ def identity(dataset: Dataset, config: RunConfig) -> dict[str, Any]:
         "annotations": str(dataset.annotations_file.resolve()) if dataset.annotations_file else None,
         **asdict(config),
     }
-    if config.task == "zero-shot-classification" and dataset.coco is not None:
+    if config.task == ZERO_SHOT_CLASSIFICATION and dataset.coco is not None:
         out["min_object_pixels"] = dataset.min_object_pixels  # which objects are crops, and so which items
     return out

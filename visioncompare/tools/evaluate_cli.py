@@ -73,12 +73,12 @@ class RateColumn(ProgressColumn):
 
 def _choose_task(task: str | None, dataset: ev.Dataset) -> str:
     if task is None:
-        return "instance-segmentation" if dataset.has_masks or not dataset.labelled else "object-detection"
+        return ev.INSTANCE_SEGMENTATION if dataset.has_masks or not dataset.labelled else ev.OBJECT_DETECTION
     if task not in ev.TASKS:
         fail(f"unknown task {task!r}; choose one of: {', '.join(ev.TASKS)}", 2)
-    if task == "keypoint-detection" and dataset.labelled and not dataset.keypoint_categories:
+    if task == ev.KEYPOINT_DETECTION and dataset.labelled and not dataset.keypoint_categories:
         fail("keypoint-detection needs annotations with keypoints; these have none", 2)
-    if task == "semantic-segmentation" and dataset.labelled and not dataset.has_masks:
+    if task == ev.SEMANTIC_SEGMENTATION and dataset.labelled and not dataset.has_masks:
         fail(
             "semantic-segmentation needs annotations with masks (its ground truth is drawn from them); these have none",
             2,

@@ -22,7 +22,9 @@ from PIL import Image
 
 from visioncompare.gateway.render import render
 from visioncompare.tools.evaluate import (
+    SEMANTIC_SEGMENTATION,
     TOP_K,
+    ZERO_SHOT_CLASSIFICATION,
     Evaluation,
     Record,
     filtered,
@@ -458,12 +460,12 @@ METRICS_NOTES = {
     "instances": "AP is COCO's AP@[.50:.95] over every category of the dataset (a category a model does not know "
     "counts as 0 for it); AR is AR@100 (keypoints: AR@20). Images a model failed on count as images where it "
     "found nothing.",
-    "semantic-segmentation": "IoU per class, each class's intersection and union summed over the images, against "
+    SEMANTIC_SEGMENTATION: "IoU per class, each class's intersection and union summed over the images, against "
     "a class map drawn from the instance masks (each mask painted with its category in the annotation file's "
     "order, a later one over an earlier); mIoU is their mean over the classes present in the ground truth or a "
     "model's maps, background included (as bench/accuracy.py), 'categories' without background. A class a model "
     "names that no category has counts against it. Images a model failed on count as all background.",
-    "zero-shot-classification": "Top-1 and top-5 accuracy over the items answered: each object's crop (its mask's "
+    ZERO_SHOT_CLASSIFICATION: "Top-1 and top-5 accuracy over the items answered: each object's crop (its mask's "
     "box, outside the mask filled with CLIP's mean colour, padded square; crowds and objects under the minimum "
     "size left out), or each image of a class folder. Items a model failed on count as wrong.",
 }
@@ -487,11 +489,11 @@ def report_html(evaluation: Evaluation, gallery: int = 8) -> str:
     result = evaluation.result
     run, d = result["run"], result["dataset"]
     task = result["task"]
-    crops = task == "zero-shot-classification" and d["annotations"] is not None
+    crops = task == ZERO_SHOT_CLASSIFICATION and d["annotations"] is not None
     noun = "object crops" if crops else "images"
     title = f"vcompare evaluate: {task} on {run['images_total']} {noun}"
     options = ", ".join(f"{k}={v}" for k, v in result["options"].items() if v is not None) or "models' defaults"
-    labelled = d["annotations"] is not None or (task == "zero-shot-classification" and d.get("classes_from_folders"))
+    labelled = d["annotations"] is not None or (task == ZERO_SHOT_CLASSIFICATION and d.get("classes_from_folders"))
     source = (
         f"{d['images']} images, {d['annotation_count']} annotations"
         if d["annotations"] is not None
