@@ -1,7 +1,7 @@
 """docker-compose.yml as data: the single source of the stack's commands and settings.
 
 The local stack (`vcompare stack up`) and the deploy consistency tests read it here. The
-defaults are the checkout's files (ROOT: the directory above this package, where an editable
+defaults are the checkout's files (ROOT: the directory above the visioncompare package, where an editable
 install, `make setup`'s, leaves it); `vcompare stack up --compose-file` names another.
 """
 
