@@ -31,6 +31,10 @@ The recipe (`visioncompare/samclip/merged_arch.py` has the network):
 - Stage 2, multi-task distillation (`--steps`): everything but the prompt encoder trains, the
   backbone and the SAM head at `--backbone-lr-scale` x the learning rate; each step takes a
   CLIP batch and a SAM batch and makes one optimizer step, so SAM data is replayed throughout.
+- Calibration, after training (`--calibration-scenes`, shapes world): the CLIP head's logit scale
+  factor is fitted, without labels, so that the student's label distributions of proposal crops
+  match the teacher's of the clean crops they match (`calibrate`); `--calibrate FILE` fits it
+  for finished weights and rewrites them and their card.
 
 Data. Image folders: the CLIP batch is whole images (student and teacher see the same image,
 as in the paper); the SAM batch prompts each image with a point and the box of masks the SAM
@@ -57,7 +61,7 @@ starts a new run from a student's weights.
 
 Writes samclip_shapes.pth (the best student, fp16 state dict) and samclip_shapes.json (teachers
 with their SHA-256, data, hyper-parameters, the parts' training record, the check's history,
-metrics on held-out scenes through the service's own model, time).
+the calibration, metrics on held-out scenes through the service's own model, time).
 """
 
 from __future__ import annotations
@@ -88,9 +92,9 @@ from visioncompare.samclip.algorithms import proposal_params
 from visioncompare.samclip.backend import AutomaticParams
 from visioncompare.samclip.composed import ComposedSamOpenClip, build_composed
 from visioncompare.samclip.merged import MergedSamClipBackend, clip_embed_dim, text_tower_only
-from visioncompare.samclip.merged_arch import MergedSamClip, build_merged, region_weights
+from visioncompare.samclip.merged_arch import LOGIT_SCALE_FACTOR, MergedSamClip, build_merged, region_weights
 from visioncompare.samclip.model import SamClipModel
-from visioncompare.samclip.openvocab import mask_crop
+from visioncompare.samclip.openvocab import mask_crop, softmax
 from visioncompare.samclip.parts import sam_part, text_part
 from visioncompare.samclip.settings import SamClipSettings
 from visioncompare.samclip.weights import SHAPES_NOTE
@@ -606,6 +610,7 @@ def merged_model(student: MergedSamClip, teacher: ComposedSamOpenClip, settings:
         text=text_part(text_tower_only(copy.deepcopy(teacher.clip)), teacher.tokenizer, settings, plan),
         description=teacher.describe(),
         crop_batch_size=settings.crop_batch_size,
+        regions=settings.merged_regions,
     )
     model = SamClipModel(settings, backend_factory=lambda *_: backend)
     model.load()
@@ -613,13 +618,20 @@ def merged_model(student: MergedSamClip, teacher: ComposedSamOpenClip, settings:
 
 
 def evaluate(student: MergedSamClip, teacher: ComposedSamOpenClip, settings: SamClipSettings, scenes: int) -> dict:
-    """Held-out figures of the student as the service runs it (`shapes.accuracy`'s functions)."""
+    """Held-out figures of the student as the service runs it (`shapes.accuracy`'s functions): masks
+    named by their crops (as the shapes preset serves it) and by the tokens (the paper's path)."""
     from shapes import accuracy
 
     eval_scenes = accuracy.eval_scenes(scenes)
     figures: dict[str, Any] = {}
+    by_crops = accuracy.InProcessClient(
+        merged_model(student, teacher, settings.model_copy(update={"merged_regions": "crops"}))
+    )
+    figures["semantic_miou_crops"] = accuracy.semantic_miou(by_crops, eval_scenes)
+    figures["open_vocabulary_mask_ap_crops"] = accuracy.samclip_open_vocabulary_ap(by_crops, eval_scenes)["mask_ap"]
+    tokens = settings.model_copy(update={"merged_regions": "tokens"})
     for refine in (False, True):
-        model = merged_model(student, teacher, settings.model_copy(update={"semantic_refinement": refine}))
+        model = merged_model(student, teacher, tokens.model_copy(update={"semantic_refinement": refine}))
         client = accuracy.InProcessClient(model)
         key = "semantic_miou_refined" if refine else "semantic_miou_clip_head"
         figures[key] = accuracy.semantic_miou(client, eval_scenes)
@@ -627,6 +639,94 @@ def evaluate(student: MergedSamClip, teacher: ComposedSamOpenClip, settings: Sam
     figures["crop_top1"] = accuracy.clip_top1(client, eval_scenes)
     figures["open_vocabulary_mask_ap"] = accuracy.samclip_open_vocabulary_ap(client, eval_scenes)["mask_ap"]
     return figures
+
+
+#: The logit scale factors a calibration tries: the merge's own scale, as a factor of the teacher's.
+CALIBRATION_FACTORS = tuple(round(0.5 + 0.05 * k, 2) for k in range(71))  # 0.5 ... 4.0
+
+
+def fit_logit_scale_factor(learnt: np.ndarray, taught: np.ndarray, scale: float) -> tuple[float, dict[float, float]]:
+    """The factor of CALIBRATION_FACTORS under which softmax(factor x scale x `learnt`) is closest
+    to softmax(scale x `taught`) in mean KL divergence (N x L cosine similarities each), and
+    the divergence at every factor."""
+    target = softmax(scale * taught, axis=1)
+    log_target = np.log(np.clip(target, 1e-12, None))
+    kl: dict[float, float] = {}
+    for factor in CALIBRATION_FACTORS:
+        logits = factor * scale * learnt
+        log_q = logits - logits.max(axis=1, keepdims=True)
+        log_q -= np.log(np.exp(log_q).sum(axis=1, keepdims=True))
+        kl[factor] = float((target * (log_target - log_q)).sum(axis=1).mean())
+    return min(kl, key=lambda f: kl[f]), kl
+
+
+def calibrate(
+    student: MergedSamClip, teacher: ComposedSamOpenClip, settings: SamClipSettings, pairs: Sequence[ProposalPair]
+) -> dict[str, Any]:
+    """Fit the merge's logit scale factor without labels, and set it on `student`: the factor
+    under which the student's label distributions of proposal crops (named as served, against
+    the served classes and background prompts) are closest, in mean KL divergence, to the
+    teacher's of the clean crops they match. Distilled into the teacher's space, the student's
+    embedding of an ambiguous crop sits between the classes' and its probabilities come out
+    flatter than the teacher's at the teacher's scale; the scale is fitted on `pairs` from
+    scenes the run did not train on."""
+    student.clip_head.logit_scale_factor.fill_(1.0)
+    backend = merged_model(student, teacher, settings).backend
+    text = backend.embed_texts([*CLASSES, *settings.background_prompts], settings.prompt_templates)
+    crops, clean = zip(*pairs, strict=True)
+    learnt = backend.embed_crops(list(crops)) @ text.T
+    taught = teacher.embed_crops(list(clean)) @ text.T
+    best, kl = fit_logit_scale_factor(learnt, taught, teacher.logit_scale)
+    student.clip_head.logit_scale_factor.fill_(best)
+    return {
+        "logit_scale_factor": best,
+        "how": "the factor (0.5 to 4) of the teacher's logit scale under which the student's label "
+        "distributions of proposal crops are closest (mean KL) to the teacher's of the clean crops they match",
+        "pairs": len(pairs),
+        "mean_kl": {str(f): round(kl[f], 4) for f in sorted({0.5, 1.0, 2.0, 3.0, 4.0, best})},
+    }
+
+
+def calibration_pairs(
+    args: argparse.Namespace, teacher: ComposedSamOpenClip, settings: SamClipSettings
+) -> list[ProposalPair]:
+    first = args.calibration_seed_offset
+    seeds = tqdm(TRAIN_SEEDS[first : first + args.calibration_scenes], desc="calibration crops", unit="scene")
+    return proposal_pairs(seeds, teacher, proposal_params(settings))
+
+
+def calibrate_only(weights: Path, args: argparse.Namespace) -> None:
+    """`--calibrate FILE`: fit the logit scale factor of finished weights, rewrite them with it
+    and their card with the fit and the new held-out figures."""
+    settings = teacher_settings(args)
+    teacher = build_composed(settings, plan_device(args.device, "fp32"))
+    student = build_merged(teacher.sam, clip_embed_dim(teacher.clip, teacher.tokenizer))
+    state, card = load_stage(weights)
+    state.setdefault(LOGIT_SCALE_FACTOR, torch.ones(()))
+    student.load_state_dict({k: v.float() for k, v in state.items()})
+    student.eval()
+    record = calibrate(student, teacher, settings, calibration_pairs(args, teacher, settings))
+    print(json.dumps(record), flush=True)
+    save_student(student, weights)
+    figures = evaluate(student.float(), teacher, settings.model_copy(update={"backend": "merged"}), args.eval_scenes)
+    print(json.dumps(figures), flush=True)
+    card = dict(card or {})
+    card.pop("file", None), card.pop("sha256", None)
+    card["calibration"] = {
+        **record,
+        "command": f"--calibrate {weights.name} --calibration-scenes "
+        f"{args.calibration_scenes} --calibration-seed-offset {args.calibration_seed_offset}",
+    }
+    card["metrics"] = {**card.get("metrics", {}), **figures, "eval_scenes": args.eval_scenes}
+    write_card(weights, **card)
+
+
+def save_student(student: MergedSamClip, path: Path) -> None:
+    """The student as it ships (fp16), and the student measured as it ships."""
+    # fp16, but the logit scale factor: the card's value exactly
+    state = {k: v if k == LOGIT_SCALE_FACTOR else v.half() for k, v in student.state_dict().items()}
+    torch.save(state, path)
+    student.load_state_dict(state)
 
 
 def stages(probe_steps: int, steps: int) -> Iterator[tuple[str, int, int]]:
@@ -698,6 +798,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget-minutes", type=float, help="minutes this process trains before it does the same")
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--audit", type=Path, help="only record these weights' drift from the teachers in their card")
+    parser.add_argument(
+        "--calibration-scenes",
+        type=int,
+        default=300,
+        help="scenes whose proposal crops fit the logit scale factor after training (shapes); 0: none",
+    )
+    parser.add_argument("--calibration-seed-offset", type=int, default=996_000, help="first seed of those scenes")
+    parser.add_argument("--calibrate", type=Path, help="only fit the logit scale factor of these weights")
     return parser
 
 
@@ -731,6 +839,9 @@ def main() -> None:
     if args.audit is not None:
         audit(args.audit, args)
         return
+    if args.calibrate is not None:
+        calibrate_only(args.calibrate, args)
+        return
     settings = teacher_settings(args)
     teacher = build_composed(settings, plan_device(args.device, "fp32"))
     teacher.sam.requires_grad_(False)
@@ -741,11 +852,13 @@ def main() -> None:
     init_card = None
     if args.init is not None:
         state, init_card = load_stage(args.init)
+        state.setdefault(LOGIT_SCALE_FACTOR, torch.ones(()))  # a merge saved before the head kept one
         student.load_state_dict({k: v.float() for k, v in state.items()})
     checkpoints = args.out / "checkpoints"
     resumed: dict[str, Any] | None = None
     if args.resume is not None:
         resumed = torch.load(args.resume, map_location="cpu", weights_only=True)
+        resumed["model"].setdefault(LOGIT_SCALE_FACTOR, torch.ones(()))
         student.load_state_dict(resumed["model"])
         init_card = resumed.get("init_card")
         args.out = Path(resumed.get("out", args.out))
@@ -873,10 +986,11 @@ def main() -> None:
         student.load_state_dict(torch.load(checkpoints / "best.pth", map_location="cpu", weights_only=True))
         parts = parts_record(student, initial, run_start)  # what ships: the best checkpoint
     student.eval()
+    calibration = None
+    if args.clip_images is None and args.calibration_scenes:
+        calibration = calibrate(student, teacher, settings, calibration_pairs(args, teacher, settings))
     path = args.out / "samclip_shapes.pth"
-    state = {k: v.half() for k, v in student.state_dict().items()}
-    torch.save(state, path)
-    student.load_state_dict(state)  # measure what ships: the fp16 weights
+    save_student(student, path)
     figures = evaluate(student.float(), teacher, settings.model_copy(update={"backend": "merged"}), args.eval_scenes)
     print(json.dumps(figures), flush=True)
     write_card(
@@ -885,6 +999,7 @@ def main() -> None:
         continued_from=init_card,
         parts=parts,
         check_history=history,
+        calibration=calibration,
         metrics={**figures, "eval_scenes": args.eval_scenes, "train_seconds": round(train_seconds)},
     )
 

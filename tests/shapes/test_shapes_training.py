@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,6 +61,8 @@ SHORT_RUNS = {
             "2",
             "--proposal-crops",
             "3",
+            "--calibration-scenes",
+            "2",
         ],
         (
             "semantic_miou_clip_head",
@@ -131,6 +134,9 @@ def test_short_training_run_writes_loadable_weights_and_a_true_card(name: str, t
         assert 0.0 <= card["metrics"][metric] <= 1.0
     if name == "samclip":  # --proposal-scenes: the check names the teacher's proposal crops too
         assert card["check_history"] and all(0 <= row["proposal_top1"] <= 1 for row in card["check_history"])
+        factor = card["calibration"]["logit_scale_factor"]  # fitted on held-apart proposal crops
+        assert 0.5 <= factor <= 4.0 and card["calibration"]["pairs"] >= 2
+        assert float(torch.load(weights, weights_only=True)["clip_head.logit_scale_factor"]) == pytest.approx(factor)
     state = torch.load(weights, map_location="cpu", weights_only=True)
     build(name).load_state_dict(state)  # strict: every tensor of the architecture, nothing else
 
@@ -172,6 +178,7 @@ def test_the_merge_takes_image_folders(tmp_path: Path) -> None:
         ],
         tmp_path / "run",
     )
+    assert card["calibration"] is None  # fitted on shapes proposals only
     assert card["data"] == "images under images and images" and card["note"] == ""
     assert card["sha256"] == sha256_of(tmp_path / "run" / card["file"])
     build("samclip").load_state_dict(torch.load(tmp_path / "run" / card["file"], map_location="cpu", weights_only=True))
@@ -190,7 +197,7 @@ def test_the_merge_trains_every_part_but_the_prompt_encoder(tmp_path: Path) -> N
     card = train(
         "shapes.train_samclip",
         ["--probe-steps", "1", "--steps", "3", "--scenes-per-step", "1", "--sam-batch", "1", "--warmup", "1"]
-        + ["--eval-every", "0", "--eval-scenes", "1"],
+        + ["--eval-every", "0", "--eval-scenes", "1", "--calibration-scenes", "0"],
         tmp_path / "run",
     )
     trained, _ = load_stage(tmp_path / "run" / card["file"])
@@ -239,6 +246,18 @@ def test_the_merge_trains_on_crops_of_real_proposals() -> None:
     assert added <= {id(crop) for crop, _ in pool}
 
 
+def test_the_logit_scale_factor_is_fitted_to_the_teachers_distributions() -> None:
+    """Calibration's fit: a student whose similarities are the teacher's halved needs twice the
+    teacher's scale to give the teacher's label distributions."""
+    from shapes.train_samclip import fit_logit_scale_factor
+
+    taught = np.random.default_rng(0).uniform(-0.3, 0.9, (50, 6))
+    best, kl = fit_logit_scale_factor(taught / 2, taught, scale=12.0)
+    assert best == 2.0 and kl[2.0] == pytest.approx(0.0, abs=1e-9)
+    assert kl[1.0] > kl[1.5] > kl[2.0] < kl[2.5]
+    assert fit_logit_scale_factor(taught, taught, scale=12.0)[0] == 1.0
+
+
 def test_a_run_whose_parts_did_not_move_is_refused() -> None:
     """The check the script runs before it writes weights: a student whose backbone stayed
     frozen (the copy-of-a-frozen-teacher bug) is named, and so is a prompt encoder that moved."""
@@ -267,7 +286,7 @@ def test_an_interrupted_merge_resumes_where_it_stopped(tmp_path: Path) -> None:
     """A merge stopped after 2 of its 4 steps (its last.pt written) and resumed with --resume
     ends with the same weights, bit for bit, as the same merge run in one go."""
     args = ["--probe-steps", "1", "--steps", "3", "--scenes-per-step", "1", "--sam-batch", "1", "--warmup", "1"]
-    args += ["--eval-every", "0", "--eval-scenes", "1", "--save-every", "0"]
+    args += ["--eval-every", "0", "--eval-scenes", "1", "--save-every", "0", "--calibration-scenes", "0"]
     whole = train("shapes.train_samclip", args, tmp_path / "whole")
     stopped = subprocess.run(
         [sys.executable, "-m", "shapes.train_samclip", *args, "--threads", "1", "--out", str(tmp_path / "parts")]

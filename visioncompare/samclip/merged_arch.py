@@ -9,7 +9,10 @@ and a CLIP head.
   then max-pooling over patch tokens, LayerNorm and an MLP with two hidden layers into the
   CLIP teacher's embedding space. Without pooling, LayerNorm and MLP map every patch token
   into that space ("text to pixel" semantic segmentation). Text goes through the frozen
-  CLIP teacher's text tower, which is not part of this module.
+  CLIP teacher's text tower, which is not part of this module. The head keeps its own logit
+  scale, as a factor of the teacher's (`logit_scale_factor`, 1 until a calibration fits it):
+  distilled into the teacher's space, the student's embeddings of ambiguous images are
+  less peaked than the teacher's, and its label probabilities flatter at the same scale.
 
 The same class serves the shapes SAM and the official ViT-B/L/H; nothing here trains.
 """
@@ -24,10 +27,14 @@ from torch import nn
 from torch.nn import functional as F
 
 CLIP_HEAD_BLOCKS = 3
+#: The state-dict key of the head's logit scale factor (merges saved before it have none).
+LOGIT_SCALE_FACTOR = "clip_head.logit_scale_factor"
 
 
 class ClipHead(nn.Module):
     """Blocks over the backbone's patch tokens, then LayerNorm + MLP into CLIP's space."""
+
+    logit_scale_factor: torch.Tensor  # a buffer: see the module's docstring
 
     def __init__(self, blocks: list[nn.Module], dim: int, embed_dim: int, hidden: int) -> None:
         super().__init__()
@@ -36,6 +43,8 @@ class ClipHead(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, embed_dim)
         )
+        # logits = logit_scale_factor x the CLIP teacher's logit scale x cosine similarity
+        self.register_buffer("logit_scale_factor", torch.ones(()))
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """B x h x w x C backbone tokens -> B x h x w x C head tokens (before projection)."""
