@@ -5,15 +5,18 @@
 Prints p50 and p99 latency per request in µs at 1 and 16 concurrent clients for
   - the full runtime (interceptor, data plane, validation, scheduler, inference
     thread, conversion) serving a no-op model in a subprocess, default settings;
-  - a bare grpc.aio server in a subprocess whose Detect returns the same response;
-their difference (the extra latency the runtime adds over gRPC itself), each one's
-requests per second, the ratio runtime/bare of requests per second, and the CPU time
-each server process spent per request (from /proc, on Linux; user and system).
+  - a bare grpc.aio server in a subprocess whose Detect returns a fixed response;
+  - the same bare server handing each request to an inference thread and back (a queue
+    one way, `call_soon_threadsafe` the other): the least any server pays that keeps
+    inference off its event loop, as the runtime does;
+the latency the runtime adds over bare gRPC, each one's requests per second, the ratios
+runtime/bare and runtime/handoff of requests per second, and the CPU time each server
+process spent per request (from /proc, on Linux; user and system).
 
-Both servers run side by side for the whole run, and the load alternates between
-them in rounds (`--requests` per concurrency, split into `--rounds` slices per
-server, the order flipped each round), so that a machine shared with other work
-slows both alike: the ratio is of one run, not of two runs minutes apart.
+The servers run side by side for the whole run, and the load moves between them in
+rounds (`--requests` per concurrency, split into `--rounds` slices per server, the
+order rotated each round), so that a machine shared with other work slows them alike:
+the ratios are of one run, not of runs minutes apart.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import queue
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -122,24 +127,39 @@ async def through_grpc(address: str, requests: int, concurrency: int) -> tuple[l
         return latencies, time.perf_counter() - start
 
 
-def serve(port: int, bare: bool) -> None:
-    if not bare:
+#: The servers compared: the runtime and two references.
+SERVERS = ("bare", "handoff", "runtime")
+
+
+def serve(port: int, kind: str) -> None:
+    if kind == "runtime":
         run_server(ServerSettings(host="127.0.0.1", port=port, metrics_port=None, log_level="WARNING"), TrivialModel())
         return
     response = vms.DetectResponse(instances=[pb.Instance(box=pb.BoundingBox(x1=1, y1=2, x2=3, y2=4), score=0.9)])
+    jobs: queue.SimpleQueue[asyncio.Future[vms.DetectResponse]] = queue.SimpleQueue()
+
+    def inference_thread(loop: asyncio.AbstractEventLoop) -> None:
+        while True:
+            future = jobs.get()
+            loop.call_soon_threadsafe(future.set_result, response)
 
     class Bare(vms_grpc.VisionModelServiceServicer):
         async def Detect(self, request: vms.DetectRequest, context: object) -> vms.DetectResponse:
-            return response
+            if kind == "bare":
+                return response
+            future = asyncio.get_running_loop().create_future()
+            jobs.put(future)
+            return await future
 
-    async def main() -> None:
+    async def run() -> None:
+        threading.Thread(target=inference_thread, args=(asyncio.get_running_loop(),), daemon=True).start()
         server = grpc.aio.server()
         vms_grpc.add_VisionModelServiceServicer_to_server(Bare(), server)
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         await server.wait_for_termination()
 
-    asyncio.run(main())
+    asyncio.run(run())
 
 
 @dataclass
@@ -168,32 +188,24 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def start_server(port: int, bare: bool) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "bench.runtime_overhead",
-        "--serve",
-        "--port",
-        str(port),
-        *(["--bare"] if bare else []),
-    ]
+def start_server(port: int, kind: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "bench.runtime_overhead", "--serve", kind, "--port", str(port)]
     server = subprocess.Popen(cmd, env=os.environ.copy())
     grpc.channel_ready_future(grpc.insecure_channel(f"127.0.0.1:{port}")).result(timeout=30)
     return server
 
 
 def measure(port: int, requests: int, rounds: int) -> dict[int, dict[str, Load]]:
-    """{concurrency: {"bare": Load, "runtime": Load}}, the load alternating between the two
-    servers in `rounds` slices of `requests // rounds` each."""
-    servers = {"bare": start_server(port, True), "runtime": start_server(port + 1, False)}
-    addresses = {"bare": f"127.0.0.1:{port}", "runtime": f"127.0.0.1:{port + 1}"}
+    """{concurrency: {server kind: Load}}, the load moving between the servers in `rounds`
+    slices of `requests // rounds` each, the order rotated each round."""
+    servers = {kind: start_server(port + k, kind) for k, kind in enumerate(SERVERS)}
+    addresses = {kind: f"127.0.0.1:{port + k}" for k, kind in enumerate(SERVERS)}
     try:
         out: dict[int, dict[str, Load]] = {}
         for concurrency in (1, 16):
-            loads = out[concurrency] = {"bare": Load(), "runtime": Load()}
+            loads = out[concurrency] = {kind: Load() for kind in SERVERS}
             for i in range(rounds):
-                for which in ("bare", "runtime") if i % 2 == 0 else ("runtime", "bare"):
+                for which in SERVERS[i % 3 :] + SERVERS[: i % 3]:
                     before = cpu_seconds(servers[which].pid)
                     latencies, seconds = asyncio.run(through_grpc(addresses[which], requests // rounds, concurrency))
                     after = cpu_seconds(servers[which].pid)
@@ -214,29 +226,29 @@ def measure(port: int, requests: int, rounds: int) -> dict[int, dict[str, Load]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=2000, help="per server and concurrency")
-    parser.add_argument("--rounds", type=int, default=4, help="slices of the load per server, alternating")
+    parser.add_argument("--rounds", type=int, default=6, help="slices of the load per server, rotating")
     parser.add_argument("--port", type=int, default=50391)
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.port, args.bare)
+        serve(args.port, args.serve)
         return
     p50, p99 = percentiles(in_process(args.requests))
     print(f"no-op model predict() in-process: p50 {p50:.1f} µs, p99 {p99:.1f} µs")
     loads = measure(args.port, args.requests, args.rounds)
     print(
-        f"{'clients':>7} | {'bare gRPC p50/p99 µs':>21} | {'runtime p50/p99 µs':>19} | "
-        f"{'added p50/p99 µs':>17} | {'bare/runtime req/s':>18} | {'runtime/bare':>12} | "
-        f"{'server CPU µs/req':>17}"
+        f"{'clients':>7} | {'p50/p99 µs: bare':>17} | {'handoff':>13} | {'runtime':>13} | "
+        f"{'runtime adds p50/p99':>20} | {'req/s: bare / handoff / runtime':>31} | "
+        f"{'runtime/bare':>12} | {'runtime/handoff':>15} | {'server CPU µs/req, same order':>29}"
     )
     for c, load in loads.items():
-        (b50, b99), (r50, r99) = percentiles(load["bare"].latencies), percentiles(load["runtime"].latencies)
-        bare, runtime = load["bare"].rate, load["runtime"].rate
+        (b50, b99), (h50, h99), (r50, r99) = (percentiles(load[k].latencies) for k in SERVERS)
+        bare, handoff, runtime = (load[k].rate for k in SERVERS)
+        cpu = " / ".join(load[k].cpu_us for k in SERVERS)
         print(
-            f"{c:>7} | {b50:9.0f} / {b99:9.0f} | {r50:8.0f} / {r99:8.0f} | "
-            f"{r50 - b50:7.0f} / {r99 - b99:7.0f} | {bare:8.0f} / {runtime:7.0f} | {runtime / bare:12.2f} | "
-            f"{load['bare'].cpu_us:>7} / {load['runtime'].cpu_us:>7}"
+            f"{c:>7} | {b50:7.0f} / {b99:7.0f} | {h50:5.0f} / {h99:5.0f} | {r50:5.0f} / {r99:5.0f} | "
+            f"{r50 - b50:9.0f} / {r99 - b99:8.0f} | {bare:9.0f} / {handoff:7.0f} / {runtime:9.0f} | "
+            f"{runtime / bare:12.2f} | {runtime / handoff:15.2f} | {cpu:>29}"
         )
 
 
