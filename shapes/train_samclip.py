@@ -710,8 +710,7 @@ def calibrate_only(weights: Path, args: argparse.Namespace) -> None:
     save_student(student, weights)
     figures = evaluate(student.float(), teacher, settings.model_copy(update={"backend": "merged"}), args.eval_scenes)
     print(json.dumps(figures), flush=True)
-    card = dict(card or {})
-    card.pop("file", None), card.pop("sha256", None)
+    card = {k: v for k, v in (card or {}).items() if k not in ("file", "sha256")}  # write_card sets them
     card["calibration"] = {
         **record,
         "command": f"--calibrate {weights.name} --calibration-scenes "

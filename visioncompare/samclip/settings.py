@@ -39,8 +39,8 @@ SHAPES_SAM_DEFAULTS: dict[str, Any] = {
     "min_mask_region_area": 50,
 }
 #: How the shipped shapes merge names a mask. From its crops: on 100 held-out scenes
-#: (bench/accuracy.py --scenes 100) open-vocabulary mask AP 0.368 and semantic mIoU 0.539, against
-#: 0.080 and 0.266 from the tokens of the one scene pass (objects are 2-7 patches across at 128 px),
+#: (bench/accuracy.py --scenes 100) open-vocabulary mask AP 0.368 and semantic mIoU 0.569, against
+#: 0.077 and 0.266 from the tokens of the one scene pass (objects are 2-7 patches across at 128 px),
 #: at 0.75x the composition's speed for instance segmentation instead of 0.85x
 #: (bench/samclip_merged.py). The paper's path (tokens) stays the default for other merges.
 SHAPES_MERGED_REGIONS: Final = "crops"
