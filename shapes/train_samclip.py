@@ -69,6 +69,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -596,9 +597,10 @@ def check_score(figures: dict[str, float]) -> float:
 
 
 def cosine_lr(step: int, total: int, warmup: int) -> float:
+    """A plain float: it lands in the optimizer's state, which last.pt must load weights_only."""
     if step < warmup:
         return (step + 1) / warmup
-    return 0.5 * (1 + np.cos(np.pi * (step - warmup) / max(total - warmup, 1)))
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
 
 
 def merged_model(student: MergedSamClip, teacher: ComposedSamOpenClip, settings: SamClipSettings) -> SamClipModel:

@@ -283,21 +283,23 @@ def test_a_run_whose_parts_did_not_move_is_refused() -> None:
 
 
 def test_an_interrupted_merge_resumes_where_it_stopped(tmp_path: Path) -> None:
-    """A merge stopped after 2 of its 4 steps (its last.pt written) and resumed with --resume
+    """A merge stopped after 3 of its 4 steps (past the warm-up: its last.pt holds the cosine
+    schedule's learning rate and the held-out check's history so far) and resumed with --resume
     ends with the same weights, bit for bit, as the same merge run in one go."""
     args = ["--probe-steps", "1", "--steps", "3", "--scenes-per-step", "1", "--sam-batch", "1", "--warmup", "1"]
-    args += ["--eval-every", "0", "--eval-scenes", "1", "--save-every", "0", "--calibration-scenes", "0"]
+    args += ["--eval-every", "2", "--check-scenes", "1", "--proposal-scenes", "1", "--proposal-crops", "1"]
+    args += ["--eval-scenes", "1", "--save-every", "0", "--calibration-scenes", "0"]
     whole = train("shapes.train_samclip", args, tmp_path / "whole")
     stopped = subprocess.run(
         [sys.executable, "-m", "shapes.train_samclip", *args, "--threads", "1", "--out", str(tmp_path / "parts")]
-        + ["--stop-after", "2"],
+        + ["--stop-after", "3"],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     last = tmp_path / "parts" / "checkpoints" / "last.pt"
-    assert f"stopped after 2 of 4 steps; continue with --resume {last}" in stopped.stdout
+    assert f"stopped after 3 of 4 steps; continue with --resume {last}" in stopped.stdout
     assert not list((tmp_path / "parts").glob("*.pth"))  # no weights until the run is done
     resumed = subprocess.run(
         [sys.executable, "-m", "shapes.train_samclip", *args, "--threads", "1", "--resume", str(last)],
