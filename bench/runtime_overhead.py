@@ -1,6 +1,6 @@
 """The runtime's own overhead: a trivial model served over loopback.
 
-    python -m bench.runtime_overhead [--requests 2000] [--rounds 4]
+    python -m bench.runtime_overhead [--requests 2000] [--rounds 6]
 
 Prints p50 and p99 latency per request in µs at 1 and 16 concurrent clients for
   - the full runtime (interceptor, data plane, validation, scheduler, inference
@@ -9,9 +9,11 @@ Prints p50 and p99 latency per request in µs at 1 and 16 concurrent clients for
   - the same bare server handing each request to an inference thread and back (a queue
     one way, `call_soon_threadsafe` the other): the least any server pays that keeps
     inference off its event loop, as the runtime does;
-the latency the runtime adds over bare gRPC, each one's requests per second, the ratios
-runtime/bare and runtime/handoff of requests per second, and the CPU time each server
-process spent per request (from /proc, on Linux; user and system).
+  - the same again with the runtime's scheduling and none of its code: one batch (up to 4
+    requests) on the thread at a time, the next formed when it is answered;
+the latency the runtime adds over bare gRPC, and for each server its requests per second,
+their ratio to bare gRPC's, and the CPU time the server process spent per request (from
+/proc, on Linux; user and system).
 
 The servers run side by side for the whole run, and the load moves between them in
 rounds (`--requests` per concurrency, split into `--rounds` slices per server, the
@@ -127,8 +129,9 @@ async def through_grpc(address: str, requests: int, concurrency: int) -> tuple[l
         return latencies, time.perf_counter() - start
 
 
-#: The servers compared: the runtime and two references.
-SERVERS = ("bare", "handoff", "runtime")
+#: The servers compared: the runtime and three references.
+SERVERS = ("bare", "handoff", "one-batch", "runtime")
+BATCH = 4  # one-batch: the runtime's default max_batch_size
 
 
 def serve(port: int, kind: str) -> None:
@@ -136,19 +139,40 @@ def serve(port: int, kind: str) -> None:
         run_server(ServerSettings(host="127.0.0.1", port=port, metrics_port=None, log_level="WARNING"), TrivialModel())
         return
     response = vms.DetectResponse(instances=[pb.Instance(box=pb.BoundingBox(x1=1, y1=2, x2=3, y2=4), score=0.9)])
-    jobs: queue.SimpleQueue[asyncio.Future[vms.DetectResponse]] = queue.SimpleQueue()
+    Batch = list[asyncio.Future[vms.DetectResponse]]
+    jobs: queue.SimpleQueue[Batch] = queue.SimpleQueue()
+    pending: Batch = []  # one-batch: waiting for the batch on the thread
+    busy = False
+
+    def dispatch() -> None:
+        nonlocal busy
+        busy = True
+        jobs.put(pending[:BATCH])
+        del pending[:BATCH]
+
+    def answer(batch: Batch) -> None:
+        nonlocal busy
+        for future in batch:
+            future.set_result(response)
+        busy = False
+        if pending and kind == "one-batch":
+            dispatch()
 
     def inference_thread(loop: asyncio.AbstractEventLoop) -> None:
         while True:
-            future = jobs.get()
-            loop.call_soon_threadsafe(future.set_result, response)
+            loop.call_soon_threadsafe(answer, jobs.get())
 
     class Bare(vms_grpc.VisionModelServiceServicer):
         async def Detect(self, request: vms.DetectRequest, context: object) -> vms.DetectResponse:
             if kind == "bare":
                 return response
             future = asyncio.get_running_loop().create_future()
-            jobs.put(future)
+            if kind == "handoff":
+                jobs.put([future])
+            else:
+                pending.append(future)
+                if not busy:
+                    dispatch()
             return await future
 
     async def run() -> None:
@@ -205,7 +229,7 @@ def measure(port: int, requests: int, rounds: int) -> dict[int, dict[str, Load]]
         for concurrency in (1, 16):
             loads = out[concurrency] = {kind: Load() for kind in SERVERS}
             for i in range(rounds):
-                for which in SERVERS[i % 3 :] + SERVERS[: i % 3]:
+                for which in SERVERS[i % len(SERVERS) :] + SERVERS[: i % len(SERVERS)]:
                     before = cpu_seconds(servers[which].pid)
                     latencies, seconds = asyncio.run(through_grpc(addresses[which], requests // rounds, concurrency))
                     after = cpu_seconds(servers[which].pid)
@@ -236,20 +260,17 @@ def main() -> None:
     p50, p99 = percentiles(in_process(args.requests))
     print(f"no-op model predict() in-process: p50 {p50:.1f} µs, p99 {p99:.1f} µs")
     loads = measure(args.port, args.requests, args.rounds)
-    print(
-        f"{'clients':>7} | {'p50/p99 µs: bare':>17} | {'handoff':>13} | {'runtime':>13} | "
-        f"{'runtime adds p50/p99':>20} | {'req/s: bare / handoff / runtime':>31} | "
-        f"{'runtime/bare':>12} | {'runtime/handoff':>15} | {'server CPU µs/req, same order':>29}"
-    )
+    header = ("clients", "server", "p50 µs", "p99 µs", "req/s", "÷ bare", "CPU µs/req")
+    print(" | ".join(f"{h:>{w}}" for h, w in zip(header, (7, 9, 7, 7, 6, 6, 10), strict=True)))
     for c, load in loads.items():
-        (b50, b99), (h50, h99), (r50, r99) = (percentiles(load[k].latencies) for k in SERVERS)
-        bare, handoff, runtime = (load[k].rate for k in SERVERS)
-        cpu = " / ".join(load[k].cpu_us for k in SERVERS)
-        print(
-            f"{c:>7} | {b50:7.0f} / {b99:7.0f} | {h50:5.0f} / {h99:5.0f} | {r50:5.0f} / {r99:5.0f} | "
-            f"{r50 - b50:9.0f} / {r99 - b99:8.0f} | {bare:9.0f} / {handoff:7.0f} / {runtime:9.0f} | "
-            f"{runtime / bare:12.2f} | {runtime / handoff:15.2f} | {cpu:>29}"
-        )
+        bare = load["bare"]
+        for kind in SERVERS:
+            p50, p99 = percentiles(load[kind].latencies)
+            ratio = load[kind].rate / bare.rate
+            rate, cpu = load[kind].rate, load[kind].cpu_us
+            print(f"{c:>7} | {kind:>9} | {p50:7.0f} | {p99:7.0f} | {rate:6.0f} | {ratio:6.2f} | {cpu:>10}")
+        added = percentiles(load["runtime"].latencies)[0] - percentiles(bare.latencies)[0]
+        print(f"{c:>7} | the runtime adds {added:.0f} µs at p50 over bare gRPC")
 
 
 if __name__ == "__main__":
