@@ -174,9 +174,7 @@ def parts_record(
 def audit(weights: Path, args: argparse.Namespace) -> None:
     """Record in the card of finished weights how far each part is from the teachers (for
     weights written before the card kept a training record): `--audit FILE`."""
-    settings = teacher_settings(args)
-    teacher = build_composed(settings, plan_device(args.device, "fp32"))
-    student = build_merged(teacher.sam, clip_embed_dim(teacher.clip, teacher.tokenizer))
+    _, _, student = teachers_and_student(args)
     initial = snapshot(student)
     state, card = load_stage(weights)
     student.load_state_dict({k: v.float() for k, v in state.items()})
@@ -700,11 +698,8 @@ def calibration_pairs(
 def calibrate_only(weights: Path, args: argparse.Namespace) -> None:
     """`--calibrate FILE`: fit the logit scale factor of finished weights, rewrite them with it
     and their card with the fit and the new held-out figures."""
-    settings = teacher_settings(args)
-    teacher = build_composed(settings, plan_device(args.device, "fp32"))
-    student = build_merged(teacher.sam, clip_embed_dim(teacher.clip, teacher.tokenizer))
+    settings, teacher, student = teachers_and_student(args)
     state, card = load_stage(weights)
-    state.setdefault(LOGIT_SCALE_FACTOR, torch.ones(()))
     student.load_state_dict({k: v.float() for k, v in state.items()})
     student.eval()
     record = calibrate(student, teacher, settings, calibration_pairs(args, teacher, settings))
@@ -826,6 +821,16 @@ def teacher_settings(args: argparse.Namespace) -> SamClipSettings:
     )
 
 
+def teachers_and_student(args: argparse.Namespace) -> tuple[SamClipSettings, ComposedSamOpenClip, MergedSamClip]:
+    """The teachers' settings and composition, frozen, and a student initialised from them (a
+    copy of the frozen SAM teacher: frozen too until `make_trainable`)."""
+    settings = teacher_settings(args)
+    teacher = build_composed(settings, plan_device(args.device, "fp32"))
+    teacher.sam.requires_grad_(False)
+    teacher.clip.requires_grad_(False)
+    return settings, teacher, build_merged(teacher.sam, clip_embed_dim(teacher.clip, teacher.tokenizer))
+
+
 def main() -> None:
     parser = build_parser()
     args = parser.parse_args()
@@ -843,23 +848,17 @@ def main() -> None:
     if args.calibrate is not None:
         calibrate_only(args.calibrate, args)
         return
-    settings = teacher_settings(args)
-    teacher = build_composed(settings, plan_device(args.device, "fp32"))
-    teacher.sam.requires_grad_(False)
-    teacher.clip.requires_grad_(False)
-    student = build_merged(teacher.sam, clip_embed_dim(teacher.clip, teacher.tokenizer))
+    settings, teacher, student = teachers_and_student(args)
     make_trainable(student)  # the copy of the frozen teacher is frozen too until told otherwise
     initial = snapshot(student)  # the teacher-initialised student: what drift is measured from
     init_card = None
     if args.init is not None:
         state, init_card = load_stage(args.init)
-        state.setdefault(LOGIT_SCALE_FACTOR, torch.ones(()))  # a merge saved before the head kept one
         student.load_state_dict({k: v.float() for k, v in state.items()})
     checkpoints = args.out / "checkpoints"
     resumed: dict[str, Any] | None = None
     if args.resume is not None:
         resumed = torch.load(args.resume, map_location="cpu", weights_only=True)
-        resumed["model"].setdefault(LOGIT_SCALE_FACTOR, torch.ones(()))
         student.load_state_dict(resumed["model"])
         init_card = resumed.get("init_card")
         args.out = Path(resumed.get("out", args.out))

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 from visioncompare.runtime.device import DevicePlan
 from visioncompare.runtime.engines import ExportedFile, ort_runner
-from visioncompare.runtime.weights import load_state_dict
 from visioncompare.samclip import card
 from visioncompare.samclip.architectures import build_clip, build_sam
 from visioncompare.samclip.attention import use_chunked_mlp, use_sdpa_attention
@@ -33,14 +32,14 @@ from visioncompare.samclip.backend import (
     MaskPrompts,
     ProposedMask,
 )
-from visioncompare.samclip.merged_arch import LOGIT_SCALE_FACTOR, MergedSamClip, build_merged, region_weights
+from visioncompare.samclip.merged_arch import MergedSamClip, build_merged, region_weights
 from visioncompare.samclip.openvocab import mask_crop
 from visioncompare.samclip.parts import SamPart, TextPart, sam_part, text_part
 from visioncompare.samclip.settings import SamClipSettings
 from visioncompare.samclip.weights import (
     WeightSource,
     load_clip_state,
-    load_strict_state,
+    load_strict,
     resolve_clip_weights,
     resolve_merged_weights,
 )
@@ -184,11 +183,9 @@ class MergedSamClipBackend:
 
 
 def load_merged_state(merged: MergedSamClip, path: Path) -> None:
-    """Load a merged SAM-CLIP state dict with weights_only=True. A merge saved before the head
-    kept its own logit scale (no `clip_head.logit_scale_factor`) uses the teacher's."""
-    state = load_state_dict(path, "merged SAM-CLIP")
-    state.setdefault(LOGIT_SCALE_FACTOR, torch.ones(()))
-    load_strict_state(merged, state, path, "merged SAM-CLIP")
+    """Load a merged SAM-CLIP state dict with weights_only=True (a merge saved before the head
+    kept its own logit scale loads with the teacher's: `ClipHead`)."""
+    load_strict(merged, path, "merged SAM-CLIP")
 
 
 def text_tower_only(clip: Any) -> Any:

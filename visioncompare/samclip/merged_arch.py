@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 CLIP_HEAD_BLOCKS = 3
-#: The state-dict key of the head's logit scale factor (merges saved before it have none).
+#: The state-dict key of the head's logit scale factor.
 LOGIT_SCALE_FACTOR = "clip_head.logit_scale_factor"
 
 
@@ -45,6 +45,12 @@ class ClipHead(nn.Module):
         )
         # logits = logit_scale_factor x the CLIP teacher's logit scale x cosine similarity
         self.register_buffer("logit_scale_factor", torch.ones(()))
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """A merge saved before the head kept its own scale has no factor: the teacher's scale
+        (as BatchNorm fills in num_batches_tracked for older checkpoints)."""
+        state_dict.setdefault(prefix + "logit_scale_factor", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """B x h x w x C backbone tokens -> B x h x w x C head tokens (before projection)."""

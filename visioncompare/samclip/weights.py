@@ -252,11 +252,7 @@ def resolve_clip_weights(spec: str, model: str, cache_dir: Path) -> WeightSource
 
 def load_strict(module: Any, path: Path, what: str) -> None:
     """Load a state dict (`load_state_dict`, weights_only) strictly into `module`."""
-    load_strict_state(module, load_state_dict(path, what), path, what)
-
-
-def load_strict_state(module: Any, state: dict[str, Any], path: Path, what: str) -> None:
-    """Load `state`, read from `path`, strictly into `module`."""
+    state = load_state_dict(path, what)
     try:
         module.load_state_dict(state, strict=True)
     except Exception as exc:  # shape and key errors alike: the file is not for this network
