@@ -24,6 +24,10 @@ The recipe (`visioncompare/samclip/merged_arch.py` has the network):
   prompt templates and its background prompts; and one caption per size, colour and shape),
   both at `--distribution-scale`. The cosine alone lets the student sit at the teachers' mean
   embedding (its cosine to every target is high); the distributions carry what tells them apart.
+  In the shapes world, where every region's content is known, `--label-weight` x the
+  cross-entropy of the served label distribution (classes, background prompts together, at the
+  teacher's logit scale) against it: the teacher names proposal crops at 0.55 top-1, and a
+  student that only imitates it cannot name them better.
 - SAM loss: 20 x focal + dice between the student's and the teacher's mask logits for the same
   point and box prompts (the teacher's masks as targets), plus the IoU head's squared error
   against the teacher's predicted IoUs. Total = CLIP + lambda x SAM.
@@ -75,7 +79,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -206,14 +210,26 @@ def untrained_parts(record: dict[str, dict[str, Any]], meant: frozenset[str]) ->
     return problems
 
 
+#: The label of a region that shows no object (the served background prompts together).
+BACKGROUND = len(CLASSES)
+
+
+class Region(NamedTuple):
+    """A region of a student image (None: the whole image), the teacher image it is matched to,
+    and, where the shapes world knows it, what it shows (a CLASSES index or BACKGROUND)."""
+
+    mask: np.ndarray | None
+    target: np.ndarray
+    label: int | None = None
+
+
 @dataclass
 class ClipSample:
-    """One student image and the regions of it matched to a teacher image each (region None:
-    the whole image). The first `dense` regions are disjoint, and each patch token they cover
-    (by at least half) is matched to its region's teacher image too."""
+    """One student image and its regions. The first `dense` regions are disjoint, and each
+    patch token they cover (by at least half) is matched to its region's teacher image too."""
 
     image: np.ndarray
-    regions: list[tuple[np.ndarray | None, np.ndarray]] = field(default_factory=list)
+    regions: list[Region] = field(default_factory=list)
     dense: int = 0
 
 
@@ -237,8 +253,13 @@ def scene_sam_sample(rng: random.Random, scene: Scene) -> SamSample | None:
     return SamSample(scene.image, np.array(points), np.array(boxes))
 
 
-#: A crop of a SAM proposal, as the service crops it, and the teacher image it is matched to.
-ProposalPair = tuple[np.ndarray, np.ndarray]
+class ProposalPair(NamedTuple):
+    """A crop of a SAM proposal, as the service crops it, the teacher image it is matched to,
+    and the label of the object it matches (BACKGROUND: none)."""
+
+    crop: np.ndarray
+    target: np.ndarray
+    label: int
 
 
 def proposal_pairs(seeds: Iterable[int], teacher: ComposedSamOpenClip, params: AutomaticParams) -> list[ProposalPair]:
@@ -249,7 +270,11 @@ def proposal_pairs(seeds: Iterable[int], teacher: ComposedSamOpenClip, params: A
     proposals worse than clean crops (0.45 against 0.84 top-1, where the CLIP teacher, trained
     on proposal crops, gets 0.54 against 0.88)."""
     return [
-        (mask_crop(scene.image, mask), mask_crop(scene.image, obj.mask if obj is not None else mask))
+        ProposalPair(
+            mask_crop(scene.image, mask),
+            mask_crop(scene.image, obj.mask if obj is not None else mask),
+            CLASSES.index(obj.category) if obj is not None else BACKGROUND,
+        )
         for scene, mask, obj in matched_proposals(seeds, teacher, params)
     ]
 
@@ -288,28 +313,30 @@ class ShapesData:
             union = np.zeros(scene.image.shape[:2], bool)
             for obj in scene.objects:
                 union |= obj.mask
-            regions: list[tuple[np.ndarray | None, np.ndarray]] = []
-            proposals: list[tuple[np.ndarray | None, np.ndarray]] = []
+            regions: list[Region] = []
+            proposals: list[Region] = []
             for obj in scene.objects:
                 if obj.mask.sum() < MIN_OBJECT_PIXELS:
                     continue
+                label = CLASSES.index(obj.category)
                 clean = mask_crop(scene.image, obj.mask)
                 cut = degrade(self.rng, obj.mask)
                 if self.rng.random() < self.crop_fraction:
                     crop = mask_crop(scene.image, cut) if self.rng.random() < 0.5 else clean
-                    out.append(ClipSample(crop, [(None, crop)]))
-                regions.append((obj.mask, clean))
-                proposals.append((cut, clean))  # a proposal-like mask names the object as its clean crop does
+                    out.append(ClipSample(crop, [Region(None, crop, label)]))
+                regions.append(Region(obj.mask, clean, label))
+                # a proposal-like mask names the object as its clean crop does
+                proposals.append(Region(cut, clean, label))
             patch = background_patch(self.rng, scene.image, union)
             if patch is not None:
                 if self.rng.random() < self.crop_fraction:
-                    out.append(ClipSample(patch, [(None, patch)]))
+                    out.append(ClipSample(patch, [Region(None, patch, BACKGROUND)]))
                 if (~union).sum() >= MIN_OBJECT_PIXELS:
-                    regions.append((~union, patch))
+                    regions.append(Region(~union, patch, BACKGROUND))
             if regions:
                 out.append(ClipSample(scene.image, regions + proposals, dense=len(regions)))
-        for crop, target in self.rng.sample(self.pool, self.proposal_crops):
-            out.append(ClipSample(crop, [(None, target)]))
+        for pair in self.rng.sample(self.pool, self.proposal_crops):
+            out.append(ClipSample(pair.crop, [Region(None, pair.target, pair.label)]))
         return out
 
     def sam_batch(self, count: int, teacher: ComposedSamOpenClip) -> list[SamSample]:
@@ -347,7 +374,7 @@ class FolderData:
 
     def clip_batch(self) -> list[ClipSample]:
         images = [self._load(self.clip_files) for _ in range(self.batch)]
-        return [ClipSample(image, [(None, image)]) for image in images]
+        return [ClipSample(image, [Region(None, image)]) for image in images]
 
     def sam_batch(self, count: int, teacher: ComposedSamOpenClip) -> list[SamSample]:
         out = []
@@ -392,6 +419,7 @@ class Distiller:
         distribution_scale: float,
         caption_weight: float,
         dense_weight: float,
+        label_weight: float = 0.0,
     ) -> None:
         self.teacher = teacher
         self.student = student.to(device)
@@ -401,6 +429,7 @@ class Distiller:
         self.distribution_scale = distribution_scale
         self.bank_weights = (1.0, caption_weight)
         self.dense_weight = dense_weight
+        self.label_weight = label_weight
         self.resize = teacher.sam_part.resize
         self.patch = int(student.sam.image_encoder.patch_embed.proj.stride[0])
         self.side = student.img_size // self.patch
@@ -436,7 +465,7 @@ class Distiller:
     def regions(self, sample: ClipSample, size: tuple[int, int]) -> torch.Tensor:
         """R x side x side patch coverage of the sample's regions (None: the image, not padding)."""
         whole = np.ones(sample.image.shape[:2], bool)
-        masks = [whole if region is None else region for region, _ in sample.regions]
+        masks = [whole if r.mask is None else r.mask for r in sample.regions]
         return region_weights(torch.as_tensor(np.stack(masks)), size, self.student.img_size, self.side).to(self.device)
 
     def clip_loss(self, samples: Sequence[ClipSample], train_backbone: bool) -> torch.Tensor:
@@ -444,7 +473,7 @@ class Distiller:
         with torch.set_grad_enabled(train_backbone):
             tokens = self.student.backbone(x)
         head = self.student.clip_head.tokens(tokens)
-        teacher = self.teacher_embeddings([t for s in samples for _, t in s.regions])
+        teacher = self.teacher_embeddings([r.target for s in samples for r in s.regions])
         pooled, dense_losses = [], []
         first = 0
         for k, (sample, size) in enumerate(zip(samples, sizes, strict=True)):
@@ -463,7 +492,20 @@ class Distiller:
         loss = self.match(student, teacher).mean()
         if dense_losses:
             loss = loss + self.dense_weight * torch.stack(dense_losses).mean()
+        labels = [(k, r.label) for k, r in enumerate(r for s in samples for r in s.regions) if r.label is not None]
+        if self.label_weight and labels:
+            rows, truth = zip(*labels, strict=True)
+            shown = torch.tensor(truth, device=self.device)
+            loss = loss + self.label_weight * self.label_loss(student[list(rows)], shown)
         return loss
+
+    def label_loss(self, student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the served label distribution (the classes and, together, the
+        background prompts, at the teacher's logit scale) against what the regions show."""
+        n = len(CLASSES)
+        log_p = F.log_softmax(self.teacher.logit_scale * student @ self.banks[0].T, dim=-1)
+        log_p = torch.cat([log_p[:, :n], torch.logsumexp(log_p[:, n:], dim=-1, keepdim=True)], dim=-1)
+        return F.nll_loss(log_p, labels)
 
     def _decode(self, sam: Any, features: torch.Tensor, sample: SamSample) -> list[Any]:
         """(low-res logits N x 4 x h x w, IoU N x 4) for the sample's point prompts, then its box prompts."""
@@ -530,7 +572,7 @@ class HeldOutCheck:
         d, hits = self.d, 0
         for start in range(0, len(self.proposals), 32):
             chunk = self.proposals[start : start + 32]
-            samples = [ClipSample(crop, [(None, crop)]) for crop, _ in chunk]
+            samples = [ClipSample(crop, [Region(None, crop)]) for crop, _ in chunk]
             x, sizes = d._prepare([s.image for s in samples])
             head = d.student.clip_head.tokens(d.student.backbone(x))
             for k, (sample, (_, truth)) in enumerate(zip(samples, chunk, strict=True)):
@@ -552,8 +594,8 @@ class HeldOutCheck:
             if not objs:
                 continue
             truth = [CLASSES.index(o.category) for o in objs]
-            crops = [ClipSample(mask_crop(scene.image, o.mask), [(None, scene.image)]) for o in objs]
-            whole = ClipSample(scene.image, [(o.mask, scene.image) for o in objs])
+            crops = [ClipSample(mask_crop(scene.image, o.mask), [Region(None, scene.image)]) for o in objs]
+            whole = ClipSample(scene.image, [Region(o.mask, scene.image) for o in objs])
             x, sizes = d._prepare([c.image for c in crops] + [scene.image])
             head = student.clip_head.tokens(student.backbone(x))
             for k, crop in enumerate(crops):
@@ -566,7 +608,7 @@ class HeldOutCheck:
             label_masks = [~np.any([o.mask for o in scene.objects], axis=0)] + [
                 np.any([o.mask for o in scene.objects if o.category == c] or [cls], axis=0) for c in CLASSES
             ]
-            cover = d.regions(ClipSample(scene.image, [(m, scene.image) for m in label_masks]), sizes[-1])
+            cover = d.regions(ClipSample(scene.image, [Region(m, scene.image) for m in label_masks]), sizes[-1])
             rows, cols = -(-sizes[-1][0] // d.patch), -(-sizes[-1][1] // d.patch)
             truth_grid = cover[:, :rows, :cols].argmax(0)
             probs = F.softmax(
@@ -673,9 +715,8 @@ def calibrate(
     student.clip_head.logit_scale_factor.fill_(1.0)
     backend = merged_model(student, teacher, settings).backend
     text = backend.embed_texts([*CLASSES, *settings.background_prompts], settings.prompt_templates)
-    crops, clean = zip(*pairs, strict=True)
-    learnt = backend.embed_crops(list(crops)) @ text.T
-    taught = teacher.embed_crops(list(clean)) @ text.T
+    learnt = backend.embed_crops([p.crop for p in pairs]) @ text.T
+    taught = teacher.embed_crops([p.target for p in pairs]) @ text.T
     best, kl = fit_logit_scale_factor(learnt, taught, teacher.logit_scale)
     student.clip_head.logit_scale_factor.fill_(best)
     return {
@@ -771,6 +812,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--distribution-scale", type=float, default=50.0, help="logit scale of those distributions")
     parser.add_argument(
         "--caption-weight", type=float, default=0.0, help="weight of the size-colour-shape caption bank's KL term"
+    )
+    parser.add_argument(
+        "--label-weight",
+        type=float,
+        default=0.0,
+        help="cross-entropy of the served labels against what each region shows (shapes world); 0: none",
     )
     parser.add_argument(
         "--proposal-scenes",
@@ -874,6 +921,7 @@ def main() -> None:
         distribution_scale=args.distribution_scale,
         caption_weight=args.caption_weight,
         dense_weight=args.dense_weight,
+        label_weight=args.label_weight,
     )
     params = proposal_params(settings)
     pool: list[ProposalPair] = []

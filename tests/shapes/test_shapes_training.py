@@ -61,6 +61,8 @@ SHORT_RUNS = {
             "2",
             "--proposal-crops",
             "3",
+            "--label-weight",
+            "1",
             "--calibration-scenes",
             "2",
         ],
@@ -225,7 +227,7 @@ def test_the_merge_trains_on_crops_of_real_proposals() -> None:
     own proposals, each matched to the clean crop of its object (the service names masks from
     such crops). The short run above has the held-out check report the student's top-1 on them."""
     from shapes.scenes import TRAIN_SEEDS
-    from shapes.train_samclip import ShapesData, build_parser, proposal_pairs, teacher_settings
+    from shapes.train_samclip import BACKGROUND, ShapesData, build_parser, proposal_pairs, teacher_settings
     from visioncompare.runtime.device import plan_device
     from visioncompare.samclip.algorithms import proposal_params
     from visioncompare.samclip.composed import build_composed
@@ -234,8 +236,9 @@ def test_the_merge_trains_on_crops_of_real_proposals() -> None:
     teacher = build_composed(settings, plan_device("cpu", "fp32"))
     pool = proposal_pairs(TRAIN_SEEDS[990_000:990_002], teacher, proposal_params(settings))
     assert len(pool) >= 3
-    for crop, target in pool:  # an RGB crop, matched to an RGB image
+    for crop, target, label in pool:  # an RGB crop, matched to an RGB image, labelled as its object
         assert crop.ndim == target.ndim == 3 and crop.shape[2] == target.shape[2] == 3
+        assert 0 <= label <= BACKGROUND
     plain = ShapesData(0, 940_000, 1, 0.0)
     mixed = ShapesData(0, 940_000, 1, 0.0, pool, proposal_crops=3)
     plain.start_step(5)
@@ -243,7 +246,9 @@ def test_the_merge_trains_on_crops_of_real_proposals() -> None:
     before, after = plain.clip_batch(), mixed.clip_batch()
     assert len(after) == len(before) + 3
     added = {id(s.image) for s in after[len(before) :]}
-    assert added <= {id(crop) for crop, _ in pool}
+    assert added <= {id(p.crop) for p in pool}
+    label_of = {id(p.crop): p.label for p in pool}  # what a proposal crop shows travels with it (--label-weight)
+    assert all(s.regions[0].label == label_of[id(s.image)] for s in after[len(before) :])
 
 
 def test_the_logit_scale_factor_is_fitted_to_the_teachers_distributions() -> None:
