@@ -24,10 +24,11 @@ The recipe (`visioncompare/samclip/merged_arch.py` has the network):
   prompt templates and its background prompts; and one caption per size, colour and shape),
   both at `--distribution-scale`. The cosine alone lets the student sit at the teachers' mean
   embedding (its cosine to every target is high); the distributions carry what tells them apart.
-  In the shapes world, where every region's content is known, `--label-weight` x the
-  cross-entropy of the served label distribution (classes, background prompts together, at the
-  teacher's logit scale) against it: the teacher names proposal crops at 0.55 top-1, and a
-  student that only imitates it cannot name them better.
+  In the shapes world, where every region's (and patch's) content is known, `--label-weight` x
+  the cross-entropy of the served label distribution (classes, background prompts together, at
+  the teacher's logit scale) against it, for regions and (x `--dense-weight`) for patches: the
+  teacher names proposal crops at 0.55 top-1, and a student that only imitates it cannot name
+  them better.
 - SAM loss: 20 x focal + dice between the student's and the teacher's mask logits for the same
   point and box prompts (the teacher's masks as targets), plus the IoU head's squared error
   against the teacher's predicted IoUs. Total = CLIP + lambda x SAM.
@@ -474,7 +475,7 @@ class Distiller:
             tokens = self.student.backbone(x)
         head = self.student.clip_head.tokens(tokens)
         teacher = self.teacher_embeddings([r.target for s in samples for r in s.regions])
-        pooled, dense_losses = [], []
+        pooled, dense_losses, patch_labels = [], [], []
         first = 0
         for k, (sample, size) in enumerate(zip(samples, sizes, strict=True)):
             weights = self.regions(sample, size)
@@ -487,16 +488,23 @@ class Distiller:
                 targets = teacher[first : first + sample.dense][owner[inside]]
                 if len(patches):
                     dense_losses.append(self.match(patches, targets).mean())
+                    dense_labels = [r.label for r in sample.regions[: sample.dense]]
+                    if self.label_weight and None not in dense_labels:
+                        owned = torch.tensor(dense_labels, device=self.device)[owner[inside]]
+                        patch_labels.append(self.label_loss(patches, owned))
             first += len(sample.regions)
         student = F.normalize(torch.cat(pooled), dim=-1)
         loss = self.match(student, teacher).mean()
         if dense_losses:
             loss = loss + self.dense_weight * torch.stack(dense_losses).mean()
-        labels = [(k, r.label) for k, r in enumerate(r for s in samples for r in s.regions) if r.label is not None]
-        if self.label_weight and labels:
-            rows, truth = zip(*labels, strict=True)
-            shown = torch.tensor(truth, device=self.device)
-            loss = loss + self.label_weight * self.label_loss(student[list(rows)], shown)
+        if patch_labels:
+            loss = loss + self.dense_weight * self.label_weight * torch.stack(patch_labels).mean()
+        labelled = [(k, r.label) for k, r in enumerate(r for s in samples for r in s.regions) if r.label is not None]
+        if self.label_weight and labelled:
+            rows, shown = zip(*labelled, strict=True)
+            loss = loss + self.label_weight * self.label_loss(
+                student[list(rows)], torch.tensor(shown, device=self.device)
+            )
         return loss
 
     def label_loss(self, student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
