@@ -293,6 +293,7 @@ class ShapesData:
         crop_fraction: float,
         pool: Sequence[ProposalPair] = (),
         proposal_crops: int = 0,
+        proposal_targets: str = "object",
     ) -> None:
         self.seed = seed
         self.seed_offset = seed_offset
@@ -300,6 +301,7 @@ class ShapesData:
         self.crop_fraction = crop_fraction
         self.pool = list(pool)
         self.proposal_crops = min(proposal_crops, len(self.pool))
+        self.proposal_targets = proposal_targets
         self.recent: list[Scene] = []
         self.rng = random.Random(seed)
 
@@ -337,7 +339,8 @@ class ShapesData:
             if regions:
                 out.append(ClipSample(scene.image, regions + proposals, dense=len(regions)))
         for pair in self.rng.sample(self.pool, self.proposal_crops):
-            out.append(ClipSample(pair.crop, [Region(None, pair.target, pair.label)]))
+            target = pair.target if self.proposal_targets == "object" else pair.crop
+            out.append(ClipSample(pair.crop, [Region(None, target, pair.label)]))
         return out
 
     def sam_batch(self, count: int, teacher: ComposedSamOpenClip) -> list[SamSample]:
@@ -834,6 +837,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="scenes whose SAM proposals' crops are trained on (shapes); 0: none",
     )
     parser.add_argument("--proposal-crops", type=int, default=12, help="proposal crops per step, from that pool")
+    parser.add_argument(
+        "--proposal-targets",
+        choices=("object", "self"),
+        default="object",
+        help="what a proposal crop is matched to: the teacher's embedding of the clean crop of its object "
+        "(of itself, for background), or of the same crop (the composition's naming, as in the paper)",
+    )
     parser.add_argument("--proposal-seed-offset", type=int, default=990_000, help="first seed of those scenes")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -938,7 +948,15 @@ def main() -> None:
         seeds = tqdm(TRAIN_SEEDS[first : first + args.proposal_scenes], desc="proposal crops", unit="scene")
         pool = proposal_pairs(seeds, teacher, params)
     data: ShapesData | FolderData = (
-        ShapesData(args.seed, args.seed_offset, args.scenes_per_step, args.crop_fraction, pool, args.proposal_crops)
+        ShapesData(
+            args.seed,
+            args.seed_offset,
+            args.scenes_per_step,
+            args.crop_fraction,
+            pool,
+            args.proposal_crops,
+            args.proposal_targets,
+        )
         if args.clip_images is None
         else FolderData(args.seed, args.clip_images, args.sam_images, params, args.clip_batch)
     )
