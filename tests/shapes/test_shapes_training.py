@@ -57,6 +57,8 @@ SHORT_RUNS = {
             "2",
             "--check-scenes",
             "2",
+            "--check-served-scenes",
+            "2",
             "--proposal-scenes",
             "2",
             "--proposal-crops",
@@ -136,6 +138,8 @@ def test_short_training_run_writes_loadable_weights_and_a_true_card(name: str, t
         assert 0.0 <= card["metrics"][metric] <= 1.0
     if name == "samclip":  # --proposal-scenes: the check names the teacher's proposal crops too
         assert card["check_history"] and all(0 <= row["proposal_top1"] <= 1 for row in card["check_history"])
+        # and measures the served semantic mIoU, which the best checkpoint is chosen by too
+        assert all(0 <= row["served_semantic_miou"] <= 1 for row in card["check_history"])
         factor = card["calibration"]["logit_scale_factor"]  # fitted on held-apart proposal crops
         assert 0.5 <= factor <= 4.0 and card["calibration"]["pairs"] >= 2
         assert float(torch.load(weights, weights_only=True)["clip_head.logit_scale_factor"]) == pytest.approx(factor)
@@ -315,3 +319,14 @@ def test_an_interrupted_merge_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     card = json.loads((tmp_path / "parts" / "samclip_shapes.json").read_text())
     assert card["sha256"] == whole["sha256"]
+
+
+def test_the_best_checkpoint_is_chosen_by_the_served_semantic_miou_too() -> None:
+    """A checkpoint that names crops a little better but serves a worse semantic map (as
+    continuing the shipped merge with labels did: top-1 figures level, served mIoU -0.04) loses."""
+    from shapes.train_samclip import check_score
+
+    before = {"crop_top1": 0.80, "proposal_top1": 0.55, "region_top1": 0.40, "patch_miou": 0.31}
+    after = {"crop_top1": 0.82, "proposal_top1": 0.57, "region_top1": 0.41, "patch_miou": 0.32}
+    assert check_score(after) > check_score(before)
+    assert check_score({**before, "served_semantic_miou": 0.61}) > check_score({**after, "served_semantic_miou": 0.57})
