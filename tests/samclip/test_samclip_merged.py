@@ -8,6 +8,7 @@ semantic segmentation with and without the SAM head's refinement, and what Capab
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from visioncompare.samclip.merged_arch import CLIP_HEAD_BLOCKS, LOGIT_SCALE_FACT
 from visioncompare.samclip.model import SamClipModel
 from visioncompare.samclip.openvocab import mask_crop
 from visioncompare.samclip.settings import SamClipSettings
+from visioncompare.shapes_models.cards import WEIGHTS_DIR
 from visioncompare.testing.images import encode
 from visioncompare.testing.serving import ServerThread
 
@@ -285,6 +287,14 @@ def test_the_merge_names_with_its_own_logit_scale(tmp_path: Path) -> None:
     torch.save({**state, LOGIT_SCALE_FACTOR: torch.tensor(2.5)}, calibrated)
     load_merged_state(backend.merged, calibrated)
     assert backend.logit_scale == pytest.approx(2.5 * teacher_scale)
+
+
+def test_the_shipped_merge_keeps_the_logit_scale_factor_its_card_records() -> None:
+    """Stored in fp32 (the rest of the merge is fp16, which would make 2.2 into 2.1992)."""
+    state = torch.load(WEIGHTS_DIR / "samclip_shapes.pth", map_location="cpu", weights_only=True)
+    card = json.loads((WEIGHTS_DIR / "samclip_shapes.json").read_text())
+    assert state[LOGIT_SCALE_FACTOR].dtype == torch.float32
+    assert float(state[LOGIT_SCALE_FACTOR]) == pytest.approx(card["calibration"]["logit_scale_factor"], rel=1e-6)
 
 
 def test_text_prompted_proposals_skip_the_point_grid() -> None:
