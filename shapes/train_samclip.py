@@ -52,13 +52,16 @@ object's clean crop (or the background patch), and (3) every patch token inside 
 the background matched the same way (`--dense-weight`; what semantic segmentation reads); and
 (4) with `--proposal-scenes`, `--proposal-crops` crops of the SAM teacher's own proposals on
 other scenes, made as the service crops the masks it names by crops, each matched to the
-teacher's embedding of the clean crop of the object it matches (of itself, for background). The
-SAM batch prompts the same scenes' objects with a point and a jittered box each.
+teacher's embedding of the clean crop of the object it matches (of itself, for background), or
+with `--proposal-targets self` to the teacher's embedding of the same crop. The SAM batch
+prompts the same scenes' objects with a point and a jittered box each.
 
 Progress. A held-out check (`--eval-every` steps, `--check-scenes` scenes: zero-shot top-1 on
 object crops, on proposal crops (with `--proposal-scenes`) and on pooled object regions, patch
-mIoU, the SAM loss on held-out prompts) is logged beside a progress bar; the best checkpoint by
-that check (crop + proposal + region top-1 + patch mIoU), not the last, is what ships.
+mIoU, the SAM loss on held-out prompts, and on `--check-served-scenes` of them the semantic mIoU
+through the service's own model) is logged beside a progress bar; the best checkpoint by that
+check (crop + proposal + region top-1 + patch mIoU + 2 x served semantic mIoU, `check_score`),
+not the last, is what ships.
 `<out>/checkpoints/last.pt` (model, optimizer, stage, step, best so far) is written every
 `--save-every` steps: `--resume <out>/checkpoints/last.pt` with the same arguments continues an
 interrupted run where it stopped, so a run of hours goes in stages across sessions. `--init`
