@@ -330,3 +330,22 @@ def test_the_best_checkpoint_is_chosen_by_the_served_semantic_miou_too() -> None
     after = {"crop_top1": 0.82, "proposal_top1": 0.57, "region_top1": 0.41, "patch_miou": 0.32}
     assert check_score(after) > check_score(before)
     assert check_score({**before, "served_semantic_miou": 0.61}) > check_score({**after, "served_semantic_miou": 0.57})
+
+
+def test_the_label_term_rewards_the_served_label_of_what_a_region_shows() -> None:
+    """--label-weight: an embedding at a class's text embedding costs least for that class; one
+    at the last background prompt's costs least for BACKGROUND (the background prompts together)."""
+    from shapes.train_samclip import BACKGROUND, Distiller, build_parser, caption_bank, teachers_and_student
+    from visioncompare.shapes_models.vocabulary import CLASSES
+
+    settings, teacher, student = teachers_and_student(build_parser().parse_args([]))
+    banks = caption_bank(teacher, settings)
+    d = Distiller(
+        teacher, student, torch.device("cpu"), banks,
+        distribution_weight=1.0, distribution_scale=50.0, caption_weight=0.0, dense_weight=1.0, label_weight=1.0,
+    )  # fmt: skip
+    served = banks[0]  # the classes, then the background prompts
+    for shown in [*range(len(CLASSES)), BACKGROUND]:
+        at = served[shown : shown + 1] if shown < BACKGROUND else served[-1:]  # the last background prompt's
+        costs = [float(d.label_loss(at, torch.tensor([label]))) for label in [*range(len(CLASSES)), BACKGROUND]]
+        assert min(range(len(costs)), key=costs.__getitem__) == shown
