@@ -506,12 +506,13 @@ class Distiller:
             loss = loss + self.dense_weight * torch.stack(dense_losses).mean()
         if patch_labels:
             loss = loss + self.dense_weight * self.label_weight * torch.stack(patch_labels).mean()
-        labelled = [(k, r.label) for k, r in enumerate(r for s in samples for r in s.regions) if r.label is not None]
-        if self.label_weight and labelled:
-            rows, shown = zip(*labelled, strict=True)
-            loss = loss + self.label_weight * self.label_loss(
-                student[list(rows)], torch.tensor(shown, device=self.device)
-            )
+        if self.label_weight:
+            regions = (r for s in samples for r in s.regions)
+            labelled = [(k, r.label) for k, r in enumerate(regions) if r.label is not None]
+            if labelled:
+                rows, shown = zip(*labelled, strict=True)
+                shown_t = torch.tensor(shown, device=self.device)
+                loss = loss + self.label_weight * self.label_loss(student[list(rows)], shown_t)
         return loss
 
     def label_loss(self, student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
