@@ -77,11 +77,18 @@ def test_compare_png_is_the_side_by_side_picture(http: httpx.Client) -> None:
         response = http.post("/v1/compare/png", **request)
         assert response.status_code == 200, response.text
         assert response.headers["content-type"] == "image/png"
-        assert 'filename="side_by_side.png"' in response.headers["content-disposition"]
+        assert response.headers["content-disposition"] == 'attachment; filename="side_by_side-object-detection.png"'
         picture = Image.open(io.BytesIO(response.content))
         assert picture.format == "PNG"
         # Two panels (one, two), each the 64x48 scene scaled to 480 px wide, 8 px apart, under a header.
         assert picture.width == 2 * 480 + 8 and picture.height > 360
+
+
+def test_compare_names_its_answer_by_the_tasks_short_name_however_the_task_is_spelled(http: httpx.Client) -> None:
+    for task in ("TASK_OBJECT_DETECTION", "object-detection"):
+        response = http.post("/v1/compare", json={"image_base64": base64.b64encode(PNG).decode(), "task": task})
+        assert response.status_code == 200, response.text
+        assert response.headers["content-disposition"] == 'inline; filename="comparison-object-detection.json"'
 
 
 @pytest.mark.parametrize(

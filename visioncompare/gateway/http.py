@@ -53,7 +53,7 @@ from visioncompare.gateway.http_schema import (
     options_dict,
     split_list,
 )
-from visioncompare.gateway.render import side_by_side
+from visioncompare.gateway.render import side_by_side, task_name
 from visioncompare.gateway.settings import GatewaySettings
 from visioncompare.runtime.convert import pb_enum
 from visioncompare.runtime.errors import InvalidArgument, ServiceError, TooLarge, Unauthenticated, client_text
@@ -397,6 +397,12 @@ async def samples() -> list[str]:
     return sorted(p.name for p in SAMPLES_DIR.glob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
 
 
+def disposition(kind: str, stem: str, task: int, suffix: str) -> str:
+    """The content-disposition of a comparison's answer: `kind` ("inline", "attachment") and the
+    name to save it under, `<stem>-<the task's short name>.<suffix>`, which the page uses."""
+    return f'{kind}; filename="{stem}-{task_name(task)}.{suffix}"'
+
+
 @api.post(
     "/compare",
     summary="Compare every model serving the task on one image",
@@ -405,8 +411,9 @@ async def samples() -> list[str]:
     responses=errors(400, 401, 404, 413, 415, 429, 500, 503, 504),
     openapi_extra={"requestBody": COMPARE_BODY},
 )
-async def compare(given: CompareInput, comparator: ComparatorDep) -> dict[str, Any]:
+async def compare(given: CompareInput, comparator: ComparatorDep, reply: Response) -> dict[str, Any]:
     message, timeout = given
+    reply.headers["content-disposition"] = disposition("inline", "comparison", message.task, "json")
     return to_json(await comparator.compare(message, timeout))
 
 
@@ -430,9 +437,8 @@ async def compare_png(given: CompareInput, comparator: ComparatorDep) -> Respons
     message, timeout = given
     response = await comparator.compare(message, timeout)
     png = await asyncio.to_thread(draw_png, message.image.encoded, response)
-    return Response(
-        png, media_type="image/png", headers={"content-disposition": 'attachment; filename="side_by_side.png"'}
-    )
+    headers = {"content-disposition": disposition("attachment", "side_by_side", message.task, "png")}
+    return Response(png, media_type="image/png", headers=headers)
 
 
 @page_routes.get("/")

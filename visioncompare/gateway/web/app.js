@@ -22,6 +22,7 @@ const state = {
   task: "", labelsEdited: false, suggestion: null,
   request: null,            // what the shown result was asked with: task, options, blob, image, prompts
   result: null,             // the CompareResponse JSON
+  resultFilename: "",       // what the gateway names it, for saving it
   views: [],                // one per result: decoded masks, label map, threshold
   classOrder: [], hiddenClasses: new Set(),
 };
@@ -135,13 +136,23 @@ class ApiError extends Error {
   }
 }
 
-async function api(path, options, as = "json") {
+/** The answer of a gateway call; an ApiError unless it is OK. */
+async function call(path, options) {
   const response = await fetch(path, options);
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
     throw new ApiError(body, response.statusText);
   }
-  return as === "blob" ? response.blob() : response.json();
+  return response;
+}
+
+async function api(path, options) {
+  return (await call(path, options)).json();
+}
+
+/** The name the gateway gives an answer to save it under (its content-disposition's filename). */
+function filenameOf(response) {
+  return /filename="([^"]+)"/.exec(response.headers.get("content-disposition") || "")?.[1] || "";
 }
 
 async function loadModels() {
@@ -521,8 +532,9 @@ async function runCompare() {
   $("run").disabled = true;
   $("status").textContent = "running…";
   try {
-    const result = await api("/v1/compare", { method: "POST", body: formOf(request) });
-    Object.assign(state, { request, result });
+    const response = await call("/v1/compare", { method: "POST", body: formOf(request) });
+    const result = await response.json();
+    Object.assign(state, { request, result, resultFilename: filenameOf(response) });
     const ok = result.results.filter((r) => !r.status?.code).length;
     $("status").textContent = `done: ${result.results.length} model(s), ${ok} OK`;
     buildViews();
@@ -997,15 +1009,13 @@ function download(blob, name) {
   setTimeout(() => URL.revokeObjectURL(a.href), 30000);
 }
 
-const shortTask = (task) => task.replace(/^TASK_/, "").toLowerCase().replace(/_/g, "-");
-
 async function downloadPng() {
   const button = $("download-png");
   button.disabled = true;
   $("status").textContent = "drawing the side-by-side PNG…";
   try {
-    const blob = await api("/v1/compare/png", { method: "POST", body: formOf(state.request) }, "blob");
-    download(blob, `side_by_side-${shortTask(state.request.task)}.png`);
+    const response = await call("/v1/compare/png", { method: "POST", body: formOf(state.request) });
+    download(await response.blob(), filenameOf(response));
     $("status").textContent = "side-by-side PNG downloaded";
   } catch (err) {
     $("status").textContent = `error: ${err.message}`;
@@ -1070,7 +1080,7 @@ function setup() {
   });
   $("download-json").addEventListener("click", () => {
     const text = JSON.stringify(state.result, null, 2);
-    download(new Blob([text], { type: "application/json" }), `comparison-${shortTask(state.request.task)}.json`);
+    download(new Blob([text], { type: "application/json" }), state.resultFilename);
   });
   $("download-png").addEventListener("click", downloadPng);
   $("viewer-close").addEventListener("click", () => $("viewer").close());
