@@ -12,6 +12,7 @@ their crops), on held-out shapes scenes (`shapes.accuracy.eval_scenes`), prints
     named right (top-1 over the five classes and background, as the service labels them).
 The proposals and their crop embeddings are computed once per scene and backend; the truth's
 names are the text embeddings of the class names (and of the first background prompt).
+The service's settings apply (SAMCLIP_*): SAMCLIP_MERGED_WEIGHTS=file:<path> measures a candidate merge.
 """
 
 from __future__ import annotations
