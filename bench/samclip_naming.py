@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from shapes import accuracy
-from shapes.evaluation import binary_iou
+from shapes.evaluation import best_match
 from shapes.scenes import Scene
 from visioncompare.samclip.algorithms import proposal_params
 from visioncompare.samclip.model import SamClipModel
@@ -39,8 +39,8 @@ BUCKETS = ((0.5, 0.75), (0.75, 0.9), (0.9, 1.01))
 
 def matched(scene: Scene, mask: np.ndarray) -> tuple[float, int | None]:
     """The IoU of `mask` with the object it overlaps most, and that object's class (None: no object)."""
-    best = max(((binary_iou(mask, o.mask), o.category) for o in scene.objects), default=(0.0, None))
-    return best[0], CLASSES.index(best[1]) if best[1] is not None else None
+    iou, obj = best_match(mask, scene.objects)
+    return iou, CLASSES.index(obj.category) if obj is not None else None
 
 
 def memoized(fn: Callable[..., Any]) -> Callable[..., Any]:

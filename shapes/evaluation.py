@@ -11,7 +11,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from shapes.scenes import CLASSES, TRIANGLE_KEYPOINTS, Scene, coco_dataset
+from shapes.scenes import CLASSES, TRIANGLE_KEYPOINTS, Scene, ShapeObject, coco_dataset
 from visioncompare.runtime.masks import encode_mask
 
 TRIANGLE_ID = CLASSES.index("triangle") + 1
@@ -23,6 +23,11 @@ CORNER_OKS_SIGMA = 0.05
 def binary_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two H x W boolean masks (0 when both are empty)."""
     return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def best_match(mask: np.ndarray, objects: Sequence[ShapeObject]) -> tuple[float, ShapeObject | None]:
+    """The object `mask` overlaps most by IoU, with that IoU; (0.0, None) when there are none."""
+    return max(((binary_iou(mask, o.mask), o) for o in objects), key=lambda pair: pair[0], default=(0.0, None))
 
 
 def ground_truth(scenes: Sequence[Scene]) -> COCO:

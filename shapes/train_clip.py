@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.tokenizer import SimpleTokenizer
 
-from shapes.evaluation import binary_iou
+from shapes.evaluation import best_match
 from shapes.scenes import CLASSES, EVAL_SEEDS, TRAIN_SEEDS, Scene, ShapeObject, generate_scene
 from shapes.stages import load_stage, write_card
 from visioncompare.samclip.algorithms import proposal_params
@@ -146,11 +146,7 @@ def matched_proposals(
             if not proposal.mask.area:
                 continue
             mask = proposal.binary()
-            iou, target = max(
-                ((binary_iou(mask, obj.mask), obj) for obj in scene.objects),
-                key=lambda pair: pair[0],
-                default=(0.0, None),
-            )
+            iou, target = best_match(mask, scene.objects)
             if iou < 0.2:
                 yield scene, mask, None
             elif iou >= 0.5:
